@@ -1,0 +1,74 @@
+"""Fills the Host interface from ComfyUI (folder_paths, PromptServer) and attaches the studio:
+routes on `PromptServer.instance.routes`, events through ComfyUI's websocket, nodes bound."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .core.host import Host
+from .core.redact import install_log_filter, register_secrets
+from .core.settings import load_settings
+
+log = logging.getLogger("lora_studio.comfyui")
+
+
+def comfyui_host(settings_output: Path | None = None) -> Host:
+    import folder_paths
+    from server import PromptServer
+
+    server = PromptServer.instance
+
+    def url() -> str:
+        address = getattr(server, "address", "127.0.0.1") or "127.0.0.1"
+        if address in ("0.0.0.0", "::", ""):
+            address = "127.0.0.1"
+        if ":" in address:
+            address = f"[{address}]"
+        return f"http://{address}:{getattr(server, 'port', 8188)}"
+
+    def emit(event: str, data: dict) -> None:
+        server.send_sync(event, data)
+
+    def diffusers_dirs() -> list[Path]:
+        try:
+            return [Path(p) for p in folder_paths.get_folder_paths("diffusers")]
+        except (KeyError, AttributeError):
+            return []
+
+    dirs = diffusers_dirs()
+    return Host(
+        kind="comfyui",
+        loras_dir=Path(folder_paths.get_folder_paths("loras")[0]),
+        output_dir=settings_output or Path(folder_paths.get_output_directory()),
+        models_dir=dirs[0] if dirs else Path(folder_paths.models_dir) / "diffusers",
+        comfyui_url=url,
+        emit=emit,
+        extra_model_dirs=lambda: diffusers_dirs()[1:],
+    )
+
+
+def attach() -> None:
+    import folder_paths
+    from server import PromptServer
+
+    from .nodes import bind_studio
+    from .server_routes.api import register_routes
+    from .studio import Studio, StudioRef
+
+    default_data = Path(folder_paths.get_user_directory()) / "lora_studio"
+    try:
+        settings = load_settings(default_data_dir=default_data)
+    except Exception as e:  # a bad setting must not stop ComfyUI from starting
+        log.error("LoRA Studio settings are invalid: %s", e)
+        return
+    register_secrets(settings.secret_values())
+    install_log_filter()
+    host = comfyui_host(settings.comfyui_output_dir)
+    if settings.loras_dir is not None:  # else ComfyUI's own loras folder: LoraLoader lists new LoRAs at once
+        host.loras_dir = settings.loras_dir
+    ref = StudioRef(lambda: Studio(settings, host))
+    register_routes(PromptServer.instance.routes, ref)
+    bind_studio(ref)
+    ref.build_in_background()
+    log.info("LoRA Studio attached to ComfyUI (data %s)", settings.data_dir)

@@ -1,0 +1,135 @@
+"""Characters and their SSOT prompt: the design prompt is the one place a character's look lives;
+every generation is built from it, the project's style and the negatives learned from rejections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from .db import Database, iso, utcnow
+from .errors import Conflict, InvalidInput, NotFound
+from .feedback import category_counts, learned_terms
+from .projects import ProjectService, style_dict
+from .schema import characters, generation_styles, images, lora_models, projects
+from .text import merge_terms, slugify
+from .validation import Field, Spec, validate
+
+CHARACTER_SPEC: Spec = {
+    "name": Field(str, required=True, max_len=200),
+    "design_prompt": Field(str, max_len=10000, description="the single source of truth for the character's look"),
+    "negative_prompt": Field(str, max_len=10000),
+    "trigger_word": Field(str, max_len=200),
+}
+
+
+def character_dict(row: Any, project_slug: str | None = None) -> dict:
+    return {"id": row.id, "project_id": row.project_id, "name": row.name, "slug": row.slug,
+            "design_prompt": row.design_prompt, "negative_prompt": row.negative_prompt,
+            "trigger_word": row.trigger_word, "current_lora_id": row.current_lora_id,
+            **({"project_slug": project_slug} if project_slug else {}),
+            "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
+
+
+class CharacterService:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def create(self, project_id: int, body: dict) -> dict:
+        data = validate(body, CHARACTER_SPEC)
+        slug = slugify(data["name"])
+        if not slug:
+            raise InvalidInput("the name must contain at least one letter or digit")
+        now = utcnow()
+        with self.db.begin() as conn:
+            ProjectService._row(conn, project_id)
+            exists = conn.execute(sa.select(characters.c.id).where(
+                characters.c.project_id == project_id, characters.c.slug == slug)).first()
+            if exists:
+                raise Conflict(f"the project already has a character with the slug '{slug}'")
+            cid = conn.execute(characters.insert().values(
+                project_id=project_id, slug=slug, created_at=now, updated_at=now,
+                **{"design_prompt": "", "negative_prompt": "", "trigger_word": "", **data},
+            )).inserted_primary_key[0]
+        return self.get(cid)
+
+    def list(self, project_id: int | None = None) -> dict:
+        pending = (sa.select(sa.func.count()).where(images.c.character_id == characters.c.id,
+                                                    images.c.status == "pending").scalar_subquery())
+        approved = (sa.select(sa.func.count()).where(images.c.character_id == characters.c.id,
+                                                     images.c.status == "approved").scalar_subquery())
+        q = (sa.select(characters, projects.c.slug.label("project_slug"), pending.label("pending"),
+                       approved.label("approved"))
+             .join(projects, projects.c.id == characters.c.project_id).order_by(characters.c.name, characters.c.id))
+        with self.db.begin() as conn:
+            if project_id is not None:
+                ProjectService._row(conn, project_id)
+                q = q.where(characters.c.project_id == project_id)
+            rows = conn.execute(q).all()
+        return {"items": [{**character_dict(r, r.project_slug), "counts": {"pending": r.pending, "approved": r.approved}}
+                          for r in rows]}
+
+    def get(self, character_id: int) -> dict:
+        with self.db.begin() as conn:
+            row, project_slug = self.row_with_project(conn, character_id)
+        return character_dict(row, project_slug)
+
+    def update(self, character_id: int, body: dict) -> dict:
+        data = validate(body, CHARACTER_SPEC, partial=True)
+        with self.db.begin() as conn:
+            self.row_with_project(conn, character_id)
+            if data:  # the slug stays: it names the character's dataset folder
+                conn.execute(characters.update().where(characters.c.id == character_id)
+                             .values(updated_at=utcnow(), **data))
+        return self.get(character_id)
+
+    def delete(self, character_id: int) -> dict:
+        """Delete the records; the dataset folder stays on disk (nothing is deleted unasked)."""
+        with self.db.begin() as conn:
+            self.row_with_project(conn, character_id)
+            conn.execute(characters.delete().where(characters.c.id == character_id))
+        return {"deleted": character_id}
+
+    def prompt(self, character_id: int) -> dict:
+        """The character's prompts as generation uses them: style + trigger + design prompt, and
+        style negative + character negative + learned feedback terms (stable order, no duplicates)."""
+        with self.db.begin() as conn:
+            row, project_slug = self.row_with_project(conn, character_id)
+            style = style_dict(conn.execute(sa.select(generation_styles).where(
+                generation_styles.c.project_id == row.project_id)).first())
+            learned = learned_terms(conn, character_id)
+            counts = category_counts(conn, character_id)
+            lora = None
+            if row.current_lora_id is not None:
+                lora = conn.execute(sa.select(lora_models.c.file_name).where(
+                    lora_models.c.id == row.current_lora_id)).scalar()
+        return {
+            "character_id": character_id,
+            "project_slug": project_slug,
+            "character_slug": row.slug,
+            "positive": merge_terms(style["positive_template"], row.trigger_word, row.design_prompt),
+            "negative": merge_terms(style["negative_template"], row.negative_prompt, learned),
+            "learned_terms": learned,
+            "category_counts": counts,
+            "lora_name": lora,
+            "style": style,
+        }
+
+    @staticmethod
+    def row_with_project(conn: sa.Connection, character_id: int) -> tuple[Any, str]:
+        row = conn.execute(sa.select(characters, projects.c.slug.label("project_slug"))
+                           .join(projects, projects.c.id == characters.c.project_id)
+                           .where(characters.c.id == character_id)).first()
+        if row is None:
+            raise NotFound(f"character {character_id} does not exist")
+        return row, row.project_slug
+
+    def find(self, project: str, character: str) -> dict:
+        """Look a character up by project slug/name and character slug/name (for nodes)."""
+        with self.db.begin() as conn:
+            row = conn.execute(sa.select(characters.c.id).join(projects, projects.c.id == characters.c.project_id)
+                               .where(sa.or_(projects.c.slug == project, projects.c.name == project),
+                                      sa.or_(characters.c.slug == character, characters.c.name == character))).first()
+        if row is None:
+            raise NotFound(f"no character '{character}' in project '{project}'")
+        return self.get(row.id)

@@ -1,0 +1,91 @@
+"""Database access: one SQLAlchemy engine for SQLite (default) or PostgreSQL (psycopg 3)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from .migrations import MIGRATIONS, version_table
+from .settings import redact_url
+
+log = logging.getLogger("lora_studio.db")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC; SQLite hands back naive datetimes that were stored as UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat()
+
+
+def normalize_url(url: str) -> str:
+    """Pick the psycopg 3 driver for plain postgres URLs."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+class Database:
+    def __init__(self, url: str):
+        url = normalize_url(url)
+        self.url_for_logs = redact_url(url)
+        if url.startswith("sqlite"):
+            path = sa.engine.make_url(url).database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            _sqlite_transactions(self.engine)
+        else:
+            self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+
+    def begin(self):
+        """A connection inside a transaction, committed on exit (rolled back on error)."""
+        return self.engine.begin()
+
+    def migrate(self) -> int:
+        """Apply pending migrations; concurrent start-ups are serialised. Returns the version."""
+        with self.engine.begin() as conn:
+            if self.is_postgres:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(84010001)"))
+            version_table.create(conn, checkfirst=True)
+            current = conn.execute(sa.select(sa.func.max(version_table.c.version))).scalar() or 0
+            for version, description, apply in MIGRATIONS:
+                if version > current:
+                    log.info("applying migration %d: %s", version, description)
+                    apply(conn)
+                    conn.execute(version_table.insert().values(version=version, description=description,
+                                                               applied_at=utcnow()))
+                    current = version
+        return current
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_transactions(engine: sa.Engine) -> None:
+    """Make pysqlite transactional for DDL too, take the write lock at BEGIN (no lock-upgrade
+    deadlocks between threads), wait for locks instead of failing, and enforce foreign keys."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,85 @@
+"""Generation: the character's SSOT prompt + project style + current LoRA → a ComfyUI graph,
+queued on ComfyUI's /prompt; the result is followed through /history."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable
+
+import sqlalchemy as sa
+
+from .characters import CharacterService
+from .comfy_client import ComfyUIClient
+from .comfy_graph import build_txt2img
+from .db import Database, iso, utcnow
+from .errors import InvalidInput, NotFound
+from .schema import generations
+from .validation import Field, Spec, validate
+
+GENERATE_SPEC: Spec = {
+    "seed": Field(int, min=0, max=2**63 - 1),
+    "batch_size": Field(int, min=1, max=16),
+    "use_lora": Field(bool, description="load the character's current LoRA (default true)"),
+}
+
+
+def generation_dict(row: Any) -> dict:
+    return {"id": row.id, "character_id": row.character_id, "lora_model_id": row.lora_model_id,
+            "prompt_id": row.prompt_id, "status": row.status, "graph": row.graph, "outputs": row.outputs,
+            "error": row.error, "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
+
+
+class GenerationService:
+    def __init__(self, db: Database, characters: CharacterService, client: Callable[[], ComfyUIClient]):
+        self.db = db
+        self.characters = characters
+        self.client = client
+
+    def build_graph(self, character_id: int, seed: int | None = None, batch_size: int = 1,
+                    use_lora: bool = True) -> tuple[dict, dict]:
+        p = self.characters.prompt(character_id)
+        style = p["style"]
+        if not style["checkpoint"]:
+            raise InvalidInput("the project's style has no checkpoint; set one first")
+        graph = build_txt2img(
+            checkpoint=style["checkpoint"], positive=p["positive"], negative=p["negative"],
+            sampler=style["sampler"], scheduler=style["scheduler"], steps=style["steps"], cfg=style["cfg"],
+            width=style["width"], height=style["height"], clip_skip=style["clip_skip"],
+            seed=random.randrange(2**32) if seed is None else seed, batch_size=batch_size,
+            lora_name=p["lora_name"] if use_lora else None, lora_strength=style["lora_strength"],
+            filename_prefix=f"lora_studio/{p['project_slug']}/{p['character_slug']}",
+        )
+        return graph, p
+
+    def generate(self, character_id: int, body: dict) -> dict:
+        data = validate(body or {}, GENERATE_SPEC)
+        graph, p = self.build_graph(character_id, data.get("seed"), data.get("batch_size", 1),
+                                    data.get("use_lora", True))
+        with self.db.begin() as conn:
+            lora_id = CharacterService.row_with_project(conn, character_id)[0].current_lora_id
+        answer = self.client().queue_prompt(graph, extra_pnginfo={"lora_studio": {"character_id": character_id}})
+        now = utcnow()
+        with self.db.begin() as conn:
+            gid = conn.execute(generations.insert().values(
+                character_id=character_id, lora_model_id=lora_id if p["lora_name"] and data.get("use_lora", True)
+                else None, prompt_id=answer["prompt_id"], status="queued", graph=graph,
+                created_at=now, updated_at=now)).inserted_primary_key[0]
+        return self.get(gid)
+
+    def get(self, generation_id: int, refresh: bool = False) -> dict:
+        with self.db.begin() as conn:
+            row = conn.execute(sa.select(generations).where(generations.c.id == generation_id)).first()
+        if row is None:
+            raise NotFound(f"generation {generation_id} does not exist")
+        if refresh and row.status == "queued" and row.prompt_id:
+            entry = self.client().history(row.prompt_id)
+            if entry:
+                status = entry.get("status", {})
+                done = status.get("completed")
+                new = "succeeded" if done else ("failed" if status.get("status_str") == "error" else "queued")
+                images = [img for out in entry.get("outputs", {}).values() for img in out.get("images", [])]
+                with self.db.begin() as conn:
+                    conn.execute(generations.update().where(generations.c.id == generation_id).values(
+                        status=new, outputs=images, updated_at=utcnow()))
+                return self.get(generation_id)
+        return generation_dict(row)

@@ -1,0 +1,230 @@
+"""Jobs: rows in the jobs table, run by a pool of threads; the training handler itself runs a
+subprocess. Several runners (also on other machines) can share one PostgreSQL table: a job is
+claimed with `FOR UPDATE SKIP LOCKED`, so each job runs once."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import sqlalchemy as sa
+
+from .db import Database, iso, utcnow
+from .errors import InvalidInput, NotFound, StudioError
+from .host import EventSink
+from .schema import jobs
+
+log = logging.getLogger("lora_studio.jobs")
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled")
+JOB_EVENT = "lora_studio.job"
+
+
+class JobCancelled(Exception):
+    """Raised inside a handler (by `JobContext.check_cancelled`) to stop a job the user cancelled."""
+
+
+def job_dict(row: Any) -> dict:
+    return {
+        "id": row.id, "kind": row.kind, "status": row.status, "progress": row.progress,
+        "message": row.message, "error": row.error, "payload": row.payload, "result": row.result,
+        "character_id": row.character_id, "cancel_requested": bool(row.cancel_requested),
+        "created_at": iso(row.created_at), "started_at": iso(row.started_at),
+        "finished_at": iso(row.finished_at), "updated_at": iso(row.updated_at),
+    }
+
+
+@dataclass
+class JobContext:
+    job_id: int
+    payload: dict
+    runner: "JobRunner"
+
+    def progress(self, fraction: float, message: str = "", result: dict | None = None) -> None:
+        self.runner._update(self.job_id, progress=max(0.0, min(1.0, fraction)), message=message,
+                            **({"result": result} if result is not None else {}))
+
+    def cancelled(self) -> bool:
+        with self.runner.db.begin() as conn:
+            return bool(conn.execute(sa.select(jobs.c.cancel_requested).where(jobs.c.id == self.job_id)).scalar())
+
+    def check_cancelled(self) -> None:
+        if self.cancelled():
+            raise JobCancelled()
+
+
+Handler = Callable[[JobContext], dict | None]
+
+
+class JobRunner:
+    def __init__(self, db: Database, emit: EventSink, workers: int = 2, poll_seconds: float = 1.0):
+        self.db = db
+        self.emit = emit
+        self.workers = workers
+        self.poll_seconds = poll_seconds
+        self.handlers: dict[str, Handler] = {}
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def register(self, kind: str, handler: Handler) -> None:
+        self.handlers[kind] = handler
+
+    # -- queries -------------------------------------------------------------------------------
+    def submit(self, kind: str, payload: dict, character_id: int | None = None) -> dict:
+        if kind not in self.handlers:
+            raise InvalidInput(f"unknown job kind {kind!r}")
+        now = utcnow()
+        with self.db.begin() as conn:
+            job_id = conn.execute(jobs.insert().values(
+                kind=kind, status="queued", progress=0.0, message="queued", payload=payload,
+                character_id=character_id, cancel_requested=False, created_at=now, updated_at=now,
+            )).inserted_primary_key[0]
+        job = self.get(job_id)
+        self.emit(JOB_EVENT, job)
+        self._wake.set()
+        return job
+
+    def get(self, job_id: int) -> dict:
+        with self.db.begin() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+        if row is None:
+            raise NotFound(f"job {job_id} does not exist")
+        return job_dict(row)
+
+    def list(self, status: str | None = None, kind: str | None = None, character_id: int | None = None,
+             limit: int = 50, cursor: int | None = None) -> dict:
+        if status is not None and status not in STATUSES:
+            raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")
+        q = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit + 1)
+        if status:
+            q = q.where(jobs.c.status == status)
+        if kind:
+            q = q.where(jobs.c.kind == kind)
+        if character_id is not None:
+            q = q.where(jobs.c.character_id == character_id)
+        if cursor is not None:
+            q = q.where(jobs.c.id < cursor)
+        with self.db.begin() as conn:
+            rows = conn.execute(q).all()
+        items = [job_dict(r) for r in rows[:limit]]
+        return {"items": items, "next_cursor": str(items[-1]["id"]) if len(rows) > limit else None}
+
+    def cancel(self, job_id: int) -> dict:
+        now = utcnow()
+        with self.db.begin() as conn:
+            row = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).first()
+            if row is None:
+                raise NotFound(f"job {job_id} does not exist")
+            if row.status == "queued":
+                conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.status == "queued").values(
+                    status="cancelled", cancel_requested=True, message="cancelled before it started",
+                    finished_at=now, updated_at=now))
+            elif row.status == "running":
+                conn.execute(jobs.update().where(jobs.c.id == job_id).values(cancel_requested=True, updated_at=now))
+        job = self.get(job_id)
+        self.emit(JOB_EVENT, job)
+        return job
+
+    # -- running -------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._threads:
+            return
+        self._fail_orphans()
+        self._stop.clear()
+        for i in range(self.workers):
+            t = threading.Thread(target=self._loop, name=f"lora-studio-job-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+
+    def _fail_orphans(self) -> None:
+        """Jobs this host left running when it died will never finish: mark them failed."""
+        host = socket.gethostname()
+        with self.db.begin() as conn:
+            rows = conn.execute(sa.select(jobs.c.id, jobs.c.worker).where(jobs.c.status == "running")).all()
+            for row in rows:
+                name, _, pid = (row.worker or "").rpartition(":")
+                if name == host and pid.isdigit() and not _pid_alive(int(pid)):
+                    conn.execute(jobs.update().where(jobs.c.id == row.id).values(
+                        status="failed", error="the studio stopped while this job ran", finished_at=utcnow(),
+                        updated_at=utcnow()))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self._claim()
+            except Exception:  # database briefly unavailable: try again later
+                log.exception("could not claim a job")
+                job = None
+            if job is None:
+                self._wake.wait(self.poll_seconds)
+                self._wake.clear()
+                continue
+            self._run(job)
+
+    def _claim(self) -> Any:
+        kinds = list(self.handlers)
+        if not kinds:
+            return None
+        with self.db.begin() as conn:
+            q = (sa.select(jobs).where(jobs.c.status == "queued", jobs.c.kind.in_(kinds))
+                 .order_by(jobs.c.id).limit(1))
+            if self.db.is_postgres:
+                q = q.with_for_update(skip_locked=True)
+            row = conn.execute(q).first()
+            if row is None:
+                return None
+            now = utcnow()
+            done = conn.execute(jobs.update().where(jobs.c.id == row.id, jobs.c.status == "queued").values(
+                status="running", started_at=now, updated_at=now, worker=self.worker_id, message="started"))
+            if done.rowcount != 1:
+                return None
+        return row
+
+    def _run(self, row: Any) -> None:
+        ctx = JobContext(job_id=row.id, payload=row.payload, runner=self)
+        self.emit(JOB_EVENT, self.get(row.id))
+        try:
+            result = self.handlers[row.kind](ctx)
+        except JobCancelled:
+            self._finish(row.id, "cancelled", message="cancelled")
+        except StudioError as e:
+            self._finish(row.id, "failed", error=e.message)
+        except Exception as e:  # keep the worker alive; the job carries the reason
+            log.exception("job %s (%s) failed", row.id, row.kind)
+            self._finish(row.id, "failed", error=f"{type(e).__name__}: {e}")
+        else:
+            self._finish(row.id, "succeeded", message="done", result=result, progress=1.0)
+
+    def _finish(self, job_id: int, status: str, **values: Any) -> None:
+        self._update(job_id, status=status, finished_at=utcnow(), **values)
+
+    def _update(self, job_id: int, **values: Any) -> None:
+        with self.db.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(updated_at=utcnow(), **values))
+        self.emit(JOB_EVENT, self.get(job_id))
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

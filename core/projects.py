@@ -1,0 +1,137 @@
+"""Projects and their generation style (one style per project, used by all its characters)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from .db import Database, iso, utcnow
+from .errors import Conflict, InvalidInput, NotFound
+from .schema import characters, generation_styles, projects
+from .text import slugify
+from .validation import Field, Spec, validate
+
+PROJECT_SPEC: Spec = {
+    "name": Field(str, required=True, max_len=200),
+    "description": Field(str, max_len=5000),
+}
+
+# Defaults that worked for the original system's users.
+DEFAULT_STYLE: dict[str, Any] = {
+    "checkpoint": "",
+    "sampler": "dpmpp_2m",
+    "scheduler": "karras",
+    "steps": 25,
+    "cfg": 7.0,
+    "width": 768,
+    "height": 768,
+    "clip_skip": 1,
+    "positive_template": "masterpiece, best quality, highly detailed",
+    "negative_template": "worst quality, low quality, blurry, deformed",
+    "lora_strength": 0.8,
+}
+
+STYLE_SPEC: Spec = {
+    "checkpoint": Field(str, max_len=500, description="checkpoint file name as ComfyUI lists it"),
+    "sampler": Field(str, max_len=100, description="ComfyUI sampler name or a human name like 'DPM++ 2M Karras'"),
+    "scheduler": Field(str, max_len=100),
+    "steps": Field(int, min=1, max=200),
+    "cfg": Field(float, min=0.0, max=100.0),
+    "width": Field(int, min=64, max=4096),
+    "height": Field(int, min=64, max=4096),
+    "clip_skip": Field(int, min=1, max=12),
+    "positive_template": Field(str, max_len=5000),
+    "negative_template": Field(str, max_len=5000),
+    "lora_strength": Field(float, min=-10.0, max=10.0),
+}
+
+
+def project_dict(row: Any) -> dict:
+    return {"id": row.id, "name": row.name, "slug": row.slug, "description": row.description,
+            "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
+
+
+def style_dict(row: Any) -> dict:
+    return {"project_id": row.project_id, **{k: getattr(row, k) for k in DEFAULT_STYLE},
+            "updated_at": iso(row.updated_at)}
+
+
+def _slug_for(name: str) -> str:
+    slug = slugify(name)
+    if not slug:
+        raise InvalidInput("the name must contain at least one letter or digit")
+    return slug
+
+
+class ProjectService:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def create(self, body: dict) -> dict:
+        data = validate(body, PROJECT_SPEC)
+        slug = _slug_for(data["name"])
+        now = utcnow()
+        with self.db.begin() as conn:
+            if conn.execute(sa.select(projects.c.id).where(projects.c.slug == slug)).first():
+                raise Conflict(f"a project with the slug '{slug}' already exists")
+            pid = conn.execute(projects.insert().values(
+                name=data["name"], slug=slug, description=data.get("description", ""),
+                created_at=now, updated_at=now)).inserted_primary_key[0]
+            conn.execute(generation_styles.insert().values(project_id=pid, updated_at=now, **DEFAULT_STYLE))
+        return self.get(pid)
+
+    def list(self) -> dict:
+        with self.db.begin() as conn:
+            rows = conn.execute(sa.select(projects).order_by(projects.c.name, projects.c.id)).all()
+        return {"items": [project_dict(r) for r in rows]}
+
+    def get(self, project_id: int) -> dict:
+        with self.db.begin() as conn:
+            return project_dict(self._row(conn, project_id))
+
+    def update(self, project_id: int, body: dict) -> dict:
+        data = validate(body, PROJECT_SPEC, partial=True)
+        with self.db.begin() as conn:
+            self._row(conn, project_id)
+            if data:  # the slug stays: it names the dataset folder
+                conn.execute(projects.update().where(projects.c.id == project_id).values(updated_at=utcnow(), **data))
+        return self.get(project_id)
+
+    def delete(self, project_id: int) -> dict:
+        with self.db.begin() as conn:
+            self._row(conn, project_id)
+            if conn.execute(sa.select(characters.c.id).where(characters.c.project_id == project_id).limit(1)).first():
+                raise Conflict("the project still has characters; delete them first")
+            conn.execute(projects.delete().where(projects.c.id == project_id))
+        return {"deleted": project_id}
+
+    def get_style(self, project_id: int) -> dict:
+        with self.db.begin() as conn:
+            self._row(conn, project_id)
+            row = conn.execute(sa.select(generation_styles).where(generation_styles.c.project_id == project_id)).first()
+        return style_dict(row)
+
+    def update_style(self, project_id: int, body: dict) -> dict:
+        data = validate(body, STYLE_SPEC, partial=True)
+        if "sampler" in data or "scheduler" in data:
+            from .comfy_graph import resolve_sampler
+
+            current = self.get_style(project_id)
+            data["sampler"], data["scheduler"] = resolve_sampler(
+                data.get("sampler", current["sampler"]), data.get("scheduler", current["scheduler"]))
+        for dim in ("width", "height"):
+            if dim in data and data[dim] % 8:
+                raise InvalidInput(f"'{dim}' must be a multiple of 8")
+        with self.db.begin() as conn:
+            self._row(conn, project_id)
+            conn.execute(generation_styles.update().where(generation_styles.c.project_id == project_id)
+                         .values(updated_at=utcnow(), **data))
+        return self.get_style(project_id)
+
+    @staticmethod
+    def _row(conn: sa.Connection, project_id: int) -> Any:
+        row = conn.execute(sa.select(projects).where(projects.c.id == project_id)).first()
+        if row is None:
+            raise NotFound(f"project {project_id} does not exist")
+        return row

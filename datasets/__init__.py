@@ -1,0 +1,1 @@
+"""LoRA Studio datasets."""

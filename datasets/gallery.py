@@ -1,0 +1,61 @@
+"""The ComfyUI output folder as a gallery: images newest first, paginated with a stable cursor."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..core.errors import InvalidInput, NotFound, Unavailable
+from .layout import safe_join
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+
+
+def _scan(root: Path) -> list[tuple[int, str, int]]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                full = Path(dirpath, name)
+                try:
+                    st = full.stat()
+                except OSError:
+                    continue
+                out.append((st.st_mtime_ns, full.relative_to(root).as_posix(), st.st_size))
+    return out
+
+
+class Gallery:
+    def __init__(self, output_dir: Path | None):
+        self.output_dir = output_dir
+
+    def _root(self) -> Path:
+        if self.output_dir is None:
+            raise Unavailable("no ComfyUI output folder is configured (set LORA_STUDIO_COMFYUI_OUTPUT_DIR)")
+        return self.output_dir
+
+    def list(self, limit: int = 50, cursor: str | None = None) -> dict:
+        """Newest first; the cursor is the (mtime, path) of the last item, so new files arriving
+        between pages do not shift later pages."""
+        root = self._root()
+        if not root.is_dir():
+            return {"items": [], "next_cursor": None}
+        entries = sorted(_scan(root), key=lambda e: (e[0], e[1]), reverse=True)
+        if cursor:
+            mtime, sep, rel = cursor.partition(":")
+            if not sep or not mtime.isdigit():
+                raise InvalidInput("'cursor' is not valid")
+            key = (int(mtime), rel)
+            entries = [e for e in entries if (e[0], e[1]) < key]
+        page = entries[:limit]
+        items = [{"path": rel, "name": rel.rsplit("/", 1)[-1], "subfolder": rel.rpartition("/")[0],
+                  "size": size, "mtime": mtime / 1e9} for mtime, rel, size in page]
+        nxt = f"{page[-1][0]}:{page[-1][1]}" if len(entries) > limit else None
+        return {"items": items, "next_cursor": nxt}
+
+    def file(self, rel_path: str) -> Path:
+        path = safe_join(self._root(), rel_path)
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            raise NotFound("no such image in the output folder")
+        return path

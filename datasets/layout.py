@@ -1,0 +1,68 @@
+"""On-disk layout: <root>/<project>/<character>/images/<name>.<ext> with <name>.txt captions beside
+them (what kohya sd-scripts and OneTrainer read), and path checks for anything from a request."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from ..core.errors import InvalidInput
+
+_UNSAFE = re.compile(r"[^\w.-]+", re.UNICODE)
+
+
+def safe_join(root: Path, *parts: str) -> Path:
+    """`root`/parts, resolved; refuses anything that would land outside `root`."""
+    for part in parts:
+        if "\x00" in part:
+            raise InvalidInput("path contains a NUL character")
+    root = root.resolve()
+    path = root.joinpath(*parts).resolve()
+    if path != root and root not in path.parents:
+        raise InvalidInput("path leaves its folder")
+    return path
+
+
+def clean_stem(filename: str, max_len: int = 60) -> str:
+    """A file-name stem safe to use on disk, from a client-supplied name (path parts dropped)."""
+    if "\x00" in filename:
+        raise InvalidInput("file name contains a NUL character")
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    stem = _UNSAFE.sub("_", stem).strip("._-")[:max_len]
+    return stem or "image"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class DatasetLayout:
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+
+    def images_dir(self, project_slug: str, character_slug: str) -> Path:
+        return safe_join(self.root, project_slug, character_slug, "images")
+
+    def staging_dir(self) -> Path:
+        """Where uploads stream to before they are checked (same filesystem: rename is atomic)."""
+        path = self.root / ".staging"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def abs_path(self, rel_path: str) -> Path:
+        return safe_join(self.root, rel_path)
+
+    def rel_path(self, path: Path) -> str:
+        return path.resolve().relative_to(self.root).as_posix()

@@ -1,0 +1,96 @@
+"""Projects, their generation style, characters and the characters' SSOT prompts."""
+
+from __future__ import annotations
+
+from ..core.characters import CHARACTER_SPEC
+from ..core.projects import PROJECT_SPEC, STYLE_SPEC
+from .api import Req, api
+
+
+@api.route("GET", "/projects", "List projects", tag="projects")
+async def list_projects(r: Req):
+    return await r.call(lambda s: s.projects.list())
+
+
+@api.route("POST", "/projects", "Create a project (with the default generation style)", body=PROJECT_SPEC,
+           tag="projects", status=201)
+async def create_project(r: Req):
+    body = await r.json()
+    return await r.call(lambda s: s.projects.create(body))
+
+
+@api.route("GET", "/projects/{project_id}", "Get a project", tag="projects")
+async def get_project(r: Req):
+    pid = r.int_param("project_id")
+    return await r.call(lambda s: s.projects.get(pid))
+
+
+@api.route("PATCH", "/projects/{project_id}", "Update a project", body=PROJECT_SPEC, tag="projects")
+async def update_project(r: Req):
+    pid, body = r.int_param("project_id"), await r.json()
+    return await r.call(lambda s: s.projects.update(pid, body))
+
+
+@api.route("DELETE", "/projects/{project_id}", "Delete a project without characters", tag="projects")
+async def delete_project(r: Req):
+    pid = r.int_param("project_id")
+    return await r.call(lambda s: s.projects.delete(pid))
+
+
+@api.route("GET", "/projects/{project_id}/style", "Get the project's generation style", tag="projects")
+async def get_style(r: Req):
+    pid = r.int_param("project_id")
+    return await r.call(lambda s: s.projects.get_style(pid))
+
+
+@api.route("PATCH", "/projects/{project_id}/style", "Change fields of the project's generation style",
+           body=STYLE_SPEC, tag="projects")
+async def update_style(r: Req):
+    pid, body = r.int_param("project_id"), await r.json()
+    return await r.call(lambda s: s.projects.update_style(pid, body))
+
+
+@api.route("GET", "/projects/{project_id}/characters", "List a project's characters", tag="characters")
+async def list_project_characters(r: Req):
+    pid = r.int_param("project_id")
+    return await r.call(lambda s: s.characters.list(pid))
+
+
+@api.route("GET", "/characters", "List all characters", tag="characters")
+async def list_characters(r: Req):
+    return await r.call(lambda s: s.characters.list())
+
+
+@api.route("POST", "/projects/{project_id}/characters", "Create a character", body=CHARACTER_SPEC,
+           tag="characters", status=201)
+async def create_character(r: Req):
+    pid, body = r.int_param("project_id"), await r.json()
+    return await r.call(lambda s: s.characters.create(pid, body))
+
+
+@api.route("GET", "/characters/{character_id}", "Get a character", tag="characters")
+async def get_character(r: Req):
+    cid = r.int_param("character_id")
+    return await r.call(lambda s: s.characters.get(cid))
+
+
+@api.route("PATCH", "/characters/{character_id}", "Update a character (the SSOT design prompt lives here)",
+           body=CHARACTER_SPEC, tag="characters")
+async def update_character(r: Req):
+    cid, body = r.int_param("character_id"), await r.json()
+    return await r.call(lambda s: s.characters.update(cid, body))
+
+
+@api.route("DELETE", "/characters/{character_id}", "Delete a character's records (files stay on disk)",
+           tag="characters")
+async def delete_character(r: Req):
+    cid = r.int_param("character_id")
+    return await r.call(lambda s: s.characters.delete(cid))
+
+
+@api.route("GET", "/characters/{character_id}/prompt",
+           "The prompts generation uses: style + SSOT design prompt, and the effective negative prompt",
+           tag="characters")
+async def character_prompt(r: Req):
+    cid = r.int_param("character_id")
+    return await r.call(lambda s: s.characters.prompt(cid))

@@ -1,0 +1,74 @@
+"""Images of a character: upload, review queue, decisions, files; and the ComfyUI output gallery."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..core.validation import parse_id_cursor, parse_limit
+from ..datasets.images import REJECT_SPEC
+from .api import Req, api
+from .uploads import stream_multipart
+
+FILE_HEADERS = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
+
+
+@api.route("POST", "/characters/{character_id}/images",
+           "Upload images (multipart field 'files', optional 'caption'); they land as pending",
+           tag="images", status=201)
+async def upload_images(r: Req):
+    cid = r.int_param("character_id")
+    studio = await r.call(lambda s: s.characters.get(cid) and s)  # 404 before reading the body
+    files, fields = await stream_multipart(r.request, studio.layout.staging_dir(), studio.settings.max_upload_bytes)
+    caption = fields.get("caption", "").strip()
+    return await r.call(lambda s: s.images.add_files(cid, files, caption=caption))
+
+
+@api.route("GET", "/characters/{character_id}/images", "A character's images, oldest first, by status",
+           query={"status": "pending (default) | approved | rejected | all", "limit": "1-500", "cursor": "from next_cursor"},
+           tag="images")
+async def list_images(r: Req):
+    cid = r.int_param("character_id")
+    status = r.q("status") or "pending"
+    limit, cursor = parse_limit(r.q("limit")), parse_id_cursor(r.q("cursor"))
+    return await r.call(lambda s: s.images.list(cid, None if status == "all" else status, limit, cursor))
+
+
+@api.route("GET", "/images/{image_id}", "Get an image record", tag="images")
+async def get_image(r: Req):
+    iid = r.int_param("image_id")
+    return await r.call(lambda s: s.images.get(iid))
+
+
+@api.route("GET", "/images/{image_id}/file", "The image file", tag="images", binary=True)
+async def image_file(r: Req):
+    iid = r.int_param("image_id")
+    path = await r.call(lambda s: s.images.file_path(iid))
+    return web.FileResponse(path, headers=FILE_HEADERS)
+
+
+@api.route("POST", "/images/{image_id}/approve", "Approve an image", tag="images")
+async def approve_image(r: Req):
+    iid = r.int_param("image_id")
+    return await r.call(lambda s: s.images.approve(iid))
+
+
+@api.route("POST", "/images/{image_id}/reject", "Reject an image with categories and/or a note",
+           body=REJECT_SPEC, tag="images")
+async def reject_image(r: Req):
+    iid, body = r.int_param("image_id"), await r.json()
+    return await r.call(lambda s: s.images.reject(iid, body))
+
+
+@api.route("GET", "/gallery", "Images in ComfyUI's output folder, newest first",
+           query={"limit": "1-500", "cursor": "from next_cursor"}, tag="gallery")
+async def gallery(r: Req):
+    limit, cursor = parse_limit(r.q("limit")), r.q("cursor")
+    return await r.call(lambda s: s.gallery.list(limit, cursor))
+
+
+@api.route("GET", "/gallery/file", "One image of the output folder", query={"path": "relative path from /gallery"},
+           tag="gallery", binary=True)
+async def gallery_file(r: Req):
+    rel = r.q("path") or ""
+    path = await r.call(lambda s: s.gallery.file(rel))
+    return web.FileResponse(path, headers=FILE_HEADERS)

@@ -1,0 +1,21 @@
+"""Health, the OpenAPI document and reference lists."""
+
+from __future__ import annotations
+
+from ..core.feedback import CATEGORIES
+from .api import Req, api, openapi_document
+
+
+@api.route("GET", "/health", "Studio status (database kind, version, host)", tag="meta")
+async def health(r: Req):
+    return await r.call(lambda s: s.health())
+
+
+@api.route("GET", "/openapi.json", "This API's OpenAPI 3 document", tag="meta")
+async def openapi(r: Req):
+    return openapi_document()
+
+
+@api.route("GET", "/feedback/categories", "Rejection categories and the negative terms each adds", tag="meta")
+async def categories(r: Req):
+    return {"categories": CATEGORIES}
