@@ -7,6 +7,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote
 
 from ..core.errors import InvalidInput
 
@@ -29,9 +30,9 @@ def clean_stem(filename: str, max_len: int = 60) -> str:
     """A file-name stem safe to use on disk, from a client-supplied name (path parts dropped)."""
     if "\x00" in filename:
         raise InvalidInput("file name contains a NUL character")
-    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    base = unquote(filename).replace("\\", "/").rsplit("/", 1)[-1]  # clients may percent-encode names
     stem = base.rsplit(".", 1)[0] if "." in base else base
-    stem = _UNSAFE.sub("_", stem).strip("._-")[:max_len]
+    stem = _UNSAFE.sub("_", re.sub(r"\.{2,}", "_", stem)).strip("._-")[:max_len]
     return stem or "image"
 
 

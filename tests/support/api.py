@@ -1,0 +1,44 @@
+"""Helpers for tests that talk to the studio's HTTP API."""
+
+from __future__ import annotations
+
+import aiohttp
+
+V1 = "/lora-studio/v1"
+
+
+async def make_project(client, name="Moon Academy"):
+    r = await client.post(f"{V1}/projects", json={"name": name})
+    assert r.status == 201, await r.text()
+    return await r.json()
+
+
+async def make_character(client, project_id, name="Aiko Tanaka", **fields):
+    r = await client.post(f"{V1}/projects/{project_id}/characters", json={"name": name, **fields})
+    assert r.status == 201, await r.text()
+    return await r.json()
+
+
+async def assert_error(response, status, code=None):
+    assert response.status == status, await response.text()
+    body = await response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert "Traceback" not in body["error"]["message"]
+    if code:
+        assert body["error"]["code"] == code
+    return body["error"]
+
+
+def form(*files, caption=None):
+    data = aiohttp.FormData()
+    for name, content, ctype in files:
+        data.add_field("files", content, filename=name, content_type=ctype)
+    if caption is not None:
+        data.add_field("caption", caption)
+    return data
+
+
+async def upload(client, cid, *files, caption=None, status=201):
+    r = await client.post(f"{V1}/characters/{cid}/images", data=form(*files, caption=caption))
+    assert r.status == status, await r.text()
+    return await r.json()
