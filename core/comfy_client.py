@@ -1,0 +1,227 @@
+"""A synchronous client for ComfyUI's HTTP API (stdlib only; call it from worker threads).
+
+Errors are StudioErrors whose messages are safe to show: ComfyUI down or slow -> Unavailable (503),
+ComfyUI refusing a request -> UpstreamError (502). Credentials (URL user info, headers) never appear
+in messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+from .comfy_schema import summarize_errors
+from .errors import InvalidInput, NotFound, Unavailable, UpstreamError
+
+log = logging.getLogger("lora_studio.comfy")
+
+_SNIPPET = 200  # characters of an unexpected answer quoted in an error message
+
+
+class GraphRefused(UpstreamError):
+    """ComfyUI answered 400 to POST /prompt; `body` is its answer ({"error": …, "node_errors": …})."""
+
+    def __init__(self, message: str, body: Any):
+        super().__init__(message)
+        self.body = body
+
+    @property
+    def node_errors(self) -> dict:
+        errors = self.body.get("node_errors") if isinstance(self.body, dict) else None
+        return errors if isinstance(errors, dict) else {}
+
+
+def _snippet(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace").strip().replace("\n", " ")
+    return text[:_SNIPPET] + ("…" if len(text) > _SNIPPET else "")
+
+
+class ComfyUIClient:
+    """Talks to one ComfyUI server. `headers` (e.g. Authorization) go with every request."""
+
+    def __init__(self, base_url: str, timeout: float = 30, headers: Mapping[str, str] | None = None):
+        if not isinstance(base_url, str) or not base_url.strip():
+            raise InvalidInput("The ComfyUI URL is required, e.g. http://127.0.0.1:8188.")
+        try:
+            parts = urllib.parse.urlsplit(base_url.strip())
+            port = parts.port  # raises ValueError for a bad port
+        except ValueError as exc:
+            raise InvalidInput(f"The ComfyUI URL is not valid: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidInput("The ComfyUI URL must start with http:// or https:// and name a host, "
+                               "e.g. http://127.0.0.1:8188.")
+        if timeout is None or timeout <= 0:
+            raise InvalidInput("The ComfyUI timeout must be a positive number of seconds.")
+        self.headers: dict[str, str] = dict(headers or {})
+        if parts.username is not None:
+            # user:password@host in the URL becomes a Basic Authorization header (urllib ignores it).
+            user = urllib.parse.unquote(parts.username)
+            password = urllib.parse.unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            self.headers.setdefault("Authorization", f"Basic {token}")
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        netloc = host if port is None else f"{host}:{port}"
+        self.base_url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        self.timeout = float(timeout)
+        # ComfyUI is a local/LAN service: don't send its requests through the environment's proxies.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def __repr__(self) -> str:
+        return f"ComfyUIClient({self.base_url!r})"
+
+    # -- transport -------------------------------------------------------------------------------
+
+    def _url(self, path: str, query: Mapping[str, Any] | None = None) -> str:
+        url = self.base_url + path
+        return url + "?" + urllib.parse.urlencode(query) if query else url
+
+    def _request(self, method: str, path: str, payload: Any = None, *,
+                 query: Mapping[str, Any] | None = None) -> tuple[int, bytes]:
+        """(status, body) for any HTTP answer; raises Unavailable when ComfyUI can't be reached."""
+        data = None
+        headers = {"Accept": "application/json", **self.headers}
+        if payload is not None:
+            data = json.dumps(payload).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(self._url(path, query), data=data, headers=headers, method=method)
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            try:
+                raw = exc.read() or b""
+            except (OSError, http.client.HTTPException):
+                raw = b""
+            finally:
+                exc.close()
+            return exc.code, raw
+        except http.client.HTTPException as exc:
+            raise UpstreamError(f"ComfyUI at {self.base_url} did not answer {method} {path} in HTTP: "
+                                f"{type(exc).__name__}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            if isinstance(reason, (TimeoutError, socket.timeout)) or "timed out" in str(reason):
+                why = f"no answer within {self.timeout:g} s"
+            elif isinstance(reason, ConnectionRefusedError):
+                why = "connection refused"
+            else:
+                why = str(reason) or type(reason).__name__
+            log.warning("ComfyUI %s %s failed: %s", method, path, why)
+            raise Unavailable(f"ComfyUI at {self.base_url} is not reachable: {why}") from None
+
+    def _json(self, method: str, path: str, payload: Any = None, *,
+              query: Mapping[str, Any] | None = None) -> Any:
+        status, raw = self._request(method, path, payload, query=query)
+        if not 200 <= status < 300:
+            raise self._http_error(method, path, status, raw)
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise UpstreamError(f"ComfyUI at {self.base_url} answered {method} {path} with something "
+                                f"that is not JSON: {_snippet(raw)!r}") from None
+
+    def _http_error(self, method: str, path: str, status: int, raw: bytes) -> UpstreamError:
+        if status in (401, 403):
+            return UpstreamError(f"ComfyUI at {self.base_url} refused {method} {path} (HTTP {status}): "
+                                 "check the credentials set for it")
+        return UpstreamError(f"ComfyUI at {self.base_url} answered HTTP {status} to {method} {path}: "
+                             f"{_snippet(raw) or 'no details'}")
+
+    # -- API ---------------------------------------------------------------------------------------
+
+    def queue_prompt(self, graph: dict, client_id: str | None = None,
+                     extra_pnginfo: dict | None = None) -> dict:
+        """Queue an API-format graph; answers {"prompt_id", "number", "node_errors"}.
+
+        Raises GraphRefused (an UpstreamError) with ComfyUI's errors in one line when it refuses it.
+        """
+        if not isinstance(graph, dict) or not graph:
+            raise InvalidInput("The graph to queue must be a non-empty object of nodes.")
+        body: dict[str, Any] = {"prompt": graph}
+        if client_id is not None:
+            body["client_id"] = client_id
+        if extra_pnginfo is not None:
+            body["extra_data"] = {"extra_pnginfo": extra_pnginfo}
+        status, raw = self._request("POST", "/prompt", body)
+        if status == 400:
+            try:
+                answer = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                answer = _snippet(raw)
+            message = f"ComfyUI refused the graph: {summarize_errors(answer)}"
+            log.info("%s", message)
+            raise GraphRefused(message, answer)
+        if not 200 <= status < 300:
+            raise self._http_error("POST", "/prompt", status, raw)
+        try:
+            answer = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            answer = None
+        if not isinstance(answer, dict) or not answer.get("prompt_id"):
+            raise UpstreamError(f"ComfyUI at {self.base_url} accepted the graph without a prompt id: "
+                                f"{_snippet(raw)!r}")
+        log.info("ComfyUI queued prompt %s (#%s)", answer["prompt_id"], answer.get("number"))
+        return answer
+
+    def history(self, prompt_id: str) -> dict | None:
+        """The history entry of one prompt ({"prompt", "outputs", "status", …}), None while ComfyUI has none."""
+        if not isinstance(prompt_id, str) or not prompt_id:
+            raise InvalidInput("A prompt id is required.")
+        answer = self._json("GET", "/history/" + urllib.parse.quote(prompt_id, safe=""))
+        if not isinstance(answer, dict) or not answer:
+            return None
+        entry = answer.get(prompt_id)
+        return entry if isinstance(entry, dict) else None
+
+    def queue(self) -> dict:
+        """ComfyUI's queue: {"queue_running": [...], "queue_pending": [...]}."""
+        answer = self._json("GET", "/queue")
+        if not isinstance(answer, dict):
+            raise UpstreamError(f"ComfyUI at {self.base_url} answered GET /queue with an unexpected shape")
+        return answer
+
+    def object_info(self) -> dict:
+        """Every node class ComfyUI has, with its inputs and outputs."""
+        answer = self._json("GET", "/object_info")
+        if not isinstance(answer, dict):
+            raise UpstreamError(f"ComfyUI at {self.base_url} answered GET /object_info with an unexpected shape")
+        return answer
+
+    def free(self, unload_models: bool = True, free_memory: bool = True) -> None:
+        """Ask ComfyUI to unload models and/or free memory (e.g. before training on the same GPU)."""
+        self._expect_ok("POST", "/free", {"unload_models": bool(unload_models), "free_memory": bool(free_memory)})
+
+    def interrupt(self, prompt_id: str | None = None) -> None:
+        """Stop the prompt ComfyUI is running (only if it is `prompt_id`, when given)."""
+        self._expect_ok("POST", "/interrupt", {"prompt_id": prompt_id} if prompt_id else {})
+
+    def _expect_ok(self, method: str, path: str, payload: Any) -> None:
+        status, raw = self._request(method, path, payload)
+        if not 200 <= status < 300:
+            raise self._http_error(method, path, status, raw)
+
+    def view_url(self, filename: str, subfolder: str = "", type: str = "output") -> str:
+        """The URL of a file ComfyUI saved (as listed in a history entry's outputs)."""
+        return self._url("/view", {"filename": filename, "subfolder": subfolder or "", "type": type})
+
+    def view(self, filename: str, subfolder: str = "", type: str = "output") -> bytes:
+        """The bytes of a file ComfyUI saved; NotFound when it has no such file."""
+        query = {"filename": filename, "subfolder": subfolder or "", "type": type}
+        status, raw = self._request("GET", "/view", query=query)
+        if status == 404:
+            raise NotFound(f"ComfyUI has no {type} file {_join(subfolder, filename)!r}")
+        if not 200 <= status < 300:
+            raise self._http_error("GET", "/view", status, raw)
+        return raw
+
+
+def _join(subfolder: str, filename: str) -> str:
+    return f"{subfolder.strip('/')}/{filename}" if subfolder else filename
