@@ -13,9 +13,10 @@ from aiohttp import WSMsgType, web
 
 from .core.host import Host
 from .core.redact import install_log_filter, register_secrets
+from .core.ref import StudioRef
 from .core.settings import Settings
 from .server_routes.api import PREFIX, register_routes
-from .studio import Studio, StudioRef
+from .studio import Studio
 
 log = logging.getLogger("lora_studio.app")
 

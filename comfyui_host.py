@@ -52,9 +52,9 @@ def attach() -> None:
     import folder_paths
     from server import PromptServer
 
+    from .core.ref import StudioRef
     from .nodes import bind_studio
     from .server_routes.api import register_routes
-    from .studio import Studio, StudioRef
 
     default_data = Path(folder_paths.get_user_directory()) / "lora_studio"
     try:
@@ -67,7 +67,12 @@ def attach() -> None:
     host = comfyui_host(settings.comfyui_output_dir)
     if settings.loras_dir is not None:  # else ComfyUI's own loras folder: LoraLoader lists new LoRAs at once
         host.loras_dir = settings.loras_dir
-    ref = StudioRef(lambda: Studio(settings, host))
+    def build():
+        from .studio import Studio  # the database and services load in the background thread
+
+        return Studio(settings, host)
+
+    ref = StudioRef(build)
     register_routes(PromptServer.instance.routes, ref)
     bind_studio(ref)
     ref.build_in_background()

@@ -4,13 +4,10 @@ event sink, ComfyUI client, services), built once and handed to routes and nodes
 from __future__ import annotations
 
 import logging
-import threading
-from typing import Callable
 
 from .core.characters import CharacterService
 from .core.comfy_client import ComfyUIClient
 from .core.db import Database
-from .core.errors import Unavailable
 from .core.generation import GenerationService
 from .core.host import Host
 from .core.jobs import JobRunner
@@ -58,47 +55,3 @@ class Studio:
     def close(self) -> None:
         self.jobs.stop()
         self.db.dispose()
-
-
-class StudioRef:
-    """Builds the Studio once, possibly in the background (so ComfyUI's start-up does not wait for
-    the database); every user waits for it and gets the start-up error as a 503 if it failed."""
-
-    def __init__(self, factory: Callable[[], Studio]):
-        self._factory = factory
-        self._studio: Studio | None = None
-        self._error: str | None = None
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-
-    def build(self) -> None:
-        with self._lock:
-            if self._ready.is_set():
-                return
-            try:
-                studio = self._factory()
-                studio.start()
-                self._studio = studio
-            except Exception as e:  # reported to every caller; never crash the host
-                log.exception("LoRA Studio failed to start")
-                self._error = str(e) or type(e).__name__
-            finally:
-                self._ready.set()
-
-    def build_in_background(self) -> None:
-        threading.Thread(target=self.build, name="lora-studio-start", daemon=True).start()
-
-    def ready(self) -> bool:
-        return self._studio is not None
-
-    def get(self) -> Studio:
-        if not self._ready.is_set():
-            self.build()
-        if self._studio is None:
-            raise Unavailable(f"LoRA Studio could not start: {self._error}")
-        return self._studio
-
-    def close(self) -> None:
-        if self._studio is not None:
-            self._studio.close()
-

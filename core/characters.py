@@ -12,15 +12,9 @@ from .errors import Conflict, InvalidInput, NotFound
 from .feedback import category_counts, learned_terms
 from .projects import ProjectService, style_dict
 from .schema import characters, generation_styles, images, lora_models, projects
+from .specs import CHARACTER_SPEC
 from .text import merge_terms, slugify
-from .validation import Field, Spec, validate
-
-CHARACTER_SPEC: Spec = {
-    "name": Field(str, required=True, max_len=200),
-    "design_prompt": Field(str, max_len=10000, description="the single source of truth for the character's look"),
-    "negative_prompt": Field(str, max_len=10000),
-    "trigger_word": Field(str, max_len=200),
-}
+from .validation import validate
 
 
 def character_dict(row: Any, project_slug: str | None = None) -> dict:

@@ -4,7 +4,8 @@ queued on ComfyUI's /prompt; the result is followed through /history."""
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -14,13 +15,8 @@ from .comfy_graph import build_txt2img
 from .db import Database, iso, utcnow
 from .errors import InvalidInput, NotFound
 from .schema import generations
-from .validation import Field, Spec, validate
-
-GENERATE_SPEC: Spec = {
-    "seed": Field(int, min=0, max=2**63 - 1),
-    "batch_size": Field(int, min=1, max=16),
-    "use_lora": Field(bool, description="load the character's current LoRA (default true)"),
-}
+from .specs import GENERATE_SPEC
+from .validation import validate
 
 
 def generation_dict(row: Any) -> dict:

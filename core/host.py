@@ -4,9 +4,9 @@ standalone app (`app.py`). Services below the adapter line see only this, never 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger("lora_studio.host")
 

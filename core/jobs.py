@@ -8,8 +8,9 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -43,7 +44,7 @@ def job_dict(row: Any) -> dict:
 class JobContext:
     job_id: int
     payload: dict
-    runner: "JobRunner"
+    runner: JobRunner
 
     def progress(self, fraction: float, message: str = "", result: dict | None = None) -> None:
         self.runner._update(self.job_id, progress=max(0.0, min(1.0, fraction)), message=message,

@@ -8,7 +8,7 @@ and an upgraded one end the same; `tests/unit/test_schema.py` fails loudly until
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import sqlalchemy as sa
 

@@ -9,13 +9,9 @@ import sqlalchemy as sa
 from .db import Database, iso, utcnow
 from .errors import Conflict, InvalidInput, NotFound
 from .schema import characters, generation_styles, projects
+from .specs import PROJECT_SPEC, STYLE_SPEC
 from .text import slugify
-from .validation import Field, Spec, validate
-
-PROJECT_SPEC: Spec = {
-    "name": Field(str, required=True, max_len=200),
-    "description": Field(str, max_len=5000),
-}
+from .validation import validate
 
 # Defaults that worked for the original system's users.
 DEFAULT_STYLE: dict[str, Any] = {
@@ -32,19 +28,6 @@ DEFAULT_STYLE: dict[str, Any] = {
     "lora_strength": 0.8,
 }
 
-STYLE_SPEC: Spec = {
-    "checkpoint": Field(str, max_len=500, description="checkpoint file name as ComfyUI lists it"),
-    "sampler": Field(str, max_len=100, description="ComfyUI sampler name or a human name like 'DPM++ 2M Karras'"),
-    "scheduler": Field(str, max_len=100),
-    "steps": Field(int, min=1, max=200),
-    "cfg": Field(float, min=0.0, max=100.0),
-    "width": Field(int, min=64, max=4096),
-    "height": Field(int, min=64, max=4096),
-    "clip_skip": Field(int, min=1, max=12),
-    "positive_template": Field(str, max_len=5000),
-    "negative_template": Field(str, max_len=5000),
-    "lora_strength": Field(float, min=-10.0, max=10.0),
-}
 
 
 def project_dict(row: Any) -> dict:

@@ -11,12 +11,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..core.categories import validate_categories
 from ..core.characters import CharacterService
 from ..core.db import Database, iso, utcnow
 from ..core.errors import InvalidInput, NotFound
-from ..core.feedback import validate_categories
 from ..core.schema import feedback, images
-from ..core.validation import Field, Spec, validate
+from ..core.specs import REJECT_SPEC
+from ..core.validation import validate
 from .layout import DatasetLayout, atomic_write_bytes, clean_stem
 
 log = logging.getLogger("lora_studio.datasets.images")
@@ -25,10 +26,6 @@ STATUSES = ("pending", "approved", "rejected")
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
 MAX_PIXELS = 64 * 1024 * 1024  # larger images are refused as possible decompression bombs
 
-REJECT_SPEC: Spec = {
-    "categories": Field(list, description="rejection categories (see /feedback/categories)"),
-    "note": Field(str, max_len=5000),
-}
 
 
 def image_dict(row: Any) -> dict:

@@ -10,8 +10,9 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -31,7 +32,7 @@ MAX_JSON_BYTES = 1024 * 1024
 class RouteSpec:
     method: str
     path: str
-    handler: Callable[["Req"], Awaitable[Any]]
+    handler: Callable[[Req], Awaitable[Any]]
     summary: str
     body: Spec | None = None
     query: dict[str, str] = field(default_factory=dict)

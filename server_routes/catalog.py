@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..core.characters import CHARACTER_SPEC
-from ..core.projects import PROJECT_SPEC, STYLE_SPEC
+from ..core.specs import CHARACTER_SPEC, PROJECT_SPEC, STYLE_SPEC
 from .api import Req, api
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..core.specs import REJECT_SPEC
 from ..core.validation import parse_id_cursor, parse_limit
-from ..datasets.images import REJECT_SPEC
 from .api import Req, api
 from .uploads import stream_multipart
 

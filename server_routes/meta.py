@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..core.feedback import CATEGORIES
+from ..core.categories import CATEGORIES
 from .api import Req, api, openapi_document
 
 

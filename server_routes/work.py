@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from ..core.generation import GENERATE_SPEC
+from ..core.specs import GENERATE_SPEC, TRAIN_SPEC
 from ..core.validation import parse_id_cursor, parse_limit
-from ..training.service import TRAIN_SPEC
 from .api import Req, api
 
 

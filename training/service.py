@@ -26,7 +26,8 @@ from ..core.errors import InvalidInput, NotFound, StudioError, Unavailable
 from ..core.host import Host
 from ..core.jobs import JobCancelled, JobContext, JobRunner
 from ..core.schema import characters, lora_models
-from ..core.validation import Field, Spec, validate
+from ..core.specs import TRAIN_SPEC
+from ..core.validation import validate
 from ..datasets.images import ImageService
 
 log = logging.getLogger("lora_studio.training.service")
@@ -34,15 +35,6 @@ log = logging.getLogger("lora_studio.training.service")
 WORKER = Path(__file__).resolve().parent / "worker.py"
 TRAIN_DEPS = ("torch", "diffusers", "peft", "transformers", "safetensors")
 
-TRAIN_SPEC: Spec = {
-    "base_model": Field(str, required=True, max_len=500, description="a base model name from GET /models"),
-    "steps": Field(int, min=1, max=100000),
-    "rank": Field(int, min=1, max=256),
-    "alpha": Field(float, min=0.0, max=1024.0),
-    "learning_rate": Field(float, min=0.0, max=1.0),
-    "resolution": Field(int, min=32, max=2048),
-    "seed": Field(int, min=0, max=2**31 - 1),
-}
 TRAIN_DEFAULTS = {"steps": 1000, "rank": 32, "alpha": 16.0, "learning_rate": 1e-4, "resolution": 512, "seed": 0}
 
 

@@ -1,0 +1,54 @@
+"""The shapes of request bodies: checked by `validation.validate` in the services and published
+in the OpenAPI document by the routes. Kept apart from the services so that declaring routes
+(at ComfyUI start-up) imports no database code."""
+
+from __future__ import annotations
+
+from .validation import Field, Spec
+
+PROJECT_SPEC: Spec = {
+    "name": Field(str, required=True, max_len=200),
+    "description": Field(str, max_len=5000),
+}
+
+STYLE_SPEC: Spec = {
+    "checkpoint": Field(str, max_len=500, description="checkpoint file name as ComfyUI lists it"),
+    "sampler": Field(str, max_len=100, description="ComfyUI sampler name or a human name like 'DPM++ 2M Karras'"),
+    "scheduler": Field(str, max_len=100),
+    "steps": Field(int, min=1, max=200),
+    "cfg": Field(float, min=0.0, max=100.0),
+    "width": Field(int, min=64, max=4096),
+    "height": Field(int, min=64, max=4096),
+    "clip_skip": Field(int, min=1, max=12),
+    "positive_template": Field(str, max_len=5000),
+    "negative_template": Field(str, max_len=5000),
+    "lora_strength": Field(float, min=-10.0, max=10.0),
+}
+
+CHARACTER_SPEC: Spec = {
+    "name": Field(str, required=True, max_len=200),
+    "design_prompt": Field(str, max_len=10000, description="the single source of truth for the character's look"),
+    "negative_prompt": Field(str, max_len=10000),
+    "trigger_word": Field(str, max_len=200),
+}
+
+REJECT_SPEC: Spec = {
+    "categories": Field(list, description="rejection categories (see /feedback/categories)"),
+    "note": Field(str, max_len=5000),
+}
+
+TRAIN_SPEC: Spec = {
+    "base_model": Field(str, required=True, max_len=500, description="a base model name from GET /models"),
+    "steps": Field(int, min=1, max=100000),
+    "rank": Field(int, min=1, max=256),
+    "alpha": Field(float, min=0.0, max=1024.0),
+    "learning_rate": Field(float, min=0.0, max=1.0),
+    "resolution": Field(int, min=32, max=2048),
+    "seed": Field(int, min=0, max=2**31 - 1),
+}
+
+GENERATE_SPEC: Spec = {
+    "seed": Field(int, min=0, max=2**63 - 1),
+    "batch_size": Field(int, min=1, max=16),
+    "use_lora": Field(bool, description="load the character's current LoRA (default true)"),
+}
