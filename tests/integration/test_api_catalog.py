@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from support.api import V1, assert_error, make_character, make_project
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from support.images import image_bytes
 from support.api import V1, assert_error, form, make_character, make_project, upload
+from support.images import image_bytes
 
 
 @pytest.fixture
@@ -70,8 +70,9 @@ async def test_upload_cap_and_decompression_bomb(aiohttp_client, make_settings):
     big = b"\x89PNG" + b"\0" * (1024 * 1024 + 10)
     r = await client.post(f"{V1}/characters/{c['id']}/images", data=form(("big.png", big, "image/png")))
     await assert_error(r, 413, "payload_too_large")
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     bomb = io.BytesIO()
     Image.new("1", (12000, 12000)).save(bomb, format="PNG")  # 144 Mpx, a few KB on the wire

@@ -19,7 +19,6 @@ from lora_studio.core.comfy_graph import build_txt2img
 from lora_studio.core.comfy_schema import load_object_info
 from lora_studio.core.errors import InvalidInput, NotFound, Unavailable, UpstreamError
 from PIL import Image
-
 from support.fake_comfyui import FakeComfyUI, create_fake_comfyui, state_of, wait_for_history
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 
 from lora_studio.core.settings import load_settings
-
-from support.api import V1, make_character, make_project, upload
+from support.api import V1, make_character, upload
 from support.fake_vault import fake_vault
 from support.images import image_bytes
 

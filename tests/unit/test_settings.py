@@ -9,7 +9,6 @@ import logging
 import pytest
 from lora_studio.core.settings import Secret, SettingsError, load_settings
 from lora_studio.core.vault import VaultError
-
 from support.fake_vault import fake_vault
 
 TOKEN = "hvs.test-token-123456"
