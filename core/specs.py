@@ -41,8 +41,8 @@ TRAIN_SPEC: Spec = {
     "base_model": Field(str, required=True, max_len=500, description="a base model name from GET /models"),
     "steps": Field(int, min=1, max=100000),
     "rank": Field(int, min=1, max=256),
-    "alpha": Field(float, min=0.0, max=1024.0),
-    "learning_rate": Field(float, min=0.0, max=1.0),
+    "alpha": Field(float, min=1e-6, max=1024.0),
+    "learning_rate": Field(float, min=1e-10, max=1.0),
     "resolution": Field(int, min=32, max=2048),
     "seed": Field(int, min=0, max=2**31 - 1),
 }

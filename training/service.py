@@ -33,6 +33,7 @@ from ..datasets.images import ImageService
 log = logging.getLogger("lora_studio.training.service")
 
 WORKER = Path(__file__).resolve().parent / "worker.py"
+CANCEL_GRACE_SECONDS = 300  # a full-size step on a CPU can take minutes; then it is killed
 TRAIN_DEPS = ("torch", "diffusers", "peft", "transformers", "safetensors")
 
 TRAIN_DEFAULTS = {"steps": 1000, "rank": 32, "alpha": 16.0, "learning_rate": 1e-4, "resolution": 512, "seed": 0}
@@ -126,7 +127,11 @@ class TrainingService:
                          "lora_studio_base_model": p["base_model"]},
         }
         (work / "config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
-        done = self._run_worker(ctx, work, p["steps"])
+        try:
+            done = self._run_worker(ctx, work, p["steps"])
+        finally:  # a worker killed while saving leaves its hidden temporary file behind
+            for partial in loras_dir.glob(f".{output.stem}.*.partial"):
+                partial.unlink(missing_ok=True)
         return self._record(ctx.job_id, char.id, p, items, Path(done["output_path"]), done)
 
     def _run_worker(self, ctx: JobContext, work: Path, total: int) -> dict:
@@ -167,9 +172,9 @@ class TrainingService:
         while proc.poll() is None:
             try:
                 if ctx.cancelled():
-                    proc.send_signal(signal.SIGTERM)
+                    proc.send_signal(signal.SIGTERM)  # the worker stops after its current step
                     try:
-                        proc.wait(30)
+                        proc.wait(CANCEL_GRACE_SECONDS)
                     except subprocess.TimeoutExpired:
                         proc.kill()
                     return

@@ -1,0 +1,398 @@
+"""LoRA Studio training worker, run as ``[sys.executable, "<pack>/training/worker.py", "<config.json>"]``.
+
+Config (JSON object): ``base_model`` (diffusers-format SD1.5 folder), ``items`` ([{"image": absolute
+path, "caption": str}]), ``output_path`` (absolute, new ``.safetensors``), ``steps``, ``rank``,
+``alpha``, ``learning_rate``; optional ``resolution`` (512), ``batch_size`` (1), ``seed`` (0),
+``trigger_word`` (""), ``metadata`` ({str: str}), ``target_modules`` (to_q, to_k, to_v, to_out.0),
+``device`` ("cpu", "cuda" or "auto"; default "cpu").
+
+Protocol: JSON objects, one per line, on STDOUT only (human logs go to stderr)::
+
+    {"event": "start", "total_steps": N}
+    {"event": "progress", "step": i, "total_steps": N, "loss": float}     (i = 1..N)
+    {"event": "done", "output_path": str, "sha256": hex, "num_modules": M, "rank": r, "alpha": a}
+    {"event": "error", "message": str}                                    (exit code 1)
+    {"event": "cancelled"}                                                (after SIGTERM/SIGINT, exit 128+signal)
+
+The script works without the pack being importable (e.g. ``custom_nodes/lora-studio``): it registers
+a synthetic package whose ``__path__`` is the pack root and imports ``training.*`` through it,
+without executing the pack's root ``__init__.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import json
+import logging
+import math
+import os
+import re
+import signal
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+PACKAGE_ALIAS = "_lora_studio_worker_pack"
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CANCELLED = 128 + 15
+
+
+def bootstrap_package(root: Path | None = None) -> str:
+    """Register a synthetic package for the pack root (its ``__init__.py`` is NOT executed)."""
+    if PACKAGE_ALIAS not in sys.modules:
+        root = root or Path(__file__).resolve().parent.parent
+        spec = importlib.machinery.ModuleSpec(PACKAGE_ALIAS, None, is_package=True)
+        spec.submodule_search_locations = [str(root)]
+        package = types.ModuleType(PACKAGE_ALIAS, "LoRA Studio pack root (worker bootstrap)")
+        package.__spec__ = spec
+        package.__path__ = [str(root)]
+        package.__package__ = PACKAGE_ALIAS
+        sys.modules[PACKAGE_ALIAS] = package
+    return PACKAGE_ALIAS
+
+
+if __package__:  # imported as lora_studio.training.worker (or any package name)
+    from .errors import ConfigError, TrainingCancelled, TrainingError
+else:  # run as a script: reach the sibling modules through the synthetic package
+    _errors = importlib.import_module(f"{bootstrap_package()}.training.errors")
+    ConfigError, TrainingCancelled, TrainingError = (
+        _errors.ConfigError,
+        _errors.TrainingCancelled,
+        _errors.TrainingError,
+    )
+
+DEFAULT_TARGET_MODULES: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+MODEL_SUBFOLDERS: tuple[str, ...] = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+DEVICES = ("cpu", "cuda", "auto")
+
+log = logging.getLogger("lora_studio.training.worker")
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    image: Path
+    caption: str
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    base_model: Path
+    items: tuple[TrainItem, ...]
+    output_path: Path
+    steps: int
+    rank: int
+    alpha: float
+    learning_rate: float
+    resolution: int = 512
+    batch_size: int = 1
+    seed: int = 0
+    trigger_word: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+    device: str = "cpu"
+
+    def caption_for(self, item: TrainItem) -> str:
+        """The caption with the trigger word prepended, unless it is empty or already present."""
+        caption, trigger = item.caption.strip(), self.trigger_word.strip()
+        if not trigger or re.search(rf"(?<!\w){re.escape(trigger)}(?!\w)", caption, re.IGNORECASE):
+            return caption
+        return f"{trigger}, {caption}" if caption else trigger
+
+
+# --------------------------------------------------------------------------- config
+
+
+def load_config(path: Path) -> TrainConfig:
+    """Read and validate a JSON config file (checks that the model folder and images are usable)."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+    return parse_config(raw)
+
+
+def parse_config(raw: Any, *, check_files: bool = True) -> TrainConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("the config must be a JSON object")
+    for key in sorted(set(raw) - set(TrainConfig.__dataclass_fields__)):
+        log.warning("ignoring unknown config field %r", key)
+    raw = {key: value for key, value in raw.items() if value is not None}  # JSON null = not given
+    config = TrainConfig(
+        base_model=Path(_get(raw, "base_model", str)),
+        items=_parse_items(raw.get("items")),
+        output_path=Path(_get(raw, "output_path", str)),
+        steps=_get_int(raw, "steps", low=1),
+        rank=_get_int(raw, "rank", low=1, high=1024),
+        alpha=_get_number(raw, "alpha"),
+        learning_rate=_get_number(raw, "learning_rate"),
+        resolution=_get_int(raw, "resolution", default=512, low=32, high=4096),
+        batch_size=_get_int(raw, "batch_size", default=1, low=1, high=1024),
+        seed=_get_int(raw, "seed", default=0, low=0, high=2**63 - 1),
+        trigger_word=_get(raw, "trigger_word", str, default="", allow_empty=True),
+        metadata=_parse_metadata(raw.get("metadata", {})),
+        target_modules=_parse_targets(raw.get("target_modules", list(DEFAULT_TARGET_MODULES))),
+        device=_get(raw, "device", str, default="cpu"),
+    )
+    if config.resolution % 8:
+        raise ConfigError(f"resolution must be a multiple of 8, got {config.resolution}")
+    if config.device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {config.device!r}")
+    if check_files:
+        check_base_model(config.base_model)
+        check_output_path(config.output_path)
+        check_images(config.items)
+    return config
+
+
+_MISSING = object()
+
+
+def _get(raw: dict, key: str, kind: type, *, default: Any = _MISSING, allow_empty: bool = False) -> Any:
+    value = raw.get(key, default)
+    if value is _MISSING:
+        raise ConfigError(f"the config is missing the required field {key!r}")
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        expected = {int: "an integer", str: "a string"}.get(kind, kind.__name__)
+        raise ConfigError(f"{key} must be {expected}, got {type(value).__name__} {value!r:.60}")
+    if kind is str and not allow_empty and not value.strip():
+        raise ConfigError(f"{key} must not be empty")
+    return value
+
+
+def _get_int(raw: dict, key: str, *, default: Any = _MISSING, low: int, high: int | None = None) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, float) and value.is_integer():
+        raw = {**raw, key: int(value)}
+    value = _get(raw, key, int, default=default)
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{key} must be {bound}, got {value}")
+    return value
+
+
+def _get_number(raw: dict, key: str) -> float:
+    value = raw.get(key, _MISSING)
+    if value is _MISSING:
+        raise ConfigError(f"the config is missing the required field {key!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{key} must be a positive number, got {value}")
+    return float(value)
+
+
+def _parse_items(value: Any) -> tuple[TrainItem, ...]:
+    if value is None:
+        raise ConfigError("the config is missing the required field 'items'")
+    if not isinstance(value, list):
+        raise ConfigError(f"items must be a list of {{image, caption}} objects, got {type(value).__name__}")
+    if not value:
+        raise ConfigError("there are no training items: add at least one image to the dataset")
+    items = []
+    for index, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"items[{index}] must be an object with 'image' and 'caption'")
+        image, caption = entry.get("image"), entry.get("caption") or ""
+        if not isinstance(image, str) or not image.strip():
+            raise ConfigError(f"items[{index}] has no image path")
+        if not Path(image).is_absolute():
+            raise ConfigError(f"items[{index}]: the image path must be absolute, got {image!r}")
+        if not isinstance(caption, str):
+            raise ConfigError(f"items[{index}]: caption must be a string, got {type(caption).__name__}")
+        items.append(TrainItem(Path(image), caption))
+    return tuple(items)
+
+
+def _parse_metadata(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"metadata must be an object of strings, got {type(value).__name__}")
+    bad = [k for k, v in value.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise ConfigError(f"metadata values must be strings; not a string: {', '.join(map(str, bad[:5]))}")
+    return dict(value)
+
+
+def _parse_targets(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError("target_modules must be a non-empty list of module names such as 'to_q'")
+    return tuple(value)
+
+
+def check_base_model(path: Path) -> None:
+    if not path.exists():
+        raise ConfigError(f"base model not found: {path}")
+    if path.is_file():
+        raise ConfigError(
+            f"single-file checkpoints are not supported yet ({path.name}): base_model must be a "
+            f"diffusers-format SD1.5 folder with {', '.join(s + '/' for s in MODEL_SUBFOLDERS)}"
+        )
+    missing = [name for name in MODEL_SUBFOLDERS if not (path / name).is_dir()]
+    if missing:
+        raise ConfigError(
+            f"base model {path} is not a diffusers-format SD1.5 folder: missing {', '.join(m + '/' for m in missing)}"
+        )
+
+
+def check_output_path(path: Path) -> None:
+    if not path.is_absolute():
+        raise ConfigError(f"output_path must be an absolute path, got {str(path)!r}")
+    if path.suffix.lower() != ".safetensors":
+        raise ConfigError(f"output_path must end with .safetensors, got {path.name!r}")
+    if path.exists():
+        raise ConfigError(f"output_path already exists: {path} (a previous LoRA is never overwritten)")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError(f"the output folder is not a folder: {path.parent}")
+
+
+def check_images(items: tuple[TrainItem, ...]) -> None:
+    """Open every image header (PIL ``verify``) so broken files fail before any model is loaded."""
+    from PIL import Image
+
+    problems = []
+    for index, item in enumerate(items):
+        try:
+            with Image.open(item.image) as image:
+                image.verify()
+        except FileNotFoundError:
+            problems.append(f"items[{index}] {item.image}: file not found")
+        except Exception as exc:  # PIL raises many types for corrupt files
+            problems.append(f"items[{index}] {item.image}: {exc}")
+    if problems:
+        shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+        raise ConfigError(f"cannot open {len(problems)} of {len(items)} training images: {shown}")
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+class Protocol:
+    """Writes one JSON object per line and flushes, so the studio sees each event at once."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def emit(self, event: str, **fields: Any) -> None:
+        line = json.dumps({"event": event, **fields}, allow_nan=False)
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+class StopFlag:
+    """Signal handler target: records the first stop signal; the trainer polls it every step."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def handle(self, signum: int, _frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            log.warning("received signal %d: stopping at the next step, nothing will be saved", signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum if self.signum else EXIT_CANCELLED
+
+
+def install_signal_handlers(flag: StopFlag) -> None:
+    for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            signal.signal(signum, flag.handle)
+
+
+def claim_stdout() -> IO[str]:
+    """Keep the real stdout for protocol lines; anything else printed to stdout (Python or C) goes to stderr."""
+    sys.stdout.flush()
+    try:
+        protocol_fd = os.dup(1)
+        os.dup2(2, 1)
+        stream = os.fdopen(protocol_fd, "w", encoding="utf-8", newline="\n")
+    except (OSError, ValueError):
+        return sys.stdout
+    sys.stdout = sys.stderr
+    return stream
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "DIFFUSERS_NO_ADVISORY_WARNINGS"):
+        os.environ.setdefault(name, "1")
+
+
+def import_trainer() -> types.ModuleType:
+    """The sibling ``trainer`` module (import-light; torch and friends load inside ``train``)."""
+    try:
+        package = __package__ or f"{bootstrap_package()}.training"
+        trainer = importlib.import_module(".trainer", package)
+    except Exception as exc:
+        log.exception("cannot import the trainer")
+        raise TrainingError(f"the LoRA Studio training code cannot be loaded: {type(exc).__name__}: {exc}") from exc
+    log.info("trainer loaded from %s", trainer.__file__)
+    return trainer
+
+
+def run(config_path: Path, protocol: Protocol, stop: StopFlag) -> int:
+    """Validate, train, report; returns the process exit code."""
+    try:
+        config = load_config(config_path)
+        trainer = import_trainer()
+        trainer.check_dependencies()
+        if stop():
+            raise TrainingCancelled()
+        protocol.emit("start", total_steps=config.steps)
+
+        def on_progress(step: int, total: int, loss: float) -> None:
+            protocol.emit("progress", step=step, total_steps=total, loss=loss)
+
+        result = trainer.train(config, on_progress=on_progress, should_stop=stop)
+    except TrainingCancelled:
+        log.warning("training cancelled; no LoRA was written")
+        protocol.emit("cancelled")
+        return stop.exit_code
+    except TrainingError as exc:
+        log.error("training failed: %s", exc)
+        protocol.emit("error", message=str(exc))
+        return EXIT_ERROR
+    except Exception as exc:
+        log.exception("training crashed")
+        protocol.emit("error", message=f"training failed unexpectedly: {type(exc).__name__}: {exc}")
+        return EXIT_ERROR
+    protocol.emit(
+        "done",
+        output_path=str(result.output_path),
+        sha256=result.sha256,
+        num_modules=result.num_modules,
+        rank=result.rank,
+        alpha=result.alpha,
+    )
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    stop = StopFlag()
+    install_signal_handlers(stop)
+    protocol = Protocol(claim_stdout())
+    _configure_logging()
+    if len(args) != 1:
+        protocol.emit("error", message="usage: python training/worker.py <config.json>")
+        return EXIT_ERROR
+    return run(Path(args[0]), protocol, stop)
+
+
+if __name__ == "__main__":
+    _here = str(Path(__file__).resolve().parent)
+    if sys.path and sys.path[0] and str(Path(sys.path[0]).resolve()) == _here:
+        sys.path.pop(0)  # keep training/*.py from shadowing top-level modules named errors, kohya, ...
+    sys.exit(main())
