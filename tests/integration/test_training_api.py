@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from support.api import V1, assert_error, make_character, make_project, upload
 from support.images import image_bytes
 

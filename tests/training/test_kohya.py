@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from lora_studio.training.errors import TrainingCancelled, TrainingError
 from lora_studio.training.kohya import build_metadata, kohya_module_name, split_peft_key
-
 from support.tiny_sd import tiny_unet_config
 
 HAS_TRAIN_STACK = all(importlib.util.find_spec(m) for m in ("torch", "diffusers", "peft", "safetensors"))

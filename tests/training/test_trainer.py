@@ -14,7 +14,6 @@ pytest.importorskip("peft")
 from lora_studio.training.errors import TrainingCancelled  # noqa: E402
 from lora_studio.training.trainer import load_image_tensor, train  # noqa: E402
 from lora_studio.training.worker import parse_config  # noqa: E402
-
 from support.tiny_sd import TINY_RESOLUTION, build_tiny_sd15, tiny_unet_config, write_sample_images
 
 pytestmark = pytest.mark.training

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support.tiny_sd import TINY_RESOLUTION, build_tiny_sd15, write_sample_images
 
 PACK_ROOT = Path(__file__).resolve().parents[2]
