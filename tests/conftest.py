@@ -40,6 +40,11 @@ def _pg_drop(name: str) -> None:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Browser tests last: Playwright's sync API holds an event loop in the main thread."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request, tmp_path):
     """A fresh, empty database URL (None = the default SQLite file in the data folder)."""

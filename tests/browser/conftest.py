@@ -145,8 +145,10 @@ def _skip(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Playwright's sync API keeps an event loop running in this thread while it is open, which
+    # breaks asyncio tests; module scope closes it after the browser tests (which run last).
     if not CHROMIUM.exists():
         _skip(f"{CHROMIUM} is missing (apt-get install chromium)")
     try:
