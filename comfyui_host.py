@@ -75,5 +75,20 @@ def attach() -> None:
     ref = StudioRef(build)
     register_routes(PromptServer.instance.routes, ref)
     bind_studio(ref)
-    ref.build_in_background()
+    _build_when_started(PromptServer.instance, ref)
     log.info("LoRA Studio attached to ComfyUI (data %s)", settings.data_dir)
+
+
+def _build_when_started(server, ref) -> None:
+    """Open the database once ComfyUI's server starts, in a background thread. Not earlier:
+    ComfyUI imports SQLAlchemy itself right after loading custom nodes, and importing a package
+    from two threads at once can leave it half-initialised (seen in a real ComfyUI)."""
+    app = getattr(server, "app", None)
+    if app is None or app.frozen:
+        ref.build_in_background()
+        return
+
+    async def on_startup(_app) -> None:
+        ref.build_in_background()
+
+    app.on_startup.append(on_startup)

@@ -1,0 +1,47 @@
+// LoRA Studio panel: the JSON client for the /lora-studio/v1 routes, over host.fetchApi.
+
+const PREFIX = "/lora-studio/v1";
+export const PAGE_SIZE = 48;
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export function makeApi(host) {
+  async function request(method, path, body) {
+    const init = { method, headers: {} };
+    if (body instanceof FormData) init.body = body;
+    else if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      init.headers["Content-Type"] = "application/json";
+    }
+    let res;
+    try {
+      res = await host.fetchApi(PREFIX + path, init);
+    } catch (e) {
+      throw new ApiError(0, "network", `cannot reach LoRA Studio (${e && e.message ? e.message : e})`);
+    }
+    const text = await res.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = null;
+    }
+    if (!res.ok) {
+      const err = data && data.error ? data.error : {};
+      throw new ApiError(res.status, err.code || "http_error", err.message || `HTTP ${res.status}`);
+    }
+    return data;
+  }
+  return {
+    get: (path) => request("GET", path),
+    post: (path, body) => request("POST", path, body),
+    patch: (path, body) => request("PATCH", path, body),
+    url: (path) => host.apiURL(PREFIX + path),
+  };
+}

@@ -1,0 +1,85 @@
+// LoRA Studio panel: the stylesheet, injected by the first mountPanel call (never at import).
+
+export const STYLE_ID = "lora-studio-panel-style";
+
+const CSS = `
+.ls-root { --ls-bg: var(--comfy-menu-bg, #353535); --ls-bg2: var(--comfy-menu-secondary-bg, var(--comfy-input-bg, #222));
+  --ls-input: var(--comfy-input-bg, #222); --ls-fg: var(--fg-color, #ddd); --ls-muted: var(--descrip-text, #999);
+  --ls-border: var(--border-color, #4e4e4e); --ls-accent: var(--p-primary-color, #3b82f6);
+  --ls-accent-fg: var(--p-primary-contrast-color, #fff); --ls-danger: var(--error-text, #e05252); --ls-ok: #3fa56b;
+  display: flex; flex-direction: column; height: 100%; min-height: 0; box-sizing: border-box;
+  background: var(--ls-bg); color: var(--ls-fg); font: 13px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; }
+.ls-root *, .ls-root *::before, .ls-root *::after { box-sizing: border-box; }
+.ls-root [hidden] { display: none !important; }
+.ls-head { padding: 8px 10px 0; border-bottom: 1px solid var(--ls-border); flex: none; }
+.ls-title { display: flex; align-items: baseline; gap: 8px; margin-bottom: 6px; }
+.ls-title strong { font-size: 15px; }
+.ls-muted { color: var(--ls-muted); font-size: 12px; }
+.ls-pickers { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; margin-bottom: 8px; }
+.ls-pickers select { flex: 1 1 140px; min-width: 0; }
+.ls-tabs { display: flex; flex-wrap: wrap; gap: 2px; }
+.ls-tab { background: none; border: none; border-bottom: 2px solid transparent; color: var(--ls-muted);
+  padding: 6px 8px; cursor: pointer; font: inherit; border-radius: 0; }
+.ls-tab:hover { color: var(--ls-fg); }
+.ls-tab[aria-selected="true"] { color: var(--ls-fg); border-bottom-color: var(--ls-accent); }
+.ls-body { flex: 1 1 auto; overflow: auto; padding: 10px; min-height: 0; }
+.ls-section { display: flex; flex-direction: column; gap: 10px; }
+.ls-row { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; }
+.ls-row > label { display: flex; flex-direction: column; gap: 2px; font-size: 12px; color: var(--ls-muted); }
+.ls-field { display: flex; flex-direction: column; gap: 2px; font-size: 12px; color: var(--ls-muted); }
+.ls-root input[type=text], .ls-root input[type=number], .ls-root textarea, .ls-root select {
+  background: var(--ls-input); color: var(--ls-fg); border: 1px solid var(--ls-border); border-radius: 4px;
+  padding: 4px 6px; font: inherit; max-width: 100%; }
+.ls-root textarea { width: 100%; min-height: 56px; resize: vertical; }
+.ls-root input[type=number] { width: 96px; }
+.ls-root input[type=text] { min-width: 0; }
+.ls-btn { background: var(--ls-bg2); color: var(--ls-fg); border: 1px solid var(--ls-border); border-radius: 4px;
+  padding: 4px 10px; cursor: pointer; font: inherit; }
+.ls-btn:hover:not(:disabled) { border-color: var(--ls-accent); }
+.ls-btn:disabled { opacity: .5; cursor: default; }
+.ls-btn.ls-primary { background: var(--ls-accent); color: var(--ls-accent-fg); border-color: var(--ls-accent); }
+.ls-btn.ls-ok { background: var(--ls-ok); border-color: var(--ls-ok); color: #fff; }
+.ls-btn.ls-danger { background: var(--ls-danger); border-color: var(--ls-danger); color: #fff; }
+.ls-box { border: 1px solid var(--ls-border); border-radius: 6px; padding: 8px; display: flex; flex-direction: column; gap: 6px; }
+.ls-root h3 { margin: 0; font-size: 13px; font-weight: 600; }
+.ls-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 8px; align-items: start; }
+.ls-card { background: var(--ls-bg2); border: 1px solid var(--ls-border); border-radius: 6px; overflow: hidden;
+  display: flex; flex-direction: column; }
+.ls-thumb { display: block; aspect-ratio: 1 / 1; background: var(--ls-input); }
+.ls-thumb img { width: 100%; height: 100%; object-fit: contain; display: block; }
+.ls-card-body { padding: 6px; display: flex; flex-direction: column; gap: 6px; }
+.ls-caption { font-size: 12px; word-break: break-word; }
+.ls-actions { display: flex; gap: 4px; }
+.ls-actions .ls-btn { flex: 1; padding: 4px 4px; }
+.ls-reject { display: flex; flex-direction: column; gap: 3px; border-top: 1px solid var(--ls-border); padding-top: 6px; }
+.ls-check { display: flex; gap: 4px; align-items: flex-start; font-size: 12px; cursor: pointer; }
+.ls-check input { margin: 2px 0 0; }
+.ls-row > label.ls-check { flex-direction: row; align-items: center; color: var(--ls-fg); }
+.ls-error { color: var(--ls-danger); font-size: 12px; }
+.ls-empty { color: var(--ls-muted); padding: 16px 4px; text-align: center; }
+.ls-list { display: flex; flex-direction: column; gap: 4px; }
+.ls-item { text-align: left; display: flex; justify-content: space-between; gap: 8px; width: 100%; }
+.ls-item[aria-current="true"] { border-color: var(--ls-accent); }
+.ls-pre { white-space: pre-wrap; word-break: break-word; background: var(--ls-input); border: 1px solid var(--ls-border);
+  border-radius: 4px; padding: 6px; margin: 0; font: 12px/1.4 ui-monospace, Menlo, Consolas, monospace; }
+.ls-chips { display: flex; flex-wrap: wrap; gap: 4px; }
+.ls-chip { background: var(--ls-input); border: 1px solid var(--ls-border); border-radius: 10px; padding: 1px 8px; font-size: 12px; }
+.ls-job { border: 1px solid var(--ls-border); border-radius: 6px; padding: 6px; display: flex; flex-direction: column; gap: 4px; }
+.ls-job-head { display: flex; justify-content: space-between; gap: 6px; align-items: center; }
+.ls-bar { height: 6px; background: var(--ls-input); border-radius: 3px; overflow: hidden; }
+.ls-bar > div { height: 100%; background: var(--ls-accent); transition: width .3s; }
+.ls-status-succeeded { color: var(--ls-ok); } .ls-status-failed { color: var(--ls-danger); }
+.ls-status-cancelled { color: var(--ls-muted); }
+.ls-drop { border: 2px dashed var(--ls-border); border-radius: 6px; padding: 14px; text-align: center; color: var(--ls-muted);
+  cursor: pointer; }
+.ls-drop.ls-over { border-color: var(--ls-accent); color: var(--ls-fg); }
+.ls-gitem .ls-caption { padding: 4px 6px; color: var(--ls-muted); overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+`;
+
+export function injectStyle() {
+  if (document.getElementById(STYLE_ID)) return;
+  const style = document.createElement("style");
+  style.id = STYLE_ID;
+  style.textContent = CSS;
+  document.head.append(style);
+}
