@@ -28,6 +28,7 @@ def install_standins(root: Path) -> list:
         instance = None
 
         def __init__(self):
+            self.app = web.Application()  # ComfyUI builds its app before it loads custom nodes
             self.routes = web.RouteTableDef()
             self.address, self.port = "0.0.0.0", 8188
 
@@ -76,7 +77,7 @@ class FakeImage:
 async def exercise(module, sent) -> dict:
     from server import PromptServer
 
-    app = web.Application()
+    app = PromptServer.instance.app  # starting it runs the pack's on_startup hook, as in ComfyUI
     app.add_routes(PromptServer.instance.routes)
     paths = sorted({r.path for r in PromptServer.instance.routes if isinstance(r, web.RouteDef)})
     async with TestClient(TestServer(app)) as client:
@@ -111,7 +112,9 @@ def main() -> None:
     folder, root = Path(sys.argv[1]), Path(sys.argv[2])
     sent = install_standins(root)
     module, seconds = load_like_comfyui(folder)
+    time.sleep(0.5)  # a background thread started at load would have imported by now
     report = {
+        "sqlalchemy_before_server_start": "sqlalchemy" in sys.modules,
         "load_seconds": seconds,
         "heavy_after_load": [m for m in HEAVY if m in sys.modules],
         "lora_studio_imported": "lora_studio" in sys.modules,

@@ -40,6 +40,13 @@ def test_loading_imports_nothing_heavy_and_no_second_copy(report):
     assert report["lora_studio_imported"] is False  # only relative imports: one copy of each module
 
 
+def test_database_code_waits_for_the_server_to_start(report):
+    # ComfyUI imports SQLAlchemy right after loading custom nodes; importing it from a thread of
+    # ours at the same time left it half-initialised in a real ComfyUI. The studio opens on startup.
+    assert report["sqlalchemy_before_server_start"] is False
+    assert report["health"]["status"] == "ok"
+
+
 def test_nodes_web_and_routes_are_registered(report):
     assert report["node_classes"] == ["LoraStudioCharacterPrompt", "LoraStudioSaveToDataset", "LoraStudioTrainLoRA"]
     assert all(name.endswith("(LoRA Studio)") for name in report["display_names"].values())
