@@ -17,19 +17,6 @@ COMFY_KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui" / "lor
 ATTENTION_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """In-process torch work here is tiny; one thread avoids OpenMP spin-waiting on a busy machine."""
-    if importlib.util.find_spec("torch") is None:
-        yield
-        return
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def comfy_sd15_names() -> set[str]:
     return set(COMFY_KEYS.read_text(encoding="utf-8").split())

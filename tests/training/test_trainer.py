@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,6 @@ from support.tiny_sd import TINY_RESOLUTION, build_tiny_sd15, tiny_unet_config, 
 
 pytestmark = pytest.mark.training
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """In-process torch work here is tiny; one thread avoids OpenMP spin-waiting on a busy machine."""
-    if importlib.util.find_spec("torch") is None:
-        yield
-        return
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -56,19 +56,6 @@ def run_worker(config: Path, *, worker: Path = WORKER, wrapper: str | None = Non
     return result, [json.loads(line) for line in result.stdout.splitlines()]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """In-process torch work here is tiny; one thread avoids OpenMP spin-waiting on a busy machine."""
-    if not HAS_TRAIN_STACK:
-        yield
-        return
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
