@@ -40,6 +40,19 @@ def _pg_drop(name: str) -> None:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI a skipped test is a failure: every part (PostgreSQL, training, browser) must run."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true: {report.longrepr}"
+
+
 def pytest_collection_modifyitems(config, items):
     """Browser tests last: Playwright's sync API holds an event loop in the main thread."""
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
