@@ -15,7 +15,7 @@ from .core.host import Host
 from .core.redact import install_log_filter, register_secrets
 from .core.ref import StudioRef
 from .core.settings import Settings
-from .server_routes.api import PREFIX, register_routes
+from .server_routes.api import PREFIX, error_response, origin_allowed, register_routes
 from .studio import Studio
 
 log = logging.getLogger("lora_studio.app")
@@ -58,8 +58,12 @@ def standalone_host(settings: Settings, hub: EventHub) -> Host:
     )
 
 
-async def _events(request: web.Request) -> web.WebSocketResponse:
+async def _events(request: web.Request) -> web.StreamResponse:
     hub: EventHub = request.app[EVENTS_KEY]
+    ref: StudioRef = request.app[STUDIO_KEY]
+    allowed = ref.get().settings.allowed_origins if ref.ready() else ()
+    if not origin_allowed(request, allowed):  # no cross-site websocket reads of job events
+        return error_response(403, "forbidden_origin", "cross-origin requests are not allowed")
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
     hub.sockets.add(ws)

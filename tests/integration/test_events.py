@@ -31,3 +31,12 @@ async def test_job_events_reach_the_websocket(client):
     assert [e["status"] for e in seen][0] == "queued"
     assert any(e["status"] == "running" and e["message"] == "half" for e in seen)
     assert seen[-1]["result"] == {"echo": "hi"}
+
+
+async def test_event_socket_refuses_other_origins(client):
+    import aiohttp
+    import pytest
+
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect(f"{V1}/events", headers={"Origin": "http://evil.example"})
+    assert refused.value.status == 403

@@ -96,7 +96,12 @@ async def exercise(module, sent) -> dict:
             batch = [FakeImage(np.full((16, 16, 3), v, dtype=np.float32)) for v in (0.2, 0.7)]
             saved = nodes["LoraStudioSaveToDataset"]().run(batch, "moon", "aiko", "a caption",
                                                            prompt={"1": {"class_type": "X"}})
-            return {"combo_projects": inputs["project"][0], "combo_characters": inputs["character"][0],
+            try:
+                nodes["LoraStudioTrainLoRA"]().run("moon", "aiko", "no-such-model", 2, 4, 1e-4)
+                train_error = None
+            except Exception as e:  # ComfyUI shows a node's exception to the user
+                train_error = f"{type(e).__name__}: {e}"
+            return {"train_error": train_error, "combo_projects": inputs["project"][0], "combo_characters": inputs["character"][0],
                     "positive": positive, "negative": negative, "lora": lora, "saved_text": saved["ui"]["text"],
                     "passthrough": saved["result"][0] is batch}
 

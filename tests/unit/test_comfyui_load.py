@@ -62,3 +62,5 @@ def test_nodes_use_the_same_services(report):
     assert nodes["negative"] == "worst quality, low quality, blurry, deformed"
     assert nodes["passthrough"] is True and nodes["saved_text"] == ["2 image(s) added to Aiko's queue"]
     assert report["pending"] == [{"source": "comfyui", "caption": "a caption", "has_prompt": True}] * 2
+    # Train LoRA goes through the same gates as the API: no approved images yet
+    assert "0 approved image(s)" in nodes["train_error"] and "Traceback" not in nodes["train_error"]
