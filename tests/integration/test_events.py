@@ -6,7 +6,6 @@ import asyncio
 import json
 
 from lora_studio.app import STUDIO_KEY
-
 from support.api import V1
 
 
