@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +40,14 @@ def inspect_image(path: Path) -> tuple[str, int, int]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                fmt, (w, h) = im.format, im.size
-                if fmt not in FORMATS:
-                    raise InvalidInput(f"unsupported image format {fmt}; use PNG, JPEG or WebP")
-                if w * h > MAX_PIXELS:
-                    raise InvalidInput(f"image is too large ({w}×{h} pixels)")
-                im.load()  # decodes every pixel: truncated data fails here
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        with Image.open(path) as im:  # reads the header only
+            fmt, (w, h) = im.format, im.size
+            if fmt not in FORMATS:
+                raise InvalidInput(f"unsupported image format {fmt}; use PNG, JPEG or WebP")
+            if w * h > MAX_PIXELS:  # checked before any pixel is decoded (Pillow's own guard is looser)
+                raise InvalidInput(f"image is too large ({w}×{h} pixels)")
+            im.load()  # decodes every pixel: truncated data fails here
+    except (UnidentifiedImageError, Image.DecompressionBombError):
         raise InvalidInput("not a readable image (or too large to decode safely)") from None
     except (OSError, SyntaxError, ValueError):
         raise InvalidInput("the image is damaged or truncated") from None

@@ -59,15 +59,12 @@ api = Api()
 
 
 class Req:
-    """What a handler sees: the request, the studio, and helpers that turn bad input into 4xx."""
+    """What a handler sees: the request, `call` to run a service on the studio, and helpers that
+    turn bad input into 4xx answers."""
 
     def __init__(self, request: web.Request, ref):
         self.request = request
         self.ref = ref
-
-    @property
-    def studio(self):
-        return self.ref.get()
 
     def int_param(self, name: str) -> int:
         value = self.request.match_info.get(name, "")
