@@ -49,6 +49,8 @@ def comfyui_host(settings_output: Path | None = None) -> Host:
 
 
 def attach() -> None:
+    """Register routes and nodes now (cheap); read settings (possibly from Vault) and open the
+    database when ComfyUI's server starts."""
     import folder_paths
     from server import PromptServer
 
@@ -57,26 +59,24 @@ def attach() -> None:
     from .server_routes.api import register_routes
 
     default_data = Path(folder_paths.get_user_directory()) / "lora_studio"
-    try:
-        settings = load_settings(default_data_dir=default_data)
-    except Exception as e:  # a bad setting must not stop ComfyUI from starting
-        log.error("LoRA Studio settings are invalid: %s", e)
-        return
-    register_secrets(settings.secret_values())
-    install_log_filter()
-    host = comfyui_host(settings.comfyui_output_dir)
-    if settings.loras_dir is not None:  # else ComfyUI's own loras folder: LoraLoader lists new LoRAs at once
-        host.loras_dir = settings.loras_dir
-    def build():
-        from .studio import Studio  # the database and services load in the background thread
 
-        return Studio(settings, host)
+    def build():
+        from .studio import Studio
+
+        settings = load_settings(default_data_dir=default_data)
+        register_secrets(settings.secret_values())
+        install_log_filter()
+        host = comfyui_host(settings.comfyui_output_dir)
+        if settings.loras_dir is not None:  # else ComfyUI's loras folder: LoraLoader lists new LoRAs at once
+            host.loras_dir = settings.loras_dir
+        studio = Studio(settings, host)
+        log.info("LoRA Studio attached to ComfyUI (data %s)", settings.data_dir)
+        return studio
 
     ref = StudioRef(build)
     register_routes(PromptServer.instance.routes, ref)
     bind_studio(ref)
     _build_when_started(PromptServer.instance, ref)
-    log.info("LoRA Studio attached to ComfyUI (data %s)", settings.data_dir)
 
 
 def _build_when_started(server, ref) -> None:
