@@ -4,6 +4,7 @@ in the OpenAPI document by the routes. Kept apart from the services so that decl
 
 from __future__ import annotations
 
+from .categories import CATEGORIES
 from .validation import Field, Spec
 
 PROJECT_SPEC: Spec = {
@@ -33,7 +34,7 @@ CHARACTER_SPEC: Spec = {
 }
 
 REJECT_SPEC: Spec = {
-    "categories": Field(list, description="rejection categories (see /feedback/categories)"),
+    "categories": Field(list, items=tuple(CATEGORIES), description="rejection categories (see /feedback/categories)"),
     "note": Field(str, max_len=5000),
 }
 

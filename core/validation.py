@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ class Field:
     max: float | None = None
     max_len: int | None = None
     choices: tuple | None = None
+    items: tuple | None = None  # for lists of strings: the allowed values (empty tuple: any string)
     description: str = ""
 
     def json_schema(self) -> dict:
@@ -27,6 +29,10 @@ class Field:
             out["maximum"] = self.max
         if self.max_len is not None:
             out["maxLength"] = self.max_len
+        if self.type is str and self.required:
+            out["minLength"] = 1
+        if self.items is not None:
+            out["items"] = {"type": "string", "enum": list(self.items)} if self.items else {"type": "string"}
         if self.choices:
             out["enum"] = list(self.choices)
         if self.description:
@@ -85,13 +91,20 @@ def _check(name: str, value: Any, f: Field) -> Any:
     return value
 
 
+_DECIMAL = re.compile(r"[0-9]+")
+
+
+def parse_uint(value: str, name: str, max_digits: int = 18) -> int:
+    """A non-negative integer written in ASCII digits (str.isdigit() also accepts '³', '٣', …)."""
+    if not _DECIMAL.fullmatch(value) or len(value) > max_digits:
+        raise InvalidInput(f"'{name}' must be a non-negative integer")
+    return int(value)
+
+
 def parse_limit(value: str | None, default: int = 50, maximum: int = 500) -> int:
     if value is None or value == "":
         return default
-    try:
-        n = int(value)
-    except ValueError:
-        raise InvalidInput("'limit' must be an integer") from None
+    n = parse_uint(value, "limit")
     if not 1 <= n <= maximum:
         raise InvalidInput(f"'limit' must be between 1 and {maximum}")
     return n
@@ -100,6 +113,4 @@ def parse_limit(value: str | None, default: int = 50, maximum: int = 500) -> int
 def parse_id_cursor(value: str | None) -> int | None:
     if value is None or value == "":
         return None
-    if not value.isdigit():
-        raise InvalidInput("'cursor' is not valid")
-    return int(value)
+    return parse_uint(value, "cursor")

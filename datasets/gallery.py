@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from ..core.errors import InvalidInput, NotFound, Unavailable
+from ..core.validation import parse_uint
 from .layout import safe_join
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -38,15 +39,17 @@ class Gallery:
     def list(self, limit: int = 50, cursor: str | None = None) -> dict:
         """Newest first; the cursor is the (mtime, path) of the last item, so new files arriving
         between pages do not shift later pages."""
+        key = None
+        if cursor:
+            mtime, sep, rel = cursor.partition(":")
+            if not sep:
+                raise InvalidInput("'cursor' is not valid")
+            key = (parse_uint(mtime, "cursor", max_digits=20), rel)
         root = self._root()
         if not root.is_dir():
             return {"items": [], "next_cursor": None}
         entries = sorted(_scan(root), key=lambda e: (e[0], e[1]), reverse=True)
-        if cursor:
-            mtime, sep, rel = cursor.partition(":")
-            if not sep or not mtime.isdigit():
-                raise InvalidInput("'cursor' is not valid")
-            key = (int(mtime), rel)
+        if key is not None:
             entries = [e for e in entries if (e[0], e[1]) < key]
         page = entries[:limit]
         items = [{"path": rel, "name": rel.rsplit("/", 1)[-1], "subfolder": rel.rpartition("/")[0],

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from ..core.errors import InvalidInput, StudioError
 from ..core.redact import scrub
-from ..core.validation import Spec
+from ..core.validation import Spec, parse_uint
 
 log = logging.getLogger("lora_studio.routes")
 
@@ -67,10 +67,7 @@ class Req:
         self.ref = ref
 
     def int_param(self, name: str) -> int:
-        value = self.request.match_info.get(name, "")
-        if not value.isdigit() or len(value) > 18:
-            raise InvalidInput(f"'{name}' must be a positive integer")
-        return int(value)
+        return parse_uint(self.request.match_info.get(name, ""), name)
 
     def q(self, name: str) -> str | None:
         return self.request.query.get(name)

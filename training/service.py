@@ -85,11 +85,11 @@ class TrainingService:
     # -- requests ------------------------------------------------------------------------------
     def start(self, character_id: int, body: dict) -> dict:
         data = {**TRAIN_DEFAULTS, **validate(body, TRAIN_SPEC)}
+        self.characters_row(character_id)  # 404 first: the request names something that is not there
         missing = missing_train_deps()
         if missing:
             raise Unavailable(f"training needs torch and the 'train' extra; missing: {', '.join(missing)} "
                               "(install torch for your platform, then pip install 'lora-studio[train]')")
-        self.characters_row(character_id)
         count = len(self.images.approved_items(character_id))
         if count < self.min_images:
             raise InvalidInput(f"the character has {count} approved image(s); training needs at least {self.min_images}")

@@ -86,6 +86,13 @@ async def test_malformed_json_and_bad_ids(client):
     await assert_error(await client.post(f"{V1}/projects", data=b"{nope", headers={"Content-Type": "application/json"}),
                        400)
     await assert_error(await client.get(f"{V1}/projects/abc"), 400)
+    # Unicode digits pass str.isdigit() but not int(): found by fuzzing the OpenAPI document
+    for odd in ["%C2%B3", "%D9%A3", "-1", "1e3", "9" * 30]:
+        await assert_error(await client.get(f"{V1}/projects/{odd}"), 400)
+        await assert_error(await client.post(f"{V1}/images/{odd}/approve"), 400)
+    for query in ["limit=%C2%B3", "cursor=%C2%B3", "limit=-5"]:
+        await assert_error(await client.get(f"{V1}/jobs?{query}"), 400)
+    await assert_error(await client.get(f"{V1}/gallery?cursor=%C2%B3:a.png"), 400)
     await assert_error(await client.get(f"{V1}/characters/999999"), 404)
     await assert_error(await client.post(f"{V1}/projects/999/characters", json={"name": "x"}), 404)
 
