@@ -16,6 +16,7 @@ from .core.settings import Settings
 from .datasets.gallery import Gallery
 from .datasets.images import ImageService
 from .datasets.layout import DatasetLayout
+from .datasets.review import ReviewService
 from .training.service import TrainingService
 
 log = logging.getLogger("lora_studio.studio")
@@ -35,6 +36,7 @@ class Studio:
         self.projects = ProjectService(self.db)
         self.characters = CharacterService(self.db)
         self.images = ImageService(self.db, self.layout)
+        self.review = ReviewService(self.db)
         self.training = TrainingService(self.db, host, self.images, self.jobs, settings.data_dir / "jobs",
                                         settings.min_approved_images)
         self.generation = GenerationService(self.db, self.characters, self.comfyui)

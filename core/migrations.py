@@ -1,9 +1,8 @@
 """Versioned migrations, applied in order at start-up (`Database.migrate`).
 
-Each migration is (version, description, function(connection)). Version 1 creates the schema of
-`schema.py` as it stood at version 1. When a later change alters a table, add a migration that
-alters it *and* freeze version 1 (copy its tables into a snapshot here), so that a fresh database
-and an upgraded one end the same; `tests/unit/test_schema.py` fails loudly until that is done.
+Each migration is (version, description, function(connection)) and describes its change with its
+own frozen definitions (never the current `schema.py`, which moves on), so a fresh database and an
+upgraded one end the same; `tests/unit/test_schema.py` checks both against `schema.py`.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from . import schema
+from . import schema_v1
 
 version_table = sa.Table(
     "schema_version", sa.MetaData(),
@@ -23,11 +22,47 @@ version_table = sa.Table(
 
 
 def _v1_initial(conn: sa.Connection) -> None:
-    schema.metadata.create_all(conn)
+    schema_v1.metadata.create_all(conn)
+
+
+def _v2_review(conn: sa.Connection) -> None:
+    """Decision log (undo), per-project category terms, dropped learned terms, image hashes."""
+    conn.execute(sa.text("ALTER TABLE images ADD COLUMN phash VARCHAR(16)"))
+    conn.execute(sa.text("ALTER TABLE images ADD COLUMN file_missing BOOLEAN NOT NULL DEFAULT false"))
+    ts = sa.DateTime(timezone=True)
+    md = sa.MetaData()
+    for name in ("images", "characters", "projects", "feedback"):  # targets of the foreign keys
+        sa.Table(name, md, sa.Column("id", sa.Integer, primary_key=True))
+    sa.Table(
+        "image_decisions", md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("batch", sa.String(32), nullable=False),
+        sa.Column("image_id", sa.Integer, sa.ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("from_status", sa.String(20), nullable=False),
+        sa.Column("to_status", sa.String(20), nullable=False),
+        sa.Column("feedback_id", sa.Integer, sa.ForeignKey("feedback.id", ondelete="SET NULL"), nullable=True),
+        sa.Column("created_at", ts, nullable=False),
+        sa.Index("ix_image_decisions_character", "character_id", "id"),
+    )
+    sa.Table(
+        "feedback_terms", md,
+        sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("category", sa.String(50), primary_key=True),
+        sa.Column("terms", sa.Text, nullable=False),
+    )
+    sa.Table(
+        "dropped_terms", md,
+        sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("term", sa.String(200), primary_key=True),
+    )
+    for name in ("image_decisions", "feedback_terms", "dropped_terms"):
+        md.tables[name].create(conn)
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
+    (2, "review: decision log, feedback terms, dropped terms, image hashes", _v2_review),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -88,6 +88,8 @@ images = sa.Table(
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
     sa.Column("decided_at", TS, nullable=True),
+    sa.Column("phash", sa.String(16), nullable=True),  # perceptual hash (hex), for near-duplicates
+    sa.Column("file_missing", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_images_character_status", "character_id", "status", "id"),
     sa.Index("ix_images_sha256", "sha256"),
 )
@@ -135,4 +137,35 @@ generations = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+)
+
+# -- version 2 ------------------------------------------------------------------------------------
+
+# One row per status change, grouped by batch: what "undo the last decision" reverts.
+image_decisions = sa.Table(
+    "image_decisions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("batch", sa.String(32), nullable=False),
+    sa.Column("image_id", sa.Integer, sa.ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("from_status", sa.String(20), nullable=False),
+    sa.Column("to_status", sa.String(20), nullable=False),
+    sa.Column("feedback_id", sa.Integer, sa.ForeignKey("feedback.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Index("ix_image_decisions_character", "character_id", "id"),
+)
+
+# A project's own negative terms for a rejection category (else the defaults apply).
+feedback_terms = sa.Table(
+    "feedback_terms", metadata,
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("category", sa.String(50), primary_key=True),
+    sa.Column("terms", sa.Text, nullable=False),
+)
+
+# Learned negative terms a user dropped from a character's effective negative prompt.
+dropped_terms = sa.Table(
+    "dropped_terms", metadata,
+    sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("term", sa.String(200), primary_key=True),
 )

@@ -38,6 +38,13 @@ REJECT_SPEC: Spec = {
     "note": Field(str, max_len=5000),
 }
 
+DECIDE_SPEC: Spec = {
+    "image_ids": Field(list, required=True, description="ids of the images to decide on (1-1000)"),
+    "decision": Field(str, required=True, choices=("approve", "reject", "reset")),
+    "categories": Field(list, items=tuple(CATEGORIES), description="rejection categories"),
+    "note": Field(str, max_len=5000),
+}
+
 TRAIN_SPEC: Spec = {
     "base_model": Field(str, required=True, max_len=500, description="a base model name from GET /models"),
     "steps": Field(int, min=1, max=100000),

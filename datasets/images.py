@@ -10,13 +10,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..core.categories import validate_categories
 from ..core.characters import CharacterService
 from ..core.db import Database, iso, utcnow
 from ..core.errors import InvalidInput, NotFound
-from ..core.schema import feedback, images
-from ..core.specs import REJECT_SPEC
-from ..core.validation import validate
+from ..core.schema import images
 from .layout import DatasetLayout, atomic_write_bytes, clean_stem
 
 log = logging.getLogger("lora_studio.datasets.images")
@@ -140,28 +137,6 @@ class ImageService:
         if not path.is_file():
             raise NotFound(f"the file of image {image_id} is missing")
         return path
-
-    def approve(self, image_id: int) -> dict:
-        return self._decide(image_id, "approved")
-
-    def reject(self, image_id: int, body: dict) -> dict:
-        data = validate(body or {}, REJECT_SPEC)
-        categories = validate_categories(data.get("categories"))
-        note = data.get("note", "")
-        if not categories and not note:
-            raise InvalidInput("a rejection needs at least one category or a note")
-        return self._decide(image_id, "rejected", categories, note)
-
-    def _decide(self, image_id: int, status: str, categories: list[str] | None = None, note: str = "") -> dict:
-        now = utcnow()
-        with self.db.begin() as conn:
-            row = self._row(conn, image_id)
-            conn.execute(images.update().where(images.c.id == image_id).values(
-                status=status, decided_at=now, updated_at=now))
-            if status == "rejected":
-                conn.execute(feedback.insert().values(image_id=image_id, character_id=row.character_id,
-                                                      categories=categories or [], note=note, created_at=now))
-        return self.get(image_id)
 
     def approved_items(self, character_id: int) -> list[dict]:
         """Absolute paths and captions of the approved images whose files exist."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..core.specs import REJECT_SPEC
+from ..core.specs import DECIDE_SPEC, REJECT_SPEC
 from ..core.validation import parse_id_cursor, parse_limit
 from .api import Req, api
 from .uploads import stream_multipart
@@ -49,14 +49,32 @@ async def image_file(r: Req):
 @api.route("POST", "/images/{image_id}/approve", "Approve an image", tag="images")
 async def approve_image(r: Req):
     iid = r.int_param("image_id")
-    return await r.call(lambda s: s.images.approve(iid))
+    return await r.call(lambda s: s.review.approve(iid))
 
 
 @api.route("POST", "/images/{image_id}/reject", "Reject an image with categories and/or a note",
            body=REJECT_SPEC, tag="images")
 async def reject_image(r: Req):
     iid, body = r.int_param("image_id"), await r.json()
-    return await r.call(lambda s: s.images.reject(iid, body))
+    return await r.call(lambda s: s.review.reject(iid, body))
+
+
+@api.route("POST", "/images/decisions", "Approve, reject or reset many images in one transaction",
+           body=DECIDE_SPEC, tag="images")
+async def decide_images(r: Req):
+    body = await r.json()
+    return await r.call(lambda s: s.review.decide(body))
+
+
+@api.route("POST", "/characters/{character_id}/undo", "Undo the character's last decision (batch)", tag="images")
+async def undo_character(r: Req):
+    cid = r.int_param("character_id")
+    return await r.call(lambda s: s.review.undo(cid))
+
+
+@api.route("POST", "/decisions/undo", "Undo the studio's last decision (batch)", tag="images")
+async def undo_last(r: Req):
+    return await r.call(lambda s: s.review.undo(None))
 
 
 @api.route("GET", "/gallery", "Images in ComfyUI's output folder, newest first",

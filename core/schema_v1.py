@@ -1,0 +1,137 @@
+"""The schema as it stood at version 1, frozen: migration 1 creates exactly these tables.
+
+Never edit this file; change `schema.py` and add a migration instead.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+TS = sa.DateTime(timezone=True)
+
+projects = sa.Table(
+    "projects", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("slug", sa.String(200), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
+generation_styles = sa.Table(
+    "generation_styles", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False, unique=True),
+    sa.Column("checkpoint", sa.String(500), nullable=False, server_default=""),
+    sa.Column("sampler", sa.String(100), nullable=False),
+    sa.Column("scheduler", sa.String(100), nullable=False),
+    sa.Column("steps", sa.Integer, nullable=False),
+    sa.Column("cfg", sa.Float, nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("clip_skip", sa.Integer, nullable=False),
+    sa.Column("positive_template", sa.Text, nullable=False),
+    sa.Column("negative_template", sa.Text, nullable=False),
+    sa.Column("lora_strength", sa.Float, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
+lora_models = sa.Table(
+    "lora_models", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("file_name", sa.String(500), nullable=False, unique=True),
+    sa.Column("base_model", sa.String(500), nullable=False),
+    sa.Column("rank", sa.Integer, nullable=False),
+    sa.Column("alpha", sa.Float, nullable=False),
+    sa.Column("steps", sa.Integer, nullable=False),
+    sa.Column("learning_rate", sa.Float, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("image_count", sa.Integer, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+characters = sa.Table(
+    "characters", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("slug", sa.String(200), nullable=False),
+    sa.Column("design_prompt", sa.Text, nullable=False, server_default=""),
+    sa.Column("negative_prompt", sa.Text, nullable=False, server_default=""),
+    sa.Column("trigger_word", sa.String(200), nullable=False, server_default=""),
+    sa.Column("current_lora_id", sa.Integer,
+              sa.ForeignKey("lora_models.id", ondelete="SET NULL", use_alter=True, name="fk_characters_current_lora"),
+              nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.UniqueConstraint("project_id", "slug", name="uq_characters_project_slug"),
+)
+
+images = sa.Table(
+    "images", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("rel_path", sa.String(1000), nullable=False, unique=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("caption", sa.Text, nullable=False, server_default=""),
+    sa.Column("source", sa.String(50), nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("meta", sa.JSON, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Column("decided_at", TS, nullable=True),
+    sa.Index("ix_images_character_status", "character_id", "status", "id"),
+    sa.Index("ix_images_sha256", "sha256"),
+)
+
+feedback = sa.Table(
+    "feedback", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("image_id", sa.Integer, sa.ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("categories", sa.JSON, nullable=False),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Index("ix_feedback_character", "character_id"),
+)
+
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(50), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("progress", sa.Float, nullable=False, server_default="0"),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("worker", sa.String(200), nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("started_at", TS, nullable=True),
+    sa.Column("finished_at", TS, nullable=True),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Index("ix_jobs_status", "status", "id"),
+)
+
+generations = sa.Table(
+    "generations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("lora_model_id", sa.Integer, sa.ForeignKey("lora_models.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("prompt_id", sa.String(100), nullable=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("graph", sa.JSON, nullable=False),
+    sa.Column("outputs", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)
