@@ -38,6 +38,14 @@ REJECT_SPEC: Spec = {
     "note": Field(str, max_len=5000),
 }
 
+IMAGE_SPEC: Spec = {
+    "caption": Field(str, max_len=10000, description="written to the .txt beside the image too"),
+}
+
+REASSIGN_SPEC: Spec = {
+    "character_id": Field(int, required=True, min=1),
+}
+
 DECIDE_SPEC: Spec = {
     "image_ids": Field(list, required=True, description="ids of the images to decide on (1-1000)"),
     "decision": Field(str, required=True, choices=("approve", "reject", "reset")),

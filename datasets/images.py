@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,11 @@ import sqlalchemy as sa
 
 from ..core.characters import CharacterService
 from ..core.db import Database, iso, utcnow
-from ..core.errors import InvalidInput, NotFound
-from ..core.schema import images
+from ..core.errors import Conflict, InvalidInput, NotFound, StudioError
+from ..core.projects import ProjectService
+from ..core.schema import characters, images
+from ..core.specs import IMAGE_SPEC, REASSIGN_SPEC
+from ..core.validation import validate
 from .layout import DatasetLayout, atomic_write_bytes, clean_stem
 
 log = logging.getLogger("lora_studio.datasets.images")
@@ -28,7 +32,32 @@ def image_dict(row: Any) -> dict:
     return {"id": row.id, "character_id": row.character_id, "rel_path": row.rel_path, "sha256": row.sha256,
             "status": row.status, "caption": row.caption, "source": row.source, "width": row.width,
             "height": row.height, "metadata": row.meta, "created_at": iso(row.created_at),
-            "updated_at": iso(row.updated_at), "decided_at": iso(row.decided_at)}
+            "updated_at": iso(row.updated_at), "decided_at": iso(row.decided_at),
+            "file_missing": bool(row.file_missing)}
+
+
+def _parse_time(value: str, name: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"'{name}' must be an ISO 8601 date or time") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _move_with_caption(src: Path, dest: Path) -> None:
+    """Move an image and its .txt caption (if any): both or neither."""
+    moves = [(src, dest)]
+    if src.with_suffix(".txt").exists():
+        moves.append((src.with_suffix(".txt"), dest.with_suffix(".txt")))
+    done = []
+    try:
+        for a, b in moves:
+            os.replace(a, b)
+            done.append((a, b))
+    except OSError:
+        for a, b in reversed(done):
+            os.replace(b, a)
+        raise
 
 
 def inspect_image(path: Path) -> tuple[str, int, int]:
@@ -114,19 +143,84 @@ class ImageService:
 
     def list(self, character_id: int, status: str | None = "pending", limit: int = 50,
              cursor: int | None = None) -> dict:
-        """Oldest first (a review queue), paginated by id."""
+        """A character's review queue, oldest first."""
+        return self.search({"character_id": character_id, "status": status}, limit, cursor)
+
+    def search(self, filters: dict, limit: int = 50, cursor: int | None = None) -> dict:
+        """Images of a character, a project or the whole studio, filtered and paginated by id.
+
+        filters: character_id, project_id, status (None: all), source, since/until (ISO 8601 on
+        created_at), has_caption (bool), order ("oldest" | "newest")."""
+        status, order = filters.get("status"), filters.get("order") or "oldest"
         if status is not None and status not in STATUSES:
-            raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")
-        q = sa.select(images).where(images.c.character_id == character_id).order_by(images.c.id).limit(limit + 1)
+            raise InvalidInput(f"status must be one of {', '.join(STATUSES)}, or all")
+        if order not in ("oldest", "newest"):
+            raise InvalidInput("order must be oldest or newest")
+        newest = order == "newest"
+        q = sa.select(images).order_by(images.c.id.desc() if newest else images.c.id).limit(limit + 1)
         if status:
             q = q.where(images.c.status == status)
+        if filters.get("source"):
+            q = q.where(images.c.source == filters["source"])
+        for name, op in (("since", "__ge__"), ("until", "__lt__")):
+            if filters.get(name):
+                q = q.where(getattr(images.c.created_at, op)(_parse_time(filters[name], name)))
+        if filters.get("has_caption") is not None:
+            q = q.where(images.c.caption != "" if filters["has_caption"] else images.c.caption == "")
         if cursor is not None:
-            q = q.where(images.c.id > cursor)
+            q = q.where(images.c.id < cursor if newest else images.c.id > cursor)
         with self.db.begin() as conn:
-            CharacterService.row_with_project(conn, character_id)
+            if filters.get("character_id") is not None:
+                CharacterService.row_with_project(conn, filters["character_id"])
+                q = q.where(images.c.character_id == filters["character_id"])
+            if filters.get("project_id") is not None:
+                ProjectService._row(conn, filters["project_id"])
+                q = q.where(images.c.character_id.in_(
+                    sa.select(characters.c.id).where(characters.c.project_id == filters["project_id"])))
             rows = conn.execute(q).all()
         items = [image_dict(r) for r in rows[:limit]]
         return {"items": items, "next_cursor": str(items[-1]["id"]) if len(rows) > limit else None}
+
+    def update(self, image_id: int, body: dict) -> dict:
+        """Edit the caption: the .txt beside the image and the record change together."""
+        data = validate(body, IMAGE_SPEC)
+        if "caption" not in data:
+            return self.get(image_id)
+        with self.db.begin() as conn:
+            row = self._row(conn, image_id)
+            conn.execute(images.update().where(images.c.id == image_id).values(
+                caption=data["caption"], updated_at=utcnow()))
+            # written inside the transaction: if the file cannot be written, the record rolls back
+            atomic_write_bytes(self.layout.abs_path(row.rel_path).with_suffix(".txt"), data["caption"].encode("utf-8"))
+        return self.get(image_id)
+
+    def reassign(self, image_id: int, body: dict) -> dict:
+        """Move an image (file, caption and record together) to another character."""
+        target_id = validate(body, REASSIGN_SPEC)["character_id"]
+        with self.db.begin() as conn:
+            row = self._row(conn, image_id)
+            char, project_slug = CharacterService.row_with_project(conn, target_id)
+            if row.character_id == target_id:
+                return image_dict(row)
+            dup = conn.execute(sa.select(images.c.id).where(images.c.character_id == target_id,
+                                                            images.c.sha256 == row.sha256)).first()
+            if dup:
+                raise Conflict(f"the character already has this image (image {dup.id})")
+            src = self.layout.abs_path(row.rel_path)
+            dest = self.layout.images_dir(project_slug, char.slug) / src.name
+            if dest.exists():
+                raise Conflict(f"a file named {src.name} already exists in the target folder")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            conn.execute(images.update().where(images.c.id == image_id).values(
+                character_id=target_id, rel_path=self.layout.rel_path(dest), updated_at=utcnow()))
+        try:  # the record is committed first; if the files cannot follow, it goes back
+            _move_with_caption(src, dest)
+        except OSError as e:
+            with self.db.begin() as conn:
+                conn.execute(images.update().where(images.c.id == image_id).values(
+                    character_id=row.character_id, rel_path=row.rel_path, updated_at=utcnow()))
+            raise StudioError(f"could not move the image's files: {e.strerror}", status=500) from None
+        return self.get(image_id)
 
     def get(self, image_id: int) -> dict:
         with self.db.begin() as conn:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..core.specs import DECIDE_SPEC, REJECT_SPEC
-from ..core.validation import parse_id_cursor, parse_limit
+from ..core.errors import InvalidInput
+from ..core.specs import DECIDE_SPEC, IMAGE_SPEC, REASSIGN_SPEC, REJECT_SPEC
+from ..core.validation import parse_id_cursor, parse_limit, parse_uint
 from .api import Req, api
 from .uploads import stream_multipart
 
@@ -23,14 +24,51 @@ async def upload_images(r: Req):
     return await r.call(lambda s: s.images.add_files(cid, files, caption=caption))
 
 
-@api.route("GET", "/characters/{character_id}/images", "A character's images, oldest first, by status",
-           query={"status": "pending (default) | approved | rejected | all", "limit": "1-500", "cursor": "from next_cursor"},
+QUERY = {"status": "pending (default) | approved | rejected | all", "source": "e.g. upload, comfyui",
+         "since": "ISO 8601, created at or after", "until": "ISO 8601, created before",
+         "has_caption": "true | false", "order": "oldest (default) | newest", "limit": "1-500",
+         "cursor": "from next_cursor"}
+
+
+def image_filters(r: Req, **scope) -> dict:
+    status = r.q("status") or "pending"
+    has_caption = r.q("has_caption")
+    if has_caption not in (None, "", "true", "false"):
+        raise InvalidInput("'has_caption' must be true or false")
+    return {**scope, "status": None if status == "all" else status, "source": r.q("source"),
+            "since": r.q("since"), "until": r.q("until"), "order": r.q("order"),
+            "has_caption": None if not has_caption else has_caption == "true"}
+
+
+@api.route("GET", "/characters/{character_id}/images", "A character's images (the review queue)", query=QUERY,
            tag="images")
 async def list_images(r: Req):
-    cid = r.int_param("character_id")
-    status = r.q("status") or "pending"
+    filters = image_filters(r, character_id=r.int_param("character_id"))
     limit, cursor = parse_limit(r.q("limit")), parse_id_cursor(r.q("cursor"))
-    return await r.call(lambda s: s.images.list(cid, None if status == "all" else status, limit, cursor))
+    return await r.call(lambda s: s.images.search(filters, limit, cursor))
+
+
+@api.route("GET", "/images", "Images across the studio or a project", tag="images",
+           query={**QUERY, "project_id": "only this project's images"})
+async def search_images(r: Req):
+    project = r.q("project_id")
+    filters = image_filters(r, project_id=parse_uint(project, "project_id") if project else None)
+    limit, cursor = parse_limit(r.q("limit")), parse_id_cursor(r.q("cursor"))
+    return await r.call(lambda s: s.images.search(filters, limit, cursor))
+
+
+@api.route("PATCH", "/images/{image_id}", "Edit an image's caption (the .txt file follows)", body=IMAGE_SPEC,
+           tag="images")
+async def update_image(r: Req):
+    iid, body = r.int_param("image_id"), await r.json()
+    return await r.call(lambda s: s.images.update(iid, body))
+
+
+@api.route("POST", "/images/{image_id}/reassign", "Move an image to another character (files and record)",
+           body=REASSIGN_SPEC, tag="images")
+async def reassign_image(r: Req):
+    iid, body = r.int_param("image_id"), await r.json()
+    return await r.call(lambda s: s.images.reassign(iid, body))
 
 
 @api.route("GET", "/images/{image_id}", "Get an image record", tag="images")

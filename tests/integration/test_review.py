@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 import sqlalchemy as sa
-
 from support.api import V1, assert_error, make_character, make_project, upload
 from support.images import image_bytes
 
@@ -79,7 +78,7 @@ async def test_two_reviewers_at_once_end_consistent(client, images, settings):
     c, ids = images
     reviewer_a = [decide(client, [i], "approve") for i in ids[:25]]
     reviewer_b = [decide(client, [i], "reject", categories=["not_solo"]) for i in ids[:25]]
-    results = await asyncio.gather(*[x for pair in zip(reviewer_a, reviewer_b) for x in pair])
+    results = await asyncio.gather(*[x for pair in zip(reviewer_a, reviewer_b, strict=True) for x in pair])
     assert len(results) == 50
     records = [await (await client.get(f"{V1}/images/{i}")).json() for i in ids[:25]]
     final = {r["id"]: r["status"] for r in records}
