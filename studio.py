@@ -8,6 +8,7 @@ import logging
 from .core.characters import CharacterService
 from .core.comfy_client import ComfyUIClient
 from .core.db import Database
+from .core.feedback import FeedbackService
 from .core.generation import GenerationService
 from .core.host import Host
 from .core.jobs import JobRunner
@@ -35,6 +36,7 @@ class Studio:
         self.jobs = JobRunner(self.db, host.emit, workers=settings.job_workers)
         self.projects = ProjectService(self.db)
         self.characters = CharacterService(self.db)
+        self.feedback = FeedbackService(self.db, self.projects, self.characters)
         self.images = ImageService(self.db, self.layout)
         self.review = ReviewService(self.db)
         self.training = TrainingService(self.db, host, self.images, self.jobs, settings.data_dir / "jobs",

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from .db import Database, iso, utcnow
 from .errors import Conflict, InvalidInput, NotFound
-from .feedback import category_counts, learned_terms
+from .feedback import category_counts, dropped, learned_terms
 from .projects import ProjectService, style_dict
 from .schema import characters, generation_styles, images, lora_models, projects
 from .specs import CHARACTER_SPEC
@@ -91,7 +91,8 @@ class CharacterService:
             row, project_slug = self.row_with_project(conn, character_id)
             style = style_dict(conn.execute(sa.select(generation_styles).where(
                 generation_styles.c.project_id == row.project_id)).first())
-            learned = learned_terms(conn, character_id)
+            learned = learned_terms(conn, character_id, row.project_id)
+            dropped_list = dropped(conn, character_id)
             counts = category_counts(conn, character_id)
             lora = None
             if row.current_lora_id is not None:
@@ -104,6 +105,7 @@ class CharacterService:
             "positive": merge_terms(style["positive_template"], row.trigger_word, row.design_prompt),
             "negative": merge_terms(style["negative_template"], row.negative_prompt, learned),
             "learned_terms": learned,
+            "dropped_terms": dropped_list,
             "category_counts": counts,
             "lora_name": lora,
             "style": style,

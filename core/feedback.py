@@ -1,29 +1,93 @@
-"""What a character has learned from its rejections: negative terms and counts per category."""
+"""What a character has learned from its rejections: the negative terms of each rejection
+category (the defaults, or the project's own), minus the terms a user dropped, and counts per
+category so the panel can show what goes wrong most."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from .categories import CATEGORIES
-from .schema import feedback
-from .text import split_terms
+from .categories import CATEGORIES, validate_categories
+from .db import Database
+from .errors import InvalidInput
+from .schema import dropped_terms, feedback, feedback_terms
+from .text import merge_terms, split_terms
+from .validation import Field, validate
 
 
-def learned_terms(conn: sa.Connection, character_id: int) -> list[str]:
-    """Negative terms learned from this character's rejections, in the order first learned."""
-    rows = conn.execute(sa.select(feedback.c.categories).where(feedback.c.character_id == character_id)
+def category_terms(conn: sa.Connection, project_id: int) -> dict[str, str]:
+    rows = conn.execute(sa.select(feedback_terms.c.category, feedback_terms.c.terms)
+                        .where(feedback_terms.c.project_id == project_id)).all()
+    return {**CATEGORIES, **{r.category: r.terms for r in rows if r.category in CATEGORIES}}
+
+
+def dropped(conn: sa.Connection, character_id: int) -> list[str]:
+    return list(conn.execute(sa.select(dropped_terms.c.term).where(dropped_terms.c.character_id == character_id)
+                             .order_by(dropped_terms.c.term)).scalars())
+
+
+def _categories_of(conn: sa.Connection, character_id: int):
+    return conn.execute(sa.select(feedback.c.categories).where(feedback.c.character_id == character_id)
                         .order_by(feedback.c.id)).scalars()
+
+
+def learned_terms(conn: sa.Connection, character_id: int, project_id: int) -> list[str]:
+    """Negative terms learned from this character's rejections, in the order first learned."""
+    terms_of = category_terms(conn, project_id)
+    skip = {t.lower() for t in dropped(conn, character_id)}
     terms: list[str] = []
-    for categories in rows:
+    for categories in _categories_of(conn, character_id):
         for category in categories or []:
-            terms.extend(split_terms(CATEGORIES.get(category, "")))
-    return list(dict.fromkeys(terms))
+            terms.extend(t for t in split_terms(terms_of.get(category, "")) if t.lower() not in skip)
+    return split_terms(merge_terms(terms))
 
 
 def category_counts(conn: sa.Connection, character_id: int) -> dict[str, int]:
     counts = dict.fromkeys(CATEGORIES, 0)
-    for categories in conn.execute(sa.select(feedback.c.categories).where(feedback.c.character_id == character_id)).scalars():
+    for categories in _categories_of(conn, character_id):
         for category in categories or []:
             if category in counts:
                 counts[category] += 1
     return counts
+
+
+class FeedbackService:
+    def __init__(self, db: Database, projects, characters):
+        self.db = db
+        self.projects = projects
+        self.characters = characters
+
+    def terms(self, project_id: int) -> dict:
+        with self.db.begin() as conn:
+            self.projects._row(conn, project_id)
+            return {"project_id": project_id, "terms": category_terms(conn, project_id), "defaults": CATEGORIES}
+
+    def set_terms(self, project_id: int, body: dict) -> dict:
+        """{"<category>": "term, term" | null (back to the default)}"""
+        if not isinstance(body, dict):
+            raise InvalidInput("the request body must be a JSON object")
+        validate_categories(list(body))  # unknown categories are refused
+        for category, terms in body.items():
+            if terms is not None and (not isinstance(terms, str) or len(terms) > 2000):
+                raise InvalidInput(f"'{category}' must be a string of terms (at most 2000 characters) or null")
+        data = body
+        with self.db.begin() as conn:
+            self.projects._row(conn, project_id)
+            for category, terms in data.items():
+                conn.execute(feedback_terms.delete().where(feedback_terms.c.project_id == project_id,
+                                                           feedback_terms.c.category == category))
+                if terms is not None and split_terms(terms):
+                    conn.execute(feedback_terms.insert().values(project_id=project_id, category=category,
+                                                                terms=merge_terms(terms)))
+        return self.terms(project_id)
+
+    def set_dropped(self, character_id: int, body: dict) -> dict:
+        """{"terms": [...]}: the learned terms to leave out of this character's negative prompt."""
+        terms = validate(body, {"terms": Field(list, required=True)})["terms"]
+        if not all(isinstance(t, str) and 0 < len(t.strip()) <= 200 for t in terms):
+            raise InvalidInput("'terms' must be a list of non-empty strings (at most 200 characters each)")
+        with self.db.begin() as conn:
+            self.characters.row_with_project(conn, character_id)
+            conn.execute(dropped_terms.delete().where(dropped_terms.c.character_id == character_id))
+            for term in dict.fromkeys(t.strip() for t in terms):
+                conn.execute(dropped_terms.insert().values(character_id=character_id, term=term))
+        return self.characters.prompt(character_id)

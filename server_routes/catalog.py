@@ -93,3 +93,24 @@ async def delete_character(r: Req):
 async def character_prompt(r: Req):
     cid = r.int_param("character_id")
     return await r.call(lambda s: s.characters.prompt(cid))
+
+
+@api.route("GET", "/projects/{project_id}/feedback-terms",
+           "The negative terms each rejection category teaches this project's characters", tag="feedback")
+async def get_feedback_terms(r: Req):
+    pid = r.int_param("project_id")
+    return await r.call(lambda s: s.feedback.terms(pid))
+
+
+@api.route("PATCH", "/projects/{project_id}/feedback-terms",
+           "Set a category's terms for this project ({category: \"terms\" | null for the default})", tag="feedback")
+async def set_feedback_terms(r: Req):
+    pid, body = r.int_param("project_id"), await r.json()
+    return await r.call(lambda s: s.feedback.set_terms(pid, body))
+
+
+@api.route("PUT", "/characters/{character_id}/dropped-terms",
+           "Learned negative terms to leave out of the character's prompt ({\"terms\": [...]})", tag="feedback")
+async def set_dropped_terms(r: Req):
+    cid, body = r.int_param("character_id"), await r.json()
+    return await r.call(lambda s: s.feedback.set_dropped(cid, body))
