@@ -17,6 +17,7 @@ from .core.settings import Settings
 from .datasets.gallery import Gallery
 from .datasets.images import ImageService
 from .datasets.layout import DatasetLayout
+from .datasets.reconcile import reconcile
 from .datasets.review import ReviewService
 from .training.service import TrainingService
 
@@ -43,6 +44,7 @@ class Studio:
                                         settings.min_approved_images)
         self.generation = GenerationService(self.db, self.characters, self.comfyui)
         self.gallery = Gallery(host.output_dir)
+        self.jobs.register("reconcile", lambda ctx: reconcile(self.db, self.layout, ctx.progress))
         log.info("LoRA Studio %s: database %s (schema v%d), data %s", VERSION, self.db.url_for_logs,
                  self.schema_version, settings.data_dir)
 
@@ -55,6 +57,7 @@ class Studio:
 
     def start(self) -> None:
         self.jobs.start()
+        self.jobs.submit("reconcile", {})  # files added or removed while the studio was not running
 
     def close(self) -> None:
         self.jobs.stop()

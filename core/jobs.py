@@ -211,7 +211,10 @@ class JobRunner:
             self._finish(row.id, "succeeded", message="done", result=result, progress=1.0)
 
     def _finish(self, job_id: int, status: str, **values: Any) -> None:
-        self._update(job_id, status=status, finished_at=utcnow(), **values)
+        try:
+            self._update(job_id, status=status, finished_at=utcnow(), **values)
+        except Exception:  # the database went away (shutdown): the start-up orphan check fails it later
+            log.exception("could not record the end of job %s", job_id)
 
     def _update(self, job_id: int, **values: Any) -> None:
         with self.db.begin() as conn:

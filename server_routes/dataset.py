@@ -128,3 +128,10 @@ async def gallery_file(r: Req):
     rel = r.q("path") or ""
     path = await r.call(lambda s: s.gallery.file(rel))
     return web.FileResponse(path, headers=FILE_HEADERS)
+
+
+@api.route("POST", "/datasets/reconcile",
+           "Adopt image files that have no record (as pending) and flag records whose file is gone",
+           tag="images", status=202)
+async def reconcile_datasets(r: Req):
+    return await r.call(lambda s: s.jobs.submit("reconcile", {}))

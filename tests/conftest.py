@@ -97,8 +97,25 @@ def settings(make_settings):
 
 
 @pytest.fixture
-async def client(aiohttp_client, settings):
-    """A real aiohttp server running the standalone app, and a client for it."""
+async def make_client(make_settings, aiohttp_client):
+    """Start the standalone app on a real aiohttp server and return a client for it. The servers
+    stop here, before the test database is dropped (tests must not request aiohttp_client
+    themselves for studio apps: its own teardown would come after the drop)."""
     from lora_studio.app import create_app
 
-    return await aiohttp_client(create_app(settings))
+    clients = []
+
+    async def make(settings=None, **overrides):
+        c = await aiohttp_client(create_app(settings or make_settings(**overrides)))
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        await c.close()
+
+
+@pytest.fixture
+async def client(make_client, settings):
+    """A real aiohttp server running the standalone app, and a client for it."""
+    return await make_client(settings)

@@ -61,10 +61,9 @@ async def test_path_components_in_file_names_are_dropped(client, character, sett
     assert (settings.effective_datasets_dir / rel).resolve().is_relative_to(settings.effective_datasets_dir)
 
 
-async def test_upload_cap_and_decompression_bomb(aiohttp_client, make_settings):
-    from lora_studio.app import create_app
+async def test_upload_cap_and_decompression_bomb(make_client):
 
-    client = await aiohttp_client(create_app(make_settings(max_upload_mb=1)))
+    client = await make_client(max_upload_mb=1)
     p = await make_project(client)
     c = await make_character(client, p["id"])
     big = b"\x89PNG" + b"\0" * (1024 * 1024 + 10)

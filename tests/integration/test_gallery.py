@@ -47,9 +47,8 @@ async def test_gallery_refuses_paths_outside_the_output_folder(client, settings,
     await assert_error(await client.get(f"{V1}/gallery?cursor=garbage"), 400)
 
 
-async def test_gallery_without_output_folder_says_so(aiohttp_client, make_settings):
-    from lora_studio.app import create_app
+async def test_gallery_without_output_folder_says_so(make_client):
 
-    client = await aiohttp_client(create_app(make_settings(comfyui_output_dir=None)))
+    client = await make_client(comfyui_output_dir=None)
     error = await assert_error(await client.get(f"{V1}/gallery"), 503, "unavailable")
     assert "LORA_STUDIO_COMFYUI_OUTPUT_DIR" in error["message"]

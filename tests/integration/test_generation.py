@@ -22,11 +22,10 @@ async def comfy(aiohttp_server, settings):
 
 
 @pytest.fixture
-async def studio_client(aiohttp_client, make_settings, comfy):
-    from lora_studio.app import create_app
+async def studio_client(make_client, make_settings, comfy):
 
     settings = make_settings(comfyui_url=str(comfy.make_url("/")).rstrip("/"))
-    return await aiohttp_client(create_app(settings)), settings
+    return await make_client(settings), settings
 
 
 async def setup_character(client, checkpoint="random_sd15.safetensors"):
@@ -102,7 +101,7 @@ async def test_generate_loads_the_characters_current_lora(studio_client, comfy):
     assert nodes_of(gen["graph"], "LoraLoader") == []
 
 
-async def test_generate_errors_are_clear(studio_client, aiohttp_client, make_settings):
+async def test_generate_errors_are_clear(studio_client, make_client):
     client, _ = studio_client
     c = await setup_character(client, checkpoint="")
     err = await assert_error(await client.post(f"{V1}/characters/{c['id']}/generate", json={}), 400)
@@ -110,9 +109,8 @@ async def test_generate_errors_are_clear(studio_client, aiohttp_client, make_set
     await assert_error(await client.post(f"{V1}/characters/999/generate", json={}), 404)
     await assert_error(await client.post(f"{V1}/characters/{c['id']}/generate", json={"batch_size": 0}), 400)
 
-    from lora_studio.app import create_app
 
-    offline = await aiohttp_client(create_app(make_settings(comfyui_url="http://127.0.0.1:9")))
+    offline = await make_client(comfyui_url="http://127.0.0.1:9")
     p2 = await make_project(offline, "Offline")
     await offline.patch(f"{V1}/projects/{p2['id']}/style", json={"checkpoint": "x.safetensors"})
     c2 = await make_character(offline, p2["id"])

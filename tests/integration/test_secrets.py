@@ -40,8 +40,7 @@ async def exercise(client) -> str:
     return "\n".join(seen)
 
 
-async def test_no_secret_in_answers_or_logs(aiohttp_client, tmp_path, database_url, caplog):
-    from lora_studio.app import create_app
+async def test_no_secret_in_answers_or_logs(make_client, tmp_path, database_url, caplog):
 
     vault_data = {"civitai_api_key": API_KEY}
     if database_url:
@@ -51,7 +50,7 @@ async def test_no_secret_in_answers_or_logs(aiohttp_client, tmp_path, database_u
         env["VAULT_ADDR"] = addr
         settings = load_settings(cli={"data_dir": tmp_path / "data", "min_approved_images": 1}, env=env)
         assert settings.api_keys["civitai_api_key"].get() == API_KEY
-        client = await aiohttp_client(create_app(settings))
+        client = await make_client(settings)
         answers = await exercise(client)
     assert "Leak" in answers  # the check saw real answers
     text = answers + caplog.text

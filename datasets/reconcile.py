@@ -1,0 +1,78 @@
+"""Start-up reconcile of the dataset folders with the database: files without records are adopted
+as pending images, records whose files are gone are flagged (and unflagged when they come back).
+Nothing is deleted: a person decides what to do with flagged records."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from ..core.db import Database, utcnow
+from ..core.errors import InvalidInput
+from ..core.schema import characters, images, projects
+from .images import inspect_image, sha256_of
+from .layout import DatasetLayout
+
+log = logging.getLogger("lora_studio.datasets.reconcile")
+
+SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+
+
+def _files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith("."))
+
+
+def reconcile(db: Database, layout: DatasetLayout, progress: Callable[[float, str], None] | None = None) -> dict:
+    with db.begin() as conn:
+        chars = conn.execute(sa.select(characters.c.id, characters.c.slug, projects.c.slug.label("project_slug"))
+                             .join(projects, projects.c.id == characters.c.project_id)).all()
+        records = conn.execute(sa.select(images.c.id, images.c.rel_path, images.c.file_missing,
+                                         images.c.character_id, images.c.sha256)).all()
+    known = {r.rel_path for r in records}
+    hashes = {(r.character_id, r.sha256) for r in records}
+    adopted, skipped = [], []
+    for n, char in enumerate(chars, 1):
+        for path in _files(layout.images_dir(char.project_slug, char.slug)):
+            rel = layout.rel_path(path)
+            if rel in known:
+                continue
+            try:
+                fmt, width, height = inspect_image(path)
+            except InvalidInput as e:
+                skipped.append({"path": rel, "reason": e.message})
+                continue
+            digest = sha256_of(path)
+            if (char.id, digest) in hashes:
+                skipped.append({"path": rel, "reason": "exact duplicate of a recorded image"})
+                continue
+            caption_file = path.with_suffix(".txt")
+            caption = caption_file.read_text(encoding="utf-8", errors="replace").strip() if caption_file.is_file() else ""
+            now = utcnow()
+            with db.begin() as conn:
+                conn.execute(images.insert().values(
+                    character_id=char.id, rel_path=rel, sha256=digest, status="pending", caption=caption,
+                    source="reconcile", width=width, height=height,
+                    meta={"original_name": path.name, "format": fmt, "found_on_disk": True},
+                    created_at=now, updated_at=now))
+            hashes.add((char.id, digest))
+            adopted.append(rel)
+        if progress:
+            progress(n / max(len(chars), 1) * 0.9, f"scanned {n}/{len(chars)} characters")
+    missing, restored = [], []
+    for r in records:
+        exists = layout.abs_path(r.rel_path).is_file()
+        if exists == bool(r.file_missing):
+            (restored if exists else missing).append(r.id)
+    with db.begin() as conn:
+        for ids, flag in ((missing, True), (restored, False)):
+            if ids:
+                conn.execute(images.update().where(images.c.id.in_(ids)).values(file_missing=flag, updated_at=utcnow()))
+    if adopted or missing or restored:
+        log.info("reconcile: %d adopted, %d flagged missing, %d back", len(adopted), len(missing), len(restored))
+    return {"adopted": adopted, "skipped": skipped, "missing": missing, "restored": restored}
