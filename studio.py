@@ -4,6 +4,7 @@ event sink, ComfyUI client, services), built once and handed to routes and nodes
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from .core.characters import CharacterService
 from .core.comfy_client import ComfyUIClient
@@ -14,6 +15,7 @@ from .core.host import Host
 from .core.jobs import JobRunner
 from .core.projects import ProjectService
 from .core.settings import Settings
+from .datasets.export import export_zip
 from .datasets.gallery import Gallery
 from .datasets.images import ImageService
 from .datasets.layout import DatasetLayout
@@ -47,6 +49,10 @@ class Studio:
         self.jobs.register("reconcile", lambda ctx: reconcile(self.db, self.layout, ctx.progress))
         log.info("LoRA Studio %s: database %s (schema v%d), data %s", VERSION, self.db.url_for_logs,
                  self.schema_version, settings.data_dir)
+
+    def export(self, character_id: int, repeats: int, class_token: str) -> Path:
+        return export_zip(self.images, self.characters.get(character_id), self.settings.data_dir / "exports",
+                          repeats, class_token)
 
     def comfyui(self) -> ComfyUIClient:
         return ComfyUIClient(self.host.comfyui_url())

@@ -135,3 +135,16 @@ async def gallery_file(r: Req):
            tag="images", status=202)
 async def reconcile_datasets(r: Req):
     return await r.call(lambda s: s.jobs.submit("reconcile", {}))
+
+
+@api.route("GET", "/characters/{character_id}/export",
+           "The approved images as a zip in kohya's layout (<repeats>_<trigger> <class>/ with .txt captions)",
+           query={"repeats": "1-1000 (default 10)", "class": "class word (default person)"}, tag="images",
+           binary=True)
+async def export_character(r: Req):
+    cid = r.int_param("character_id")
+    repeats = parse_uint(r.q("repeats") or "10", "repeats")
+    class_token = r.q("class") or "person"
+    path = await r.call(lambda s: s.export(cid, repeats, class_token))
+    return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"',
+                                           "Content-Type": "application/zip", "X-Content-Type-Options": "nosniff"})
