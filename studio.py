@@ -40,7 +40,7 @@ class Studio:
         self.projects = ProjectService(self.db)
         self.characters = CharacterService(self.db)
         self.feedback = FeedbackService(self.db, self.projects, self.characters)
-        self.images = ImageService(self.db, self.layout)
+        self.images = ImageService(self.db, self.layout, settings.near_duplicate_distance)
         self.review = ReviewService(self.db)
         self.training = TrainingService(self.db, host, self.images, self.jobs, settings.data_dir / "jobs",
                                         settings.min_approved_images)

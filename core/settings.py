@@ -61,6 +61,7 @@ class Settings:
     models_dir: Path | None = None  # base models for training (standalone); None: <data_dir>/models
     max_upload_mb: int = 50
     min_approved_images: int = 10
+    near_duplicate_distance: int = 5  # dHash bits; uploads closer than this to a kept image are skipped
     allowed_origins: tuple[str, ...] = ()
     api_keys: Mapping[str, Secret] = field(default_factory=dict)
     vault_addr: str | None = None
@@ -117,6 +118,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "models_dir": ("LORA_STUDIO_MODELS_DIR", Path),
     "max_upload_mb": ("LORA_STUDIO_MAX_UPLOAD_MB", int),
     "min_approved_images": ("LORA_STUDIO_MIN_APPROVED_IMAGES", int),
+    "near_duplicate_distance": ("LORA_STUDIO_NEAR_DUPLICATE_DISTANCE", int),
     "allowed_origins": ("LORA_STUDIO_ALLOWED_ORIGINS", lambda v: tuple(o.strip() for o in v.split(",") if o.strip())),
     "vault_addr": ("VAULT_ADDR", str),
     "vault_mount": ("LORA_STUDIO_VAULT_MOUNT", str),
@@ -240,6 +242,8 @@ def load_settings(
         raise SettingsError(f"invalid settings: {e}") from None
     if settings.max_upload_mb <= 0 or settings.job_workers <= 0 or settings.min_approved_images < 1:
         raise SettingsError("max_upload_mb, job_workers and min_approved_images must be positive")
+    if not 0 <= settings.near_duplicate_distance <= 64:
+        raise SettingsError("near_duplicate_distance must be between 0 (off) and 64")
     return settings
 
 

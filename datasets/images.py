@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,14 @@ from ..core.schema import characters, images
 from ..core.specs import IMAGE_SPEC, REASSIGN_SPEC
 from ..core.validation import validate
 from .layout import DatasetLayout, atomic_write_bytes, clean_stem
+from .phash import NearDuplicateIndex, dhash, hamming
 
 log = logging.getLogger("lora_studio.datasets.images")
 
 STATUSES = ("pending", "approved", "rejected")
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
 MAX_PIXELS = 64 * 1024 * 1024  # larger images are refused as possible decompression bombs
+EXIF_ORIENTATION = 0x0112
 
 
 
@@ -60,10 +63,21 @@ def _move_with_caption(src: Path, dest: Path) -> None:
         raise
 
 
-def inspect_image(path: Path) -> tuple[str, int, int]:
-    """(format, width, height) of a fully decodable PNG/JPEG/WebP; refuses anything else,
-    truncated files and decompression bombs."""
-    from PIL import Image, UnidentifiedImageError
+@dataclass(frozen=True)
+class CheckedImage:
+    format: str
+    width: int
+    height: int
+    phash: int
+    rotated: bool  # the pixels were turned upright from the EXIF orientation (file rewritten)
+
+
+def check_image(path: Path, fix_orientation: bool = False) -> CheckedImage:
+    """Fully decode a PNG/JPEG/WebP (refusing anything else, truncated files and decompression
+    bombs) and hash it. With `fix_orientation`, an image carrying an EXIF orientation is turned
+    upright and rewritten in place: PNG and WebP losslessly, JPEG at quality 95 — trainers then see
+    what a viewer shows. Every other file is kept byte for byte as it came."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:  # reads the header only
@@ -73,11 +87,16 @@ def inspect_image(path: Path) -> tuple[str, int, int]:
             if w * h > MAX_PIXELS:  # checked before any pixel is decoded (Pillow's own guard is looser)
                 raise InvalidInput(f"image is too large ({w}×{h} pixels)")
             im.load()  # decodes every pixel: truncated data fails here
+            rotated = fix_orientation and im.getexif().get(EXIF_ORIENTATION, 1) not in (0, 1)
+            upright = ImageOps.exif_transpose(im) if rotated else im
+            if rotated:
+                options = {"PNG": {}, "WEBP": {"lossless": True}, "JPEG": {"quality": 95}}[fmt]
+                upright.save(path, format=fmt, **options)
+            return CheckedImage(fmt, *upright.size, dhash(upright), rotated)
     except (UnidentifiedImageError, Image.DecompressionBombError):
         raise InvalidInput("not a readable image (or too large to decode safely)") from None
     except (OSError, SyntaxError, ValueError):
         raise InvalidInput("the image is damaged or truncated") from None
-    return fmt, w, h
 
 
 def sha256_of(path: Path) -> str:
@@ -89,23 +108,30 @@ def sha256_of(path: Path) -> str:
 
 
 class ImageService:
-    def __init__(self, db: Database, layout: DatasetLayout):
+    def __init__(self, db: Database, layout: DatasetLayout, near_duplicate_distance: int = 5):
         self.db = db
         self.layout = layout
+        self.near_duplicate_distance = near_duplicate_distance  # bits of a 64-bit dHash; 0 turns it off
 
     def add_files(self, character_id: int, files: list[tuple[str, Path]], caption: str = "",
                   source: str = "upload", meta: dict | None = None) -> dict:
         """Adopt staged files (original name, temporary path) as pending images of a character.
-        Files are stored as they came (lossless, no re-encoding). Each temporary file is consumed:
-        moved into the dataset or deleted. Bad or duplicate files are reported, not fatal."""
+        Files are stored as they came (see `check_image` for the one exception: EXIF rotation).
+        Each temporary file is consumed: moved into the dataset or deleted. Bad, duplicate and
+        near-duplicate files are reported, not fatal."""
         created, skipped = [], []
         try:
             with self.db.begin() as conn:
                 char, project_slug = CharacterService.row_with_project(conn, character_id)
+                known = {int(h, 16): i for i, h in conn.execute(sa.select(images.c.id, images.c.phash).where(
+                    images.c.character_id == character_id, images.c.phash.is_not(None)))}
             folder = self.layout.images_dir(project_slug, char.slug)
+            near = NearDuplicateIndex(self.near_duplicate_distance)
+            near.extend(known)
             for name, tmp in files:
                 try:
-                    created.append(self._adopt(char.id, folder, name, tmp, caption, source, meta or {}))
+                    image = self._adopt(char.id, folder, name, tmp, caption, source, meta or {}, near, known)
+                    created.append(image)
                 except InvalidInput as e:
                     skipped.append({"filename": name, "reason": e.message})
         finally:
@@ -114,14 +140,18 @@ class ImageService:
         return {"created": created, "skipped": skipped}
 
     def _adopt(self, character_id: int, folder: Path, name: str, tmp: Path, caption: str, source: str,
-               meta: dict) -> dict:
-        fmt, width, height = inspect_image(tmp)
+               meta: dict, near: NearDuplicateIndex, known: dict[int, int]) -> dict:
+        checked = check_image(tmp, fix_orientation=True)
+        fmt, width, height = checked.format, checked.width, checked.height
         digest = sha256_of(tmp)
         with self.db.begin() as conn:
             dup = conn.execute(sa.select(images.c.id).where(images.c.character_id == character_id,
                                                             images.c.sha256 == digest)).first()
         if dup:
             raise InvalidInput(f"exact duplicate of image {dup.id}")
+        if self.near_duplicate_distance and (match := near.find(checked.phash)) is not None:
+            raise InvalidInput(f"near duplicate of image {known[match]} "
+                               f"(perceptual hash distance {hamming(match, checked.phash)})")
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{clean_stem(name)}-{digest[:10]}{FORMATS[fmt]}"
         caption_path = target.with_suffix(".txt")
@@ -133,12 +163,15 @@ class ImageService:
                 image_id = conn.execute(images.insert().values(
                     character_id=character_id, rel_path=self.layout.rel_path(target), sha256=digest,
                     status="pending", caption=caption, source=source, width=width, height=height,
-                    meta={"original_name": name[:200], "format": fmt, **meta},
+                    phash=f"{checked.phash:016x}",
+                    meta={"original_name": name[:200], "format": fmt, "exif_rotated": checked.rotated, **meta},
                     created_at=now, updated_at=now)).inserted_primary_key[0]
         except BaseException:  # no file without its record
             target.unlink(missing_ok=True)
             caption_path.unlink(missing_ok=True)
             raise
+        near.add(checked.phash)
+        known[checked.phash] = image_id
         return self.get(image_id)
 
     def list(self, character_id: int, status: str | None = "pending", limit: int = 50,

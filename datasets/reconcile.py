@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from ..core.db import Database, utcnow
 from ..core.errors import InvalidInput
 from ..core.schema import characters, images, projects
-from .images import inspect_image, sha256_of
+from .images import check_image, sha256_of
 from .layout import DatasetLayout
 
 log = logging.getLogger("lora_studio.datasets.reconcile")
@@ -43,7 +43,7 @@ def reconcile(db: Database, layout: DatasetLayout, progress: Callable[[float, st
             if rel in known:
                 continue
             try:
-                fmt, width, height = inspect_image(path)
+                checked = check_image(path)  # the user's own file: read, never rewritten
             except InvalidInput as e:
                 skipped.append({"path": rel, "reason": e.message})
                 continue
@@ -57,8 +57,8 @@ def reconcile(db: Database, layout: DatasetLayout, progress: Callable[[float, st
             with db.begin() as conn:
                 conn.execute(images.insert().values(
                     character_id=char.id, rel_path=rel, sha256=digest, status="pending", caption=caption,
-                    source="reconcile", width=width, height=height,
-                    meta={"original_name": path.name, "format": fmt, "found_on_disk": True},
+                    source="reconcile", width=checked.width, height=checked.height, phash=f"{checked.phash:016x}",
+                    meta={"original_name": path.name, "format": checked.format, "found_on_disk": True},
                     created_at=now, updated_at=now))
             hashes.add((char.id, digest))
             adopted.append(rel)

@@ -93,7 +93,8 @@ async def exercise(module, sent) -> dict:
             prompt_node = nodes["LoraStudioCharacterPrompt"]
             inputs = prompt_node.INPUT_TYPES()["required"]
             positive, negative, lora = prompt_node().run("moon", "aiko")
-            batch = [FakeImage(np.full((16, 16, 3), v, dtype=np.float32)) for v in (0.2, 0.7)]
+            rng = np.random.default_rng(0)  # two unrelated pictures (not near duplicates of each other)
+            batch = [FakeImage(rng.random((32, 32, 3), dtype=np.float32)) for _ in range(2)]
             saved = nodes["LoraStudioSaveToDataset"]().run(batch, "moon", "aiko", "a caption",
                                                            prompt={"1": {"class_type": "X"}})
             try:
