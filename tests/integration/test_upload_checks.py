@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from PIL import Image, ImageFilter
-
-from support.api import V1, make_character, make_project, upload
+from support.api import make_character, make_project, upload
 from support.images import draw, encode
 
 
