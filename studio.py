@@ -15,6 +15,7 @@ from .core.host import Host
 from .core.jobs import JobRunner
 from .core.projects import ProjectService
 from .core.settings import Settings
+from .datasets.comfy_outputs import OutputImports
 from .datasets.export import export_zip
 from .datasets.gallery import Gallery
 from .datasets.images import ImageService
@@ -47,6 +48,7 @@ class Studio:
         self.generation = GenerationService(self.db, self.characters, self.comfyui)
         self.gallery = Gallery(host.output_dir)
         self.jobs.register("reconcile", lambda ctx: reconcile(self.db, self.layout, ctx.progress))
+        self.output_imports = OutputImports(self.images, self.characters, self.gallery, self.jobs, self.layout)
         log.info("LoRA Studio %s: database %s (schema v%d), data %s", VERSION, self.db.url_for_logs,
                  self.schema_version, settings.data_dir)
 

@@ -46,6 +46,11 @@ REASSIGN_SPEC: Spec = {
     "character_id": Field(int, required=True, min=1),
 }
 
+IMPORT_OUTPUTS_SPEC: Spec = {
+    "paths": Field(list, items=(), description="output images as GET /gallery lists them"),
+    "all": Field(bool, description="every image in the output folder (those the character has are skipped)"),
+}
+
 DECIDE_SPEC: Spec = {
     "image_ids": Field(list, required=True, description="ids of the images to decide on (1-1000)"),
     "decision": Field(str, required=True, choices=("approve", "reject", "reset")),

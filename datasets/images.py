@@ -113,9 +113,9 @@ class ImageService:
         self.layout = layout
         self.near_duplicate_distance = near_duplicate_distance  # bits of a 64-bit dHash; 0 turns it off
 
-    def add_files(self, character_id: int, files: list[tuple[str, Path]], caption: str = "",
+    def add_files(self, character_id: int, files: list[tuple[str, Path] | tuple[str, Path, dict]], caption: str = "",
                   source: str = "upload", meta: dict | None = None) -> dict:
-        """Adopt staged files (original name, temporary path) as pending images of a character.
+        """Adopt staged files (original name, temporary path[, own metadata]) as pending images.
         Files are stored as they came (see `check_image` for the one exception: EXIF rotation).
         Each temporary file is consumed: moved into the dataset or deleted. Bad, duplicate and
         near-duplicate files are reported, not fatal."""
@@ -128,14 +128,15 @@ class ImageService:
             folder = self.layout.images_dir(project_slug, char.slug)
             near = NearDuplicateIndex(self.near_duplicate_distance)
             near.extend(known)
-            for name, tmp in files:
+            for name, tmp, *own in files:
                 try:
-                    image = self._adopt(char.id, folder, name, tmp, caption, source, meta or {}, near, known)
+                    file_meta = {**(meta or {}), **(own[0] if own else {})}
+                    image = self._adopt(char.id, folder, name, tmp, caption, source, file_meta, near, known)
                     created.append(image)
                 except InvalidInput as e:
                     skipped.append({"filename": name, "reason": e.message})
         finally:
-            for _, tmp in files:
+            for _, tmp, *_own in files:
                 tmp.unlink(missing_ok=True)
         return {"created": created, "skipped": skipped}
 

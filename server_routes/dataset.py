@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..core.errors import InvalidInput
-from ..core.specs import DECIDE_SPEC, IMAGE_SPEC, REASSIGN_SPEC, REJECT_SPEC
+from ..core.specs import DECIDE_SPEC, IMAGE_SPEC, IMPORT_OUTPUTS_SPEC, REASSIGN_SPEC, REJECT_SPEC
 from ..core.validation import parse_id_cursor, parse_limit, parse_uint
 from .api import Req, api
 from .uploads import stream_multipart
@@ -148,3 +148,11 @@ async def export_character(r: Req):
     path = await r.call(lambda s: s.export(cid, repeats, class_token))
     return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"',
                                            "Content-Type": "application/zip", "X-Content-Type-Options": "nosniff"})
+
+
+@api.route("POST", "/characters/{character_id}/import-outputs",
+           "Copy images from ComfyUI's output folder into the character's queue (a job), keeping their graphs",
+           body=IMPORT_OUTPUTS_SPEC, tag="images", status=202)
+async def import_outputs(r: Req):
+    cid, body = r.int_param("character_id"), await r.json()
+    return await r.call(lambda s: s.output_imports.start(cid, body))

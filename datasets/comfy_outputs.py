@@ -1,0 +1,95 @@
+"""Import images from ComfyUI's output folder into a character's queue, keeping the graph ComfyUI
+embedded in each PNG (`prompt`: the API-format graph, `workflow`: the editor's graph) as metadata.
+The output folder is only read: images are copied, never moved."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ..core.errors import InvalidInput, StudioError
+from ..core.specs import IMPORT_OUTPUTS_SPEC
+from ..core.validation import validate
+from .gallery import Gallery
+from .images import ImageService
+
+MAX_TEXT = 2 * 1024 * 1024  # a graph larger than this is not kept
+BATCH = 50
+
+
+def png_metadata(path: Path) -> dict:
+    """The `prompt` and `workflow` text chunks of a ComfyUI PNG, parsed (absent ones left out)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            text = dict(getattr(im, "text", {}) or {})
+    except OSError:
+        return {}
+    out = {}
+    for key in ("prompt", "workflow"):
+        raw = text.get(key)
+        if raw and len(raw) <= MAX_TEXT:
+            try:
+                out[key] = json.loads(raw)
+            except ValueError:
+                continue
+    return out
+
+
+def import_outputs(images: ImageService, gallery: Gallery, staging: Path, character_id: int,
+                   paths: list[str] | None, progress: Callable[[float, str], None],
+                   check_cancelled: Callable[[], None]) -> dict:
+    """Copy the given output images (relative paths as the gallery lists them; None: every image
+    in the output folder) into the character's pending queue. Images the character already has
+    (exactly or nearly) are skipped and reported."""
+    if paths is None:
+        paths = [item["path"] for item in gallery.list(limit=100000)["items"]][::-1]  # oldest first
+    created, skipped = [], []
+    for start in range(0, len(paths), BATCH):
+        check_cancelled()
+        batch = []
+        for rel in paths[start:start + BATCH]:
+            try:
+                source = gallery.file(rel)
+            except StudioError as e:  # outside the folder, gone, not an image: report, go on
+                skipped.append({"filename": rel, "reason": e.message})
+                continue
+            fd, tmp = tempfile.mkstemp(dir=staging, prefix="output-")
+            with open(fd, "wb") as out, open(source, "rb") as src:
+                shutil.copyfileobj(src, out)
+            batch.append((rel, Path(tmp), {"output_path": rel, **png_metadata(source)}))
+        result = images.add_files(character_id, batch, source="comfyui_output")
+        created += [i["id"] for i in result["created"]]
+        skipped += result["skipped"]
+        done = min(start + BATCH, len(paths))
+        progress(done / len(paths), f"{done}/{len(paths)} output images")
+    return {"created": created, "skipped": skipped}
+
+
+class OutputImports:
+    """Starts and runs the `import_outputs` job."""
+
+    def __init__(self, images: ImageService, characters, gallery: Gallery, jobs, layout):
+        self.images, self.characters, self.gallery, self.jobs, self.layout = images, characters, gallery, jobs, layout
+        jobs.register("import_outputs", self._run)
+
+    def start(self, character_id: int, body: dict) -> dict:
+        data = validate(body, IMPORT_OUTPUTS_SPEC)
+        paths = data.get("paths")
+        if bool(paths) == bool(data.get("all")):
+            raise InvalidInput("give either 'paths' (a non-empty list) or 'all': true")
+        if paths is not None and not all(isinstance(p, str) for p in paths):
+            raise InvalidInput("'paths' must be a list of strings")
+        self.characters.get(character_id)
+        self.gallery.list(limit=1)  # 503 now, not in the job, when there is no output folder
+        return self.jobs.submit("import_outputs", {"character_id": character_id, "paths": paths},
+                                character_id=character_id)
+
+    def _run(self, ctx) -> dict:
+        p = ctx.payload
+        return import_outputs(self.images, self.gallery, self.layout.staging_dir(), p["character_id"], p["paths"],
+                              ctx.progress, ctx.check_cancelled)
