@@ -22,6 +22,7 @@ from .datasets.images import ImageService
 from .datasets.layout import DatasetLayout
 from .datasets.reconcile import reconcile
 from .datasets.review import ReviewService
+from .datasets.video_ingest import VideoIngest
 from .training.service import TrainingService
 
 log = logging.getLogger("lora_studio.studio")
@@ -48,6 +49,7 @@ class Studio:
         self.generation = GenerationService(self.db, self.characters, self.comfyui)
         self.gallery = Gallery(host.output_dir)
         self.jobs.register("reconcile", lambda ctx: reconcile(self.db, self.layout, ctx.progress))
+        self.video_ingest = VideoIngest(self.images, self.characters, self.jobs, self.layout, settings)
         self.output_imports = OutputImports(self.images, self.characters, self.gallery, self.jobs, self.layout)
         log.info("LoRA Studio %s: database %s (schema v%d), data %s", VERSION, self.db.url_for_logs,
                  self.schema_version, settings.data_dir)

@@ -62,6 +62,12 @@ class Settings:
     max_upload_mb: int = 50
     min_approved_images: int = 10
     near_duplicate_distance: int = 5  # dHash bits; uploads closer than this to a kept image are skipped
+    max_video_mb: int = 2048  # per uploaded or downloaded video
+    video_max_frames: int = 20  # frames kept per video by default
+    frame_max_side: int = 768  # frames are scaled so the longer side is at most this
+    url_max_duration_s: float = 3 * 3600
+    url_extractors: tuple[str, ...] = ()  # yt-dlp extractor keys allowed; () = the built-in default list
+    ingest_allowed_hosts: tuple[str, ...] = ()  # "host:port" exceptions to the private-address refusal
     allowed_origins: tuple[str, ...] = ()
     api_keys: Mapping[str, Secret] = field(default_factory=dict)
     vault_addr: str | None = None
@@ -105,6 +111,10 @@ class Settings:
         return [s for s in out if s]
 
 
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
 # name in settings -> (environment variable, converter)
 _ENV: dict[str, tuple[str, Any]] = {
     "data_dir": ("LORA_STUDIO_DATA_DIR", Path),
@@ -119,14 +129,21 @@ _ENV: dict[str, tuple[str, Any]] = {
     "max_upload_mb": ("LORA_STUDIO_MAX_UPLOAD_MB", int),
     "min_approved_images": ("LORA_STUDIO_MIN_APPROVED_IMAGES", int),
     "near_duplicate_distance": ("LORA_STUDIO_NEAR_DUPLICATE_DISTANCE", int),
-    "allowed_origins": ("LORA_STUDIO_ALLOWED_ORIGINS", lambda v: tuple(o.strip() for o in v.split(",") if o.strip())),
+    "max_video_mb": ("LORA_STUDIO_MAX_VIDEO_MB", int),
+    "video_max_frames": ("LORA_STUDIO_VIDEO_MAX_FRAMES", int),
+    "frame_max_side": ("LORA_STUDIO_FRAME_MAX_SIDE", int),
+    "url_max_duration_s": ("LORA_STUDIO_URL_MAX_DURATION_S", float),
+    "url_extractors": ("LORA_STUDIO_URL_EXTRACTORS", _csv),
+    "ingest_allowed_hosts": ("LORA_STUDIO_INGEST_ALLOWED_HOSTS", _csv),
+    "allowed_origins": ("LORA_STUDIO_ALLOWED_ORIGINS", _csv),
     "vault_addr": ("VAULT_ADDR", str),
     "vault_mount": ("LORA_STUDIO_VAULT_MOUNT", str),
     "vault_path": ("LORA_STUDIO_VAULT_PATH", str),
     "job_workers": ("LORA_STUDIO_JOB_WORKERS", int),
 }
 _FIELD_TYPES = {"data_dir": Path, "loras_dir": Path, "datasets_dir": Path, "comfyui_output_dir": Path,
-                "models_dir": Path, "database_url": Secret, "allowed_origins": tuple}
+                "models_dir": Path, "database_url": Secret, "allowed_origins": tuple, "url_extractors": tuple,
+                "ingest_allowed_hosts": tuple}
 
 
 def _password_of(url: str) -> str | None:

@@ -51,6 +51,12 @@ IMPORT_OUTPUTS_SPEC: Spec = {
     "all": Field(bool, description="every image in the output folder (those the character has are skipped)"),
 }
 
+INGEST_URL_SPEC: Spec = {
+    "url": Field(str, required=True, max_len=2000, description="http(s) URL of a video or a page with one"),
+    "max_frames": Field(int, min=1, max=200),
+    "caption": Field(str, max_len=2000),
+}
+
 DECIDE_SPEC: Spec = {
     "image_ids": Field(list, required=True, description="ids of the images to decide on (1-1000)"),
     "decision": Field(str, required=True, choices=("approve", "reject", "reset")),

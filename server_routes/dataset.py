@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..core.errors import InvalidInput
-from ..core.specs import DECIDE_SPEC, IMAGE_SPEC, IMPORT_OUTPUTS_SPEC, REASSIGN_SPEC, REJECT_SPEC
+from ..core.specs import DECIDE_SPEC, IMAGE_SPEC, IMPORT_OUTPUTS_SPEC, INGEST_URL_SPEC, REASSIGN_SPEC, REJECT_SPEC
 from ..core.validation import parse_id_cursor, parse_limit, parse_uint
 from .api import Req, api
 from .uploads import stream_multipart
@@ -156,3 +156,23 @@ async def export_character(r: Req):
 async def import_outputs(r: Req):
     cid, body = r.int_param("character_id"), await r.json()
     return await r.call(lambda s: s.output_imports.start(cid, body))
+
+
+@api.route("POST", "/characters/{character_id}/ingest/video",
+           "Upload a video (multipart field 'file'; optional 'max_frames', 'caption'): a job picks distinct frames "
+           "from its whole length", tag="ingest", status=202)
+async def ingest_video(r: Req):
+    cid = r.int_param("character_id")
+    studio = await r.call(lambda s: s.characters.get(cid) and s)  # 404 before reading the body
+    files, fields = await stream_multipart(r.request, studio.layout.staging_dir(),
+                                           studio.settings.max_video_mb * 1024 * 1024, max_files=1, file_field="file")
+    name, staged = files[0]
+    return await r.call(lambda s: s.video_ingest.start_video(cid, name, staged, fields))
+
+
+@api.route("POST", "/characters/{character_id}/ingest/url",
+           "Download a video with yt-dlp (http/https; private addresses refused) and take frames from it (a job)",
+           body=INGEST_URL_SPEC, tag="ingest", status=202)
+async def ingest_url(r: Req):
+    cid, body = r.int_param("character_id"), await r.json()
+    return await r.call(lambda s: s.video_ingest.start_url(cid, body))

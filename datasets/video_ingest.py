@@ -1,0 +1,128 @@
+"""Video and URL ingest as jobs: a video (uploaded, or downloaded from a URL with yt-dlp behind
+the SSRF guard) becomes a few distinct frames from its whole length, which land as pending
+images of the character with the time they were taken from."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from ..core.errors import InvalidInput
+from ..core.jobs import JobCancelled, JobContext, JobRunner
+from ..core.settings import Settings
+from ..core.specs import INGEST_URL_SPEC
+from ..core.validation import validate
+from .images import ImageService
+from .layout import DatasetLayout, clean_stem
+
+log = logging.getLogger("lora_studio.datasets.video_ingest")
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".ts", ".gif"}
+
+
+def _max_frames(value: object, default: int) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        n = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInput("'max_frames' must be an integer") from None
+    if not 1 <= n <= 200:
+        raise InvalidInput("'max_frames' must be between 1 and 200")
+    return n
+
+
+class VideoIngest:
+    def __init__(self, images: ImageService, characters, jobs: JobRunner, layout: DatasetLayout,
+                 settings: Settings):
+        self.images, self.characters, self.jobs, self.layout, self.settings = (
+            images, characters, jobs, layout, settings)
+        self.work_dir = settings.data_dir / "ingest"
+        jobs.register("ingest_video", self._run_video)
+        jobs.register("ingest_url", self._run_url)
+
+    # -- requests ------------------------------------------------------------------------------
+    def start_video(self, character_id: int, name: str, staged: Path, fields: dict[str, str]) -> dict:
+        """Take over an uploaded video (a staged temporary file) and queue its ingest job."""
+        try:
+            self.characters.get(character_id)
+            max_frames = _max_frames(fields.get("max_frames"), self.settings.video_max_frames)
+            suffix = Path(name).suffix.lower()
+            if suffix not in VIDEO_SUFFIXES:
+                raise InvalidInput(f"'{name[:100]}' does not look like a video ({', '.join(sorted(VIDEO_SUFFIXES))})")
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            kept = self.work_dir / f"{uuid.uuid4().hex}{suffix}"
+            shutil.move(staged, kept)
+        finally:
+            staged.unlink(missing_ok=True)
+        payload = {"character_id": character_id, "video": str(kept), "name": name[:200], "max_frames": max_frames,
+                   "caption": fields.get("caption", "")[:2000]}
+        return self.jobs.submit("ingest_video", payload, character_id=character_id)
+
+    def start_url(self, character_id: int, body: dict) -> dict:
+        from .url_fetch import check_url
+
+        data = validate(body, INGEST_URL_SPEC)
+        self.characters.get(character_id)
+        check_url(data["url"], self.settings.ingest_allowed_hosts)  # refused now, not in the job
+        payload = {"character_id": character_id, "url": data["url"],
+                   "max_frames": _max_frames(data.get("max_frames"), self.settings.video_max_frames),
+                   "caption": data.get("caption", "")}
+        return self.jobs.submit("ingest_url", payload, character_id=character_id)
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def _run_video(self, ctx: JobContext) -> dict:
+        p = ctx.payload
+        video = Path(p["video"])
+        try:
+            return self._frames_to_pending(ctx, video, p, 0.0, 1.0, {"video": p["name"]})
+        finally:
+            video.unlink(missing_ok=True)
+
+    def _run_url(self, ctx: JobContext) -> dict:
+        from .url_fetch import FetchCancelled, fetch_video
+
+        p = ctx.payload
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.work_dir, prefix="url-") as tmp:
+            try:
+                fetched = fetch_video(
+                    p["url"], Path(tmp), max_bytes=self.settings.max_video_mb * 1024 * 1024,
+                    max_duration_s=self.settings.url_max_duration_s,
+                    allowed_extractors=list(self.settings.url_extractors) or None,
+                    allowed_hosts=self.settings.ingest_allowed_hosts,
+                    progress=lambda f, m: ctx.progress(0.5 * f, f"download: {m}"),
+                    should_stop=ctx.cancelled)
+            except FetchCancelled:
+                raise JobCancelled() from None
+            meta = {"video": fetched.title[:200], "url": fetched.webpage_url, "extractor": fetched.extractor}
+            return self._frames_to_pending(ctx, fetched.path, p, 0.5, 0.5, meta)
+
+    def _frames_to_pending(self, ctx: JobContext, video: Path, p: dict, base: float, span: float,
+                           meta: dict) -> dict:
+        from .frames import FrameExtractionCancelled, extract_frames
+
+        try:
+            frames = extract_frames(video, max_frames=p["max_frames"], max_side=self.settings.frame_max_side,
+                                    progress=lambda f, m: ctx.progress(base + span * 0.95 * f, m),
+                                    should_stop=ctx.cancelled)
+        except FrameExtractionCancelled:
+            raise JobCancelled() from None
+        staging = self.layout.staging_dir()
+        stem = clean_stem(meta.get("video") or "video", max_len=40)
+        files = []
+        try:
+            for frame in frames:
+                tmp = Path(tempfile.mkstemp(dir=staging, prefix="frame-", suffix=".png")[1])
+                files.append((f"{stem}-{frame.time_s:08.2f}s.png", tmp,
+                              {**meta, "time_s": round(frame.time_s, 3), "frame_reason": frame.reason}))
+                frame.image.save(tmp, format="PNG")
+        except BaseException:
+            for _, tmp, _meta in files:
+                tmp.unlink(missing_ok=True)
+            raise
+        result = self.images.add_files(p["character_id"], files, caption=p["caption"], source="video")
+        return {"frames": len(frames), "created": [i["id"] for i in result["created"]], "skipped": result["skipped"]}
