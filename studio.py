@@ -21,6 +21,7 @@ from .datasets.gallery import Gallery
 from .datasets.images import ImageService
 from .datasets.layout import DatasetLayout
 from .datasets.reconcile import reconcile
+from .datasets.regenerate import Regenerator
 from .datasets.review import ReviewService
 from .datasets.video_ingest import VideoIngest
 from .training.service import TrainingService
@@ -43,11 +44,14 @@ class Studio:
         self.characters = CharacterService(self.db)
         self.feedback = FeedbackService(self.db, self.projects, self.characters)
         self.images = ImageService(self.db, self.layout, settings.near_duplicate_distance)
-        self.review = ReviewService(self.db)
         self.training = TrainingService(self.db, host, self.images, self.jobs, settings.data_dir / "jobs",
                                         settings.min_approved_images)
         self.generation = GenerationService(self.db, self.characters, self.comfyui)
         self.gallery = Gallery(host.output_dir)
+        self.regenerator = Regenerator(self.db, self.images, self.generation, self.jobs, self.layout,
+                                       target_approved=settings.min_approved_images,
+                                       max_in_flight=settings.regenerate_max_in_flight)
+        self.review = ReviewService(self.db, self.regenerator, settings.auto_regenerate)
         self.jobs.register("reconcile", lambda ctx: reconcile(self.db, self.layout, ctx.progress))
         self.video_ingest = VideoIngest(self.images, self.characters, self.jobs, self.layout, settings)
         self.output_imports = OutputImports(self.images, self.characters, self.gallery, self.jobs, self.layout)

@@ -62,6 +62,8 @@ class Settings:
     max_upload_mb: int = 50
     min_approved_images: int = 10
     near_duplicate_distance: int = 5  # dHash bits; uploads closer than this to a kept image are skipped
+    auto_regenerate: bool = False  # after a rejection, queue a generation with the refined negatives
+    regenerate_max_in_flight: int = 2  # per character
     max_video_mb: int = 2048  # per uploaded or downloaded video
     video_max_frames: int = 20  # frames kept per video by default
     frame_max_side: int = 768  # frames are scaled so the longer side is at most this
@@ -111,6 +113,14 @@ class Settings:
         return [s for s in out if s]
 
 
+def _bool(value: str) -> bool:
+    if value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.strip().lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(value)
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
@@ -130,6 +140,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "min_approved_images": ("LORA_STUDIO_MIN_APPROVED_IMAGES", int),
     "near_duplicate_distance": ("LORA_STUDIO_NEAR_DUPLICATE_DISTANCE", int),
     "max_video_mb": ("LORA_STUDIO_MAX_VIDEO_MB", int),
+    "auto_regenerate": ("LORA_STUDIO_AUTO_REGENERATE", _bool),
+    "regenerate_max_in_flight": ("LORA_STUDIO_REGENERATE_MAX_IN_FLIGHT", int),
     "video_max_frames": ("LORA_STUDIO_VIDEO_MAX_FRAMES", int),
     "frame_max_side": ("LORA_STUDIO_FRAME_MAX_SIDE", int),
     "url_max_duration_s": ("LORA_STUDIO_URL_MAX_DURATION_S", float),

@@ -34,6 +34,7 @@ CHARACTER_SPEC: Spec = {
 }
 
 REJECT_SPEC: Spec = {
+    "regenerate": Field(bool, description="queue a generation with the refined negatives (default: the setting)"),
     "categories": Field(list, items=tuple(CATEGORIES), description="rejection categories (see /feedback/categories)"),
     "note": Field(str, max_len=5000),
 }
@@ -60,6 +61,7 @@ INGEST_URL_SPEC: Spec = {
 DECIDE_SPEC: Spec = {
     "image_ids": Field(list, required=True, description="ids of the images to decide on (1-1000)"),
     "decision": Field(str, required=True, choices=("approve", "reject", "reset")),
+    "regenerate": Field(bool, description="after a rejection, queue generations (default: the setting)"),
     "categories": Field(list, items=tuple(CATEGORIES), description="rejection categories"),
     "note": Field(str, max_len=5000),
 }

@@ -24,15 +24,19 @@ MAX_BATCH = 1000
 
 
 class ReviewService:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, regenerator=None, auto_regenerate: bool = False):
         self.db = db
+        self.regenerator = regenerator
+        self.auto_regenerate = auto_regenerate
 
     def approve(self, image_id: int) -> dict:
         return self._apply([image_id], "approved")["images"][0]
 
     def reject(self, image_id: int, body: dict) -> dict:
-        categories, note = self._reject_reason(validate(body or {}, REJECT_SPEC))
-        return self._apply([image_id], "rejected", categories, note)["images"][0]
+        data = validate(body or {}, REJECT_SPEC)
+        categories, note = self._reject_reason(data)
+        result = self._regenerate(self._apply([image_id], "rejected", categories, note), data)
+        return {**result["images"][0], "regeneration": result["regeneration"]}
 
     def decide(self, body: dict) -> dict:
         """{"image_ids": [...], "decision": "approve" | "reject" | "reset", "categories", "note"}"""
@@ -43,7 +47,16 @@ class ReviewService:
         categories, note = [], ""
         if data["decision"] == "reject":
             categories, note = self._reject_reason(data)
-        return self._apply(list(dict.fromkeys(ids)), STATUS_OF[data["decision"]], categories, note)
+        result = self._apply(list(dict.fromkeys(ids)), STATUS_OF[data["decision"]], categories, note)
+        return self._regenerate(result, data) if data["decision"] == "reject" else result
+
+    def _regenerate(self, result: dict, data: dict) -> dict:
+        """After rejections (committed), queue bounded regenerations when asked or configured."""
+        wanted = data.get("regenerate", self.auto_regenerate)
+        changed = set(result["changed"])
+        chars = [i["character_id"] for i in result["images"] if i["id"] in changed]
+        result["regeneration"] = self.regenerator.after_rejection(chars) if wanted and chars and self.regenerator else []
+        return result
 
     @staticmethod
     def _reject_reason(data: dict) -> tuple[list[str], str]:
