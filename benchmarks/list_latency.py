@@ -19,7 +19,6 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
-
 from lora_studio.app import STUDIO_KEY, create_app
 from lora_studio.core.db import utcnow
 from lora_studio.core.schema import images
