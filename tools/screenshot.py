@@ -1,6 +1,7 @@
 """Take docs/panel.png: start the standalone studio on a temporary data folder, seed a project, a
 character and a few drawn images through the HTTP API, and screenshot the Approvals tab (1280×800)
-with headless chromium (Debian's /usr/bin/chromium, driven by Playwright).
+with headless chromium (Debian's /usr/bin/chromium, driven by Playwright): two cards selected and
+the batch rejection form open.
 
     python tools/screenshot.py [--out docs/panel.png]
 """
@@ -119,6 +120,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lora-studio-shot-") as tmp:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LORA_STUDIO_", "VAULT_")) and k != "COMFYUI_URL"}
+        env["LORA_STUDIO_NEAR_DUPLICATE_DISTANCE"] = "0"  # the drawn portraits are alike on purpose
         (Path(tmp) / "out").mkdir()
         proc = subprocess.Popen([sys.executable, "-m", "lora_studio", "serve", "--data", f"{tmp}/data", "--port",
                                  str(port), "--comfyui-output", f"{tmp}/out"], cwd=tmp, env=env,
@@ -145,10 +147,11 @@ def main() -> int:
                 cards.first.wait_for()
                 page.wait_for_function("[...document.querySelectorAll('[data-testid^=pending-img-]')]"
                                        ".every((i) => i.complete && i.naturalWidth > 0)")
-                # show the rejection form on the second card
-                second = cards.nth(1).get_attribute("data-image-id")
-                page.get_by_test_id(f"reject-{second}").click()
-                page.get_by_test_id(f"reject-cat-{second}-wrong_style").check()
+                # select two cards and open the batch rejection form
+                for i in (1, 2):
+                    page.get_by_test_id(f"select-{cards.nth(i).get_attribute('data-image-id')}").check()
+                page.get_by_test_id("batch-reject").click()
+                page.get_by_test_id("batch-cat-wrong_style").check()
                 page.mouse.move(0, 0)
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(args.out))

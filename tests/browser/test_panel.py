@@ -3,16 +3,16 @@ SQLite database underneath. Each test seeds its own project through the HTTP API
 
 from __future__ import annotations
 
-import io
 import json
 import sqlite3
 import time
 import urllib.request
 import uuid
+import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
+from support.images import image_bytes
 
 pytestmark = pytest.mark.browser
 
@@ -30,12 +30,9 @@ def call(server, method: str, path: str, body: dict | None = None):
 
 
 def png_bytes(color: str, size: int = 96) -> bytes:
-    img = Image.new("RGB", (size, size), color)
-    d = ImageDraw.Draw(img)
-    d.ellipse((size // 4, size // 8, 3 * size // 4, 5 * size // 8), fill="white")
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
+    """A distinct picture per name (plain shapes on one colour would be near duplicates, which
+    uploads skip)."""
+    return image_bytes("PNG", (size, size), seed=zlib.crc32(color.encode()))
 
 
 def upload(server, character_id: int, files: dict[str, bytes], caption: str = "") -> dict:

@@ -99,6 +99,8 @@ export function mountPanel(root, host) {
     adjustCounts: (characterId, delta) => adjustCounts(characterId, delta),
     markStale: (...ids) => ids.forEach((id) => sections[id] && (sections[id].stale = true)),
     isActive: (id) => state.tab === id && !state.destroyed && root.isConnected,
+    // follow a job in the Ingest tab (progress, cancel, result); used by the Gallery's imports
+    trackJob: (job) => sections.ingest.track(job),
   };
 
   // header: title, pickers, tabs
@@ -262,10 +264,17 @@ export function mountPanel(root, host) {
     selectionChanged();
   }
 
-  // server events (job progress); the training section also polls
+  // server events (job progress); the training and ingest sections also poll
   const onJobEvent = (job) => {
     if (state.destroyed || !job || typeof job !== "object") return;
-    sections.training.onJob(job);
+    for (const section of Object.values(sections)) {
+      if (!section.onJob) continue;
+      try {
+        section.onJob(job);
+      } catch (e) {
+        console.error("[LoRA Studio] job event handler failed", e);
+      }
+    }
   };
   try {
     const off = host.onEvent && host.onEvent(JOB_EVENT, onJobEvent);
@@ -288,6 +297,7 @@ export function mountPanel(root, host) {
     destroy() {
       state.destroyed = true;
       clearTimeout(reloadTimer);
+      for (const section of Object.values(sections)) if (section.destroy) cleanups.push(() => section.destroy());
       for (const fn of cleanups.splice(0)) {
         try {
           fn();

@@ -42,6 +42,7 @@ export function makeApi(host) {
     get: (path) => request("GET", path),
     post: (path, body) => request("POST", path, body),
     patch: (path, body) => request("PATCH", path, body),
+    put: (path, body) => request("PUT", path, body),
     url: (path) => host.apiURL(PREFIX + path),
   };
 }

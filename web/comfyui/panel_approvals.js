@@ -1,39 +1,201 @@
-// LoRA Studio panel, Approvals tab: the pending queue of the selected character.
+// LoRA Studio panel, Approvals tab: the review queue of the selected character. A status filter
+// (pending by default) and an order, a checkbox per card with "select all on page", batch approve /
+// reject (one transaction, POST /images/decisions), and Undo of the character's last decision batch.
+// The cards themselves live in panel_review_card.js.
 
-import { h, humanize } from "./panel_dom.js";
+import { h } from "./panel_dom.js";
 import { PAGE_SIZE } from "./panel_api.js";
+import { reviewCard, rejectFields } from "./panel_review_card.js";
+
+const COUNTED = ["pending", "approved"]; // the statuses the character list counts
+
+function statusDelta(before, after) {
+  const delta = {};
+  if (before === after) return delta;
+  if (COUNTED.includes(before)) delta[before] = (delta[before] || 0) - 1;
+  if (COUNTED.includes(after)) delta[after] = (delta[after] || 0) + 1;
+  return delta;
+}
+
+function addDelta(into, delta) {
+  for (const [k, v] of Object.entries(delta)) into[k] = (into[k] || 0) + v;
+  return into;
+}
 
 export function approvalsSection(ctx) {
   const { api } = ctx;
   const pendingCount = h("span", { testid: "pending-count" }, "0");
   const approvedCount = h("span", { testid: "approved-count" }, "0");
-  const grid = h("div", { class: "ls-grid", testid: "pending-grid" });
+  const statusFilter = h("select", { testid: "status-filter", "aria-label": "Status", title: "Status" },
+    ...[["pending", "Pending"], ["approved", "Approved"], ["rejected", "Rejected"], ["all", "All"]]
+      .map(([v, label]) => h("option", { value: v }, label)));
+  const orderFilter = h("select", { testid: "order-filter", "aria-label": "Order", title: "Order" },
+    h("option", { value: "oldest" }, "Oldest first"), h("option", { value: "newest" }, "Newest first"));
+  const grid = h("div", { class: "ls-grid ls-review-grid", testid: "pending-grid" });
   const empty = h("div", { class: "ls-empty", testid: "pending-empty", hidden: true });
   const more = h("button", { class: "ls-btn", testid: "load-more-pending", hidden: true, onclick: () => load(false) },
     "Load more");
   const refresh = h("button", { class: "ls-btn", testid: "refresh-pending", onclick: () => load(true) }, "Refresh");
+
+  // batch bar
+  const selectAll = h("input", { type: "checkbox", testid: "select-all", "aria-label": "Select all on this page" });
+  const selectedCount = h("span", { class: "ls-muted", testid: "selected-count" }, "0 selected");
+  const batchApprove = h("button", { class: "ls-btn ls-ok", testid: "batch-approve", disabled: true }, "Approve selected");
+  const batchReject = h("button", { class: "ls-btn ls-danger", testid: "batch-reject", disabled: true }, "Reject selected…");
+  const batchReset = h("button", { class: "ls-btn", testid: "batch-reset", disabled: true, title: "Back to pending" },
+    "Reset selected");
+  const undo = h("button", { class: "ls-btn", testid: "undo", title: "Undo this character's last decision (batch)" },
+    "↶ Undo");
+  let batchFields = null;
+  const batchConfirm = h("button", { class: "ls-btn ls-danger", testid: "batch-reject-confirm" }, "Reject selected");
+  const batchCancel = h("button", { class: "ls-btn", testid: "batch-reject-cancel" }, "Cancel");
+  const batchChecks = h("div", { class: "ls-row" });
+  const batchNoteRow = h("div", { class: "ls-row" });
+  const batchForm = h("div", { class: "ls-box ls-reject", testid: "batch-reject-form", hidden: true },
+    h("h3", {}, "Reject the selected images (once for all of them)"), batchChecks, batchNoteRow,
+    h("div", { class: "ls-row" }, batchConfirm, batchCancel));
+  function buildBatchFields() {
+    batchFields = rejectFields(ctx.state.categories, (key) => `batch-cat-${key}`, "batch-note", "batch-reject-error");
+    batchChecks.replaceChildren(...batchFields.checks);
+    batchFields.note.style.flex = "1 1 200px";
+    batchNoteRow.replaceChildren(batchFields.note, batchFields.error);
+  }
+  buildBatchFields();
+  let fieldsFor = ctx.state.categories;
+
   const el = h("section", { class: "ls-section" },
     h("div", { class: "ls-row", style: "justify-content: space-between" },
-      h("span", {}, pendingCount, " pending · ", approvedCount, " approved"), refresh),
+      h("span", {}, pendingCount, " pending · ", approvedCount, " approved"),
+      h("span", { class: "ls-row" }, statusFilter, orderFilter, refresh)),
+    h("div", { class: "ls-row ls-batchbar", testid: "batch-bar" },
+      h("label", { class: "ls-check" }, selectAll, "Select all on page"), selectedCount,
+      batchApprove, batchReject, batchReset, h("span", { style: "flex: 1" }), undo),
+    batchForm,
     grid, empty, h("div", { class: "ls-row", style: "justify-content: center" }, more));
 
+  const cards = new Map(); // id -> {card, image}
+  const selected = new Set();
   let cursor = null;
   let seq = 0;
   let loading = false;
+  let moveKey = "";
+
+  const matches = (status) => statusFilter.value === "all" || statusFilter.value === status;
 
   function countsChanged() {
     const c = ctx.character();
     pendingCount.textContent = String(c && c.counts ? c.counts.pending || 0 : 0);
     approvedCount.textContent = String(c && c.counts ? c.counts.approved || 0 : 0);
+    const key = ctx.state.characters.map((x) => `${x.id}:${x.name}:${x.project_id}`).join("|");
+    if (key !== moveKey) {
+      moveKey = key;
+      for (const { card } of cards.values()) card.refreshMoveOptions();
+    }
   }
 
   function updateEmpty() {
     const c = ctx.character();
     const none = grid.children.length === 0;
     empty.hidden = !none || loading;
+    const status = statusFilter.value;
     if (!c) empty.textContent = "Choose or create a character (Characters tab).";
-    else empty.textContent = "No pending images. Upload some in the Ingest tab.";
+    else if (status === "pending") empty.textContent = "No pending images. Upload some in the Ingest tab.";
+    else empty.textContent = status === "all" ? "No images yet." : `No ${status} images.`;
     more.hidden = !cursor;
+    undo.disabled = !c;
+  }
+
+  function updateBatchBar() {
+    for (const id of Array.from(selected)) if (!cards.has(id)) selected.delete(id);
+    const n = selected.size;
+    selectedCount.textContent = `${n} selected`;
+    batchApprove.disabled = n === 0;
+    batchReject.disabled = n === 0;
+    batchReset.disabled = n === 0;
+    selectAll.checked = n > 0 && n === cards.size;
+    selectAll.indeterminate = n > 0 && n < cards.size;
+    if (n === 0) batchForm.hidden = true;
+  }
+
+  function moveOptions(image) {
+    const others = ctx.state.characters.filter((c) => c.id !== image.character_id);
+    const byProject = new Map();
+    for (const c of others) {
+      if (!byProject.has(c.project_id)) byProject.set(c.project_id, []);
+      byProject.get(c.project_id).push(c);
+    }
+    const groups = [];
+    for (const [pid, chars] of byProject) {
+      const project = ctx.state.projects.find((p) => p.id === pid);
+      groups.push(h("optgroup", { label: project ? project.name : `project ${pid}` },
+        ...chars.map((c) => h("option", { value: String(c.id) }, c.name))));
+    }
+    return groups;
+  }
+
+  const hooks = {
+    isSelected: (id) => selected.has(id),
+    onSelect(id, on) {
+      if (on) selected.add(id);
+      else selected.delete(id);
+      updateBatchBar();
+    },
+    onDecided: (images) => applyImages(images),
+    onCaption(image) {
+      const entry = cards.get(Number(image.id));
+      if (entry) entry.image = image;
+    },
+    onMoved(image, before) {
+      removeCard(Number(image.id));
+      ctx.adjustCounts(before.character_id, statusDelta(before.status, null));
+      ctx.adjustCounts(image.character_id, statusDelta(null, image.status));
+      const target = ctx.state.characters.find((c) => c.id === image.character_id);
+      ctx.toast("success", "Image moved", `#${image.id} → ${target ? target.name : `character ${image.character_id}`}`);
+      afterRemoval();
+    },
+    moveOptions,
+  };
+
+  function addCard(image) {
+    const id = Number(image.id);
+    const card = reviewCard(ctx, image, hooks);
+    cards.set(id, { card, image });
+    return card.el;
+  }
+
+  function removeCard(id) {
+    const entry = cards.get(id);
+    if (entry) entry.card.el.remove();
+    cards.delete(id);
+    selected.delete(id);
+    updateBatchBar();
+  }
+
+  function afterRemoval() {
+    updateEmpty();
+    if (grid.children.length === 0 && cursor) load(false);
+  }
+
+  /** Image records after a decision: update or drop their cards and the counts. */
+  function applyImages(images) {
+    const c = ctx.character();
+    const delta = {};
+    for (const image of images || []) {
+      const id = Number(image.id);
+      const entry = cards.get(id);
+      if (!entry) continue;
+      addDelta(delta, statusDelta(entry.image.status, image.status));
+      selected.delete(id);
+      if (matches(image.status)) {
+        const old = entry.card.el;
+        old.replaceWith(addCard(image));
+      } else {
+        removeCard(id);
+      }
+    }
+    if (c && Object.keys(delta).length) ctx.adjustCounts(c.id, delta);
+    updateBatchBar();
+    afterRemoval();
   }
 
   async function load(reset) {
@@ -42,13 +204,21 @@ export function approvalsSection(ctx) {
     if (reset) {
       cursor = null;
       grid.replaceChildren();
+      cards.clear();
+      selected.clear();
+      batchForm.hidden = true;
+      if (fieldsFor !== ctx.state.categories) {
+        fieldsFor = ctx.state.categories;
+        buildBatchFields();
+      }
     }
     countsChanged();
+    updateBatchBar();
     if (!c) {
       updateEmpty();
       return;
     }
-    const params = new URLSearchParams({ status: "pending", limit: String(PAGE_SIZE) });
+    const params = new URLSearchParams({ status: statusFilter.value, order: orderFilter.value, limit: String(PAGE_SIZE) });
     if (cursor) params.set("cursor", String(cursor));
     loading = true;
     more.disabled = true;
@@ -56,101 +226,105 @@ export function approvalsSection(ctx) {
       const page = await api.get(`/characters/${c.id}/images?${params}`);
       if (token !== seq) return;
       for (const image of page.items || []) {
-        if (grid.querySelector(`[data-image-id="${Number(image.id)}"]`)) continue;
-        grid.append(card(image));
+        if (cards.has(Number(image.id))) continue;
+        grid.append(addCard(image));
       }
       cursor = page.next_cursor || null;
     } catch (e) {
-      if (token === seq) ctx.showError(e, "Cannot load pending images");
+      if (token === seq) ctx.showError(e, "Cannot load images");
     } finally {
       if (token === seq) {
         loading = false;
         more.disabled = false;
         updateEmpty();
+        updateBatchBar();
       }
     }
   }
 
-  function decided(cardEl, image, status) {
-    cardEl.remove();
-    ctx.adjustCounts(image.character_id, status === "approved" ? { pending: -1, approved: 1 } : { pending: -1 });
-    updateEmpty();
-    if (grid.children.length === 0 && cursor) load(false);
+  selectAll.addEventListener("change", () => {
+    const on = selectAll.checked;
+    for (const [id, { card }] of cards) {
+      card.setSelected(on);
+      if (on) selected.add(id);
+      else selected.delete(id);
+    }
+    updateBatchBar();
+  });
+
+  const batchButtons = [batchApprove, batchReject, batchReset, batchConfirm, batchCancel, undo];
+  const setBatchBusy = (busy) => {
+    for (const b of batchButtons) b.disabled = busy;
+    if (!busy) {
+      updateBatchBar();
+      updateEmpty();
+    }
+  };
+
+  async function decideSelected(decision, reason) {
+    const ids = Array.from(selected);
+    if (!ids.length) return;
+    setBatchBusy(true);
+    try {
+      const res = await api.post("/images/decisions", { image_ids: ids, decision, ...(reason || {}) });
+      const changed = (res.changed || []).length;
+      const unchanged = (res.unchanged || []).length;
+      const verb = { approve: "approved", reject: "rejected", reset: "reset to pending" }[decision];
+      ctx.toast("success", `${changed} ${verb}`, unchanged ? `${unchanged} already were` : "");
+      if (decision === "reject") {
+        batchForm.hidden = true;
+        batchFields.clear();
+      }
+      applyImages(res.images || []);
+      if (decision === "reject") ctx.markStale("characters");
+    } catch (e) {
+      if (decision === "reject") batchFields.fail(e.message);
+      ctx.showError(e, "Batch decision failed");
+    } finally {
+      setBatchBusy(false);
+    }
   }
 
-  function card(image) {
-    const id = Number(image.id);
-    const src = api.url(`/images/${id}/file`);
-    const buttons = [];
-    const setBusy = (busy) => buttons.forEach((b) => { b.disabled = busy; });
+  batchApprove.addEventListener("click", () => decideSelected("approve"));
+  batchReset.addEventListener("click", () => decideSelected("reset"));
+  batchReject.addEventListener("click", () => {
+    batchForm.hidden = !batchForm.hidden;
+    if (!batchForm.hidden) (batchForm.querySelector("input") || batchFields.note).focus();
+  });
+  batchCancel.addEventListener("click", () => {
+    batchForm.hidden = true;
+    batchFields.error.hidden = true;
+  });
+  const submitBatchReject = () => {
+    const reason = batchFields.read();
+    if (reason) decideSelected("reject", reason);
+  };
+  batchConfirm.addEventListener("click", submitBatchReject);
+  batchForm.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && ev.target === batchFields.note) submitBatchReject();
+  });
 
-    const approve = h("button", { class: "ls-btn ls-ok", testid: `approve-${id}`, title: "Approve" }, "Approve");
-    const reject = h("button", { class: "ls-btn ls-danger", testid: `reject-${id}`, title: "Reject…" }, "Reject");
-    const checks = Object.entries(ctx.state.categories).map(([key, terms]) => {
-      const box = h("input", { type: "checkbox", value: key, testid: `reject-cat-${id}-${key}` });
-      return h("label", { class: "ls-check", title: terms ? `adds: ${terms}` : "" }, box, humanize(key));
-    });
-    const note = h("input", { type: "text", placeholder: "note (optional)", testid: `reject-note-${id}` });
-    const formError = h("div", { class: "ls-error", testid: `reject-error-${id}`, hidden: true });
-    const confirm = h("button", { class: "ls-btn ls-danger", testid: `reject-confirm-${id}` }, "Reject");
-    const cancel = h("button", { class: "ls-btn", testid: `reject-cancel-${id}` }, "Cancel");
-    const form = h("div", { class: "ls-reject", testid: `reject-form-${id}`, hidden: true },
-      checks, note, formError, h("div", { class: "ls-actions" }, confirm, cancel));
-    buttons.push(approve, reject, confirm, cancel);
+  undo.addEventListener("click", async () => {
+    const c = ctx.character();
+    if (!c) return;
+    setBatchBusy(true);
+    try {
+      const res = await api.post(`/characters/${c.id}/undo`);
+      const n = (res.reverted || []).length;
+      ctx.toast("success", "Undone", `${n} decision(s) reverted`);
+      ctx.markStale("characters");
+      await ctx.reloadCharacters().catch(() => {});
+      await load(true);
+    } catch (e) {
+      if (e.status === 409) ctx.toast("info", "Nothing to undo", e.message);
+      else ctx.showError(e, "Undo failed");
+    } finally {
+      setBatchBusy(false);
+    }
+  });
 
-    const cardEl = h("div", { class: "ls-card", testid: `pending-card-${id}`, "data-image-id": String(id) },
-      h("a", { class: "ls-thumb", href: src, target: "_blank", rel: "noopener", title: "Open full size" },
-        h("img", { src, alt: image.caption || `image ${id}`, loading: "lazy", testid: `pending-img-${id}` })),
-      h("div", { class: "ls-card-body" },
-        image.caption ? h("div", { class: "ls-caption" }, image.caption) : null,
-        h("div", { class: "ls-muted" }, `#${id} · ${image.width}×${image.height} · ${image.source || ""}`),
-        h("div", { class: "ls-actions" }, approve, reject),
-        form));
-
-    approve.addEventListener("click", async () => {
-      setBusy(true);
-      try {
-        await api.post(`/images/${id}/approve`);
-        decided(cardEl, image, "approved");
-      } catch (e) {
-        setBusy(false);
-        ctx.showError(e, "Approve failed");
-      }
-    });
-    reject.addEventListener("click", () => {
-      form.hidden = !form.hidden;
-      if (!form.hidden) (form.querySelector("input") || note).focus();
-    });
-    cancel.addEventListener("click", () => {
-      form.hidden = true;
-      formError.hidden = true;
-    });
-    const submitReject = async () => {
-      const categories = checks.map((l) => l.querySelector("input")).filter((b) => b.checked).map((b) => b.value);
-      const text = note.value.trim();
-      if (!categories.length && !text) {
-        formError.textContent = "Choose at least one category or write a note.";
-        formError.hidden = false;
-        return;
-      }
-      formError.hidden = true;
-      setBusy(true);
-      try {
-        await api.post(`/images/${id}/reject`, { categories, note: text });
-        decided(cardEl, image, "rejected");
-      } catch (e) {
-        setBusy(false);
-        formError.textContent = e.message;
-        formError.hidden = false;
-        ctx.showError(e, "Reject failed");
-      }
-    };
-    confirm.addEventListener("click", submitReject);
-    note.addEventListener("keydown", (ev) => {
-      if (ev.key === "Enter") submitReject();
-    });
-    return cardEl;
-  }
+  statusFilter.addEventListener("change", () => load(true));
+  orderFilter.addEventListener("change", () => load(true));
 
   return { el, refresh: () => load(true), countsChanged };
 }

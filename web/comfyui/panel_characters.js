@@ -1,4 +1,6 @@
-// LoRA Studio panel, Characters tab: projects, characters, the SSOT prompt and the effective prompt.
+// LoRA Studio panel, Characters tab: projects, characters, the SSOT prompt and the effective prompt
+// (learned negative terms that can be left out and restored, rejections per category), the
+// project's category terms, and the kohya zip export.
 
 import { h, humanize } from "./panel_dom.js";
 
@@ -74,15 +76,48 @@ export function charactersSection(ctx) {
   const positive = h("pre", { class: "ls-pre", testid: "effective-positive" });
   const negative = h("pre", { class: "ls-pre", testid: "effective-negative" });
   const learned = h("div", { class: "ls-chips", testid: "learned-terms" });
+  const droppedList = h("div", { class: "ls-chips", testid: "dropped-terms" });
   const catCounts = h("div", { class: "ls-chips", testid: "category-counts" });
   const loraName = h("div", { class: "ls-muted", testid: "effective-lora" });
   const promptBox = h("div", { class: "ls-box", testid: "effective-prompt" },
     h("h3", {}, "Effective prompt (what generation uses)"),
     h("div", { class: "ls-field" }, "Positive", positive),
     h("div", { class: "ls-field" }, "Negative", negative),
-    h("div", { class: "ls-field" }, "Learned negative terms (from rejections)", learned),
-    h("div", { class: "ls-field" }, "Rejections by category", catCounts),
+    h("div", { class: "ls-field" }, "Learned negative terms (from rejections; × leaves one out)", learned),
+    h("div", { class: "ls-field" }, "Left out (restore to learn them again)", droppedList),
+    h("div", { class: "ls-field" }, "Rejections by category (most first)", catCounts),
     loraName);
+
+  // export
+  const exportRepeats = h("input", { type: "number", value: "10", min: 1, max: 1000, testid: "export-repeats" });
+  const exportClass = h("input", { type: "text", value: "person", testid: "export-class", style: "width: 100px" });
+  const exportLink = h("a", { class: "ls-btn", testid: "export-link", download: "", rel: "noopener" },
+    "Download dataset (kohya zip)");
+  const exportBox = h("div", { class: "ls-box", testid: "export-box" },
+    h("h3", {}, "Export the approved images"),
+    h("div", { class: "ls-row" }, h("label", {}, "Repeats", exportRepeats), h("label", {}, "Class", exportClass),
+      exportLink));
+  function updateExportLink() {
+    const c = ctx.character();
+    if (!c) {
+      exportLink.removeAttribute("href");
+      return;
+    }
+    const repeats = Math.max(1, Math.min(1000, Math.round(Number(exportRepeats.value) || 10)));
+    const params = new URLSearchParams({ repeats: String(repeats), class: exportClass.value.trim() || "person" });
+    exportLink.href = api.url(`/characters/${Number(c.id)}/export?${params}`);
+  }
+  exportRepeats.addEventListener("input", updateExportLink);
+  exportClass.addEventListener("input", updateExportLink);
+
+  // the project's rejection terms
+  const feedbackInputs = h("div", { class: "ls-list", testid: "feedback-terms" });
+  const feedbackSave = h("button", { class: "ls-btn ls-primary", testid: "feedback-terms-save" }, "Save terms");
+  const feedbackBox = h("div", { class: "ls-box", testid: "feedback-terms-box" },
+    h("h3", {}, "Rejection categories → negative terms (this project; empty = default)"),
+    feedbackInputs, h("div", { class: "ls-row" }, feedbackSave));
+  let feedbackData = null; // {terms, defaults} of the project shown
+  let feedbackFor = null;
 
   save.addEventListener("click", async () => {
     const c = ctx.character();
@@ -104,7 +139,7 @@ export function charactersSection(ctx) {
 
   const el = h("section", { class: "ls-section" },
     h("div", { class: "ls-box" }, h("h3", {}, "Characters of this project"), list),
-    editBox, promptBox,
+    editBox, promptBox, exportBox, feedbackBox,
     h("div", { class: "ls-box" }, h("h3", {}, "New character"),
       h("div", { class: "ls-row" }, newName, newTrigger), newDesign, newNegative, h("div", { class: "ls-row" }, createChar)),
     h("div", { class: "ls-box" }, h("h3", {}, "New project"),
@@ -127,14 +162,40 @@ export function charactersSection(ctx) {
     const c = ctx.character();
     editBox.hidden = !c;
     promptBox.hidden = !c;
+    exportBox.hidden = !c;
     if (!c) return;
     editTitle.textContent = `${c.name} (${c.project_slug || ""}/${c.slug})`;
     editDesign.value = c.design_prompt || "";
     editNegative.value = c.negative_prompt || "";
     editTrigger.value = c.trigger_word || "";
+    updateExportLink();
   }
 
   let seq = 0;
+  let droppedTerms = [];
+
+  function renderPrompt(p) {
+    positive.textContent = p.positive || "";
+    negative.textContent = p.negative || "";
+    const terms = p.learned_terms || [];
+    droppedTerms = p.dropped_terms || [];
+    learned.replaceChildren(...(terms.length ? terms.map((t) => h("span", { class: "ls-chip", testid: "learned-term",
+      "data-term": t }, t, h("button", { class: "ls-chip-x", testid: `drop-term-${t}`, title: `Leave "${t}" out`,
+      "aria-label": `Leave ${t} out`, onclick: (ev) => setDropped([...droppedTerms, t], ev.currentTarget) }, "×")))
+      : [h("span", { class: "ls-muted" }, "none yet")]));
+    droppedList.replaceChildren(...(droppedTerms.length ? droppedTerms.map((t) => h("span", {
+      class: "ls-chip ls-chip-off", testid: "dropped-term", "data-term": t }, t,
+    h("button", { class: "ls-chip-x", testid: `restore-term-${t}`, title: `Learn "${t}" again`,
+      "aria-label": `Restore ${t}`, onclick: (ev) => setDropped(droppedTerms.filter((x) => x !== t), ev.currentTarget) },
+    "↺"))) : [h("span", { class: "ls-muted" }, "none")]));
+    const counts = Object.entries(p.category_counts || {})
+      .sort(([ka, a], [kb, b]) => (b - a) || ka.localeCompare(kb));
+    catCounts.replaceChildren(...(counts.length ? counts.map(([k, n]) => h("span", {
+      class: n > 0 ? "ls-chip" : "ls-chip ls-chip-off", testid: `category-count-${k}`, "data-count": String(n) },
+    `${humanize(k)}: ${n}`)) : [h("span", { class: "ls-muted" }, "none")]));
+    loraName.textContent = p.lora_name ? `Current LoRA: ${p.lora_name}` : "No LoRA trained yet.";
+  }
+
   async function loadPrompt() {
     const c = ctx.character();
     if (!c) return;
@@ -142,19 +203,77 @@ export function charactersSection(ctx) {
     try {
       const p = await api.get(`/characters/${c.id}/prompt`);
       if (token !== seq) return;
-      positive.textContent = p.positive || "";
-      negative.textContent = p.negative || "";
-      const terms = p.learned_terms || [];
-      learned.replaceChildren(...(terms.length ? terms.map((t) => h("span", { class: "ls-chip" }, t))
-        : [h("span", { class: "ls-muted" }, "none yet")]));
-      const counts = Object.entries(p.category_counts || {}).filter(([, n]) => n > 0);
-      catCounts.replaceChildren(...(counts.length ? counts.map(([k, n]) => h("span", { class: "ls-chip" }, `${humanize(k)}: ${n}`))
-        : [h("span", { class: "ls-muted" }, "none")]));
-      loraName.textContent = p.lora_name ? `Current LoRA: ${p.lora_name}` : "No LoRA trained yet.";
+      renderPrompt(p);
     } catch (e) {
       if (token === seq) ctx.showError(e, "Cannot load the effective prompt");
     }
   }
+
+  async function setDropped(terms, button) {
+    const c = ctx.character();
+    if (!c) return;
+    const token = ++seq;
+    if (button) button.disabled = true;
+    try {
+      const p = await api.put(`/characters/${c.id}/dropped-terms`, { terms: Array.from(new Set(terms)) });
+      if (token === seq) renderPrompt(p);
+    } catch (e) {
+      if (button) button.disabled = false;
+      ctx.showError(e, "Cannot change the learned terms");
+    }
+  }
+
+  function renderFeedbackTerms() {
+    const data = feedbackData || { terms: {}, defaults: {} };
+    const keys = Object.keys(data.defaults || {}).length ? Object.keys(data.defaults) : Object.keys(ctx.state.categories);
+    feedbackInputs.replaceChildren(...keys.map((k) => {
+      const def = (data.defaults || {})[k] || "";
+      const current = (data.terms || {})[k] ?? def;
+      const input = h("input", { type: "text", testid: `feedback-term-${k}`, "data-category": k,
+        placeholder: def, "aria-label": humanize(k), style: "width: 100%" });
+      input.value = current;
+      return h("label", { class: "ls-field", title: def ? `default: ${def}` : "" }, humanize(k), input);
+    }));
+  }
+
+  async function loadFeedbackTerms(force) {
+    const project = ctx.project();
+    feedbackBox.hidden = !project;
+    if (!project) return;
+    if (!force && feedbackFor === project.id && feedbackData) return;
+    try {
+      const data = await api.get(`/projects/${project.id}/feedback-terms`);
+      if (!ctx.project() || ctx.project().id !== project.id) return;
+      feedbackData = data;
+      feedbackFor = project.id;
+      renderFeedbackTerms();
+    } catch (e) {
+      ctx.showError(e, "Cannot load the rejection terms");
+    }
+  }
+
+  feedbackSave.addEventListener("click", async () => {
+    const project = ctx.project();
+    if (!project || feedbackFor !== project.id) return;
+    const defaults = (feedbackData && feedbackData.defaults) || {};
+    const body = {};
+    for (const input of feedbackInputs.querySelectorAll("input[data-category]")) {
+      const k = input.dataset.category;
+      const v = input.value.trim();
+      body[k] = !v || v === defaults[k] ? null : v;
+    }
+    feedbackSave.disabled = true;
+    try {
+      feedbackData = await api.patch(`/projects/${project.id}/feedback-terms`, body);
+      renderFeedbackTerms();
+      ctx.toast("success", "Rejection terms saved", project.name);
+      await loadPrompt();
+    } catch (e) {
+      ctx.showError(e, "Cannot save the rejection terms");
+    } finally {
+      feedbackSave.disabled = false;
+    }
+  });
 
   return {
     el,
@@ -162,6 +281,7 @@ export function charactersSection(ctx) {
       renderList();
       fillEdit();
       loadPrompt();
+      loadFeedbackTerms(true);
     },
     countsChanged: renderList,
   };

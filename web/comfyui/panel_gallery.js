@@ -1,4 +1,5 @@
-// LoRA Studio panel, Gallery tab: ComfyUI's output folder, newest first.
+// LoRA Studio panel, Gallery tab: ComfyUI's output folder, newest first; each image can be
+// imported into the selected character's queue (a job followed in the Ingest tab).
 
 import { h } from "./panel_dom.js";
 import { PAGE_SIZE } from "./panel_api.js";
@@ -17,6 +18,39 @@ export function gallerySection(ctx) {
   let cursor = null;
   let seq = 0;
 
+  function importLabel() {
+    const c = ctx.character();
+    return c ? `Import to ${c.name}` : "Import (choose a character)";
+  }
+
+  function importButton(item) {
+    const button = h("button", { class: "ls-btn ls-gimport", testid: "gallery-import", disabled: !ctx.character(),
+      title: "Copy into the selected character's queue as pending" }, importLabel());
+    button.addEventListener("click", async () => {
+      const c = ctx.character();
+      if (!c) return ctx.toast("warn", "Import", "Choose a character first.");
+      button.disabled = true;
+      try {
+        const job = await api.post(`/characters/${c.id}/import-outputs`, { paths: [item.path] });
+        ctx.trackJob(job);
+        button.textContent = `Queued for ${c.name} (job #${job.id})`;
+        ctx.toast("info", "Import started", `${item.name} → ${c.name} (progress in the Ingest tab)`);
+      } catch (e) {
+        button.disabled = false;
+        ctx.showError(e, "Import failed");
+      }
+    });
+    return button;
+  }
+
+  function selectionChanged() {
+    const c = ctx.character();
+    for (const b of grid.querySelectorAll('[data-testid="gallery-import"]')) {
+      b.textContent = importLabel();
+      b.disabled = !c;
+    }
+  }
+
   async function load(reset) {
     const token = ++seq;
     if (reset) cursor = null;
@@ -33,7 +67,8 @@ export function gallerySection(ctx) {
           title: item.path },
         h("a", { class: "ls-thumb", href: src, target: "_blank", rel: "noopener" },
           h("img", { src, alt: item.name, loading: "lazy" })),
-        h("div", { class: "ls-caption" }, item.name)));
+        h("div", { class: "ls-caption" }, item.name),
+        importButton(item)));
       }
       cursor = page.next_cursor || null;
       message.hidden = grid.children.length > 0;
@@ -53,5 +88,5 @@ export function gallerySection(ctx) {
     }
   }
 
-  return { el, refresh: () => load(true) };
+  return { el, refresh: () => load(true), selectionChanged };
 }

@@ -1,6 +1,9 @@
-// LoRA Studio panel, Ingest tab: upload images for the selected character.
+// LoRA Studio panel, Ingest tab: upload images for the selected character, and the ingest jobs:
+// frames of an uploaded video, a video/image from a URL, images from ComfyUI's output folder.
+// Each job is followed with a progress bar, a Cancel button and its result (panel_jobs.js).
 
-import { h } from "./panel_dom.js";
+import { h, numberOrUndefined } from "./panel_dom.js";
+import { jobTracker, isIngestKind, resultCounts, ACTIVE_JOB } from "./panel_jobs.js";
 
 const UPLOAD_BATCH = 16;
 
@@ -84,9 +87,137 @@ export function ingestSection(ctx) {
     }
   });
 
-  const el = h("section", { class: "ls-section" }, target, drop,
-    h("div", { class: "ls-row" }, files), h("div", { class: "ls-row" }, caption, upload), status,
-    createdBox, skippedBox);
+  // ingest jobs
+  const tracker = jobTracker(ctx, {
+    onFinished(job) {
+      const label = `Job #${job.id}`;
+      if (job.status === "succeeded") {
+        const { created: n, skipped: m } = resultCounts(job.result);
+        ctx.toast(n ? "success" : "warn", "Ingest finished", `${label}: ${n} added as pending, ${m} skipped`);
+        if (n) ctx.markStale("approvals");
+        ctx.reloadCharacters().catch(() => {});
+      } else if (job.status === "failed") {
+        ctx.toast("error", `${label} failed`, job.error || job.message || "");
+      } else {
+        ctx.toast("info", `${label} ${job.status}`, job.message || "");
+      }
+    },
+  });
+
+  function routeError(e, what) {
+    // the video and URL routes may be missing on an older server: say so plainly
+    if ((e.status === 404 || e.status === 405) && e.code === "http_error") {
+      return new Error(`${what} is not available on this server (HTTP ${e.status})`);
+    }
+    return e;
+  }
+
+  async function startJob(button, what, call) {
+    const c = ctx.character();
+    if (!c) {
+      ctx.toast("warn", "Ingest", "Choose a character first.");
+      return null;
+    }
+    button.disabled = true;
+    try {
+      const job = await call(c);
+      tracker.track(job);
+      ctx.toast("info", `${what} started`, `job #${job.id}`);
+      return job;
+    } catch (e) {
+      ctx.showError(routeError(e, what), `${what} failed`);
+      return null;
+    } finally {
+      button.disabled = !ctx.character();
+    }
+  }
+
+  // video upload
+  const videoFile = h("input", { type: "file", accept: "video/*", testid: "video-file" });
+  const videoMax = h("input", { type: "number", min: 1, max: 200, placeholder: "max frames", testid: "video-max-frames", style: "width: 110px",
+    title: "At most this many frames (optional)" });
+  const videoCaption = h("input", { type: "text", placeholder: "caption (optional)", testid: "video-caption",
+    style: "flex: 1 1 160px" });
+  const videoSubmit = h("button", { class: "ls-btn ls-primary", testid: "video-submit" }, "Extract frames");
+  videoSubmit.addEventListener("click", async () => {
+    const file = videoFile.files && videoFile.files[0];
+    if (!file) return ctx.toast("warn", "Video", "Choose a video file first.");
+    const job = await startJob(videoSubmit, "Video ingest", (c) => {
+      const form = new FormData();
+      form.append("file", file, file.name);
+      const max = numberOrUndefined(videoMax);
+      if (max !== undefined) form.append("max_frames", String(Math.round(max)));
+      if (videoCaption.value.trim()) form.append("caption", videoCaption.value.trim());
+      return api.post(`/characters/${c.id}/ingest/video`, form);
+    });
+    if (job) videoFile.value = "";
+  });
+
+  // URL
+  const urlInput = h("input", { type: "text", placeholder: "https://… (a video page or a file)", testid: "url-input",
+    style: "flex: 1 1 240px", inputmode: "url" });
+  const urlMax = h("input", { type: "number", min: 1, max: 200, placeholder: "max frames", testid: "url-max-frames", style: "width: 110px",
+    title: "At most this many frames (optional)" });
+  const urlCaption = h("input", { type: "text", placeholder: "caption (optional)", testid: "url-caption",
+    style: "flex: 1 1 160px" });
+  const urlSubmit = h("button", { class: "ls-btn ls-primary", testid: "url-submit" }, "Fetch");
+  const submitUrl = async () => {
+    const url = urlInput.value.trim();
+    if (!url) return ctx.toast("warn", "URL", "Enter a URL first.");
+    const job = await startJob(urlSubmit, "URL ingest", (c) => {
+      const body = { url };
+      const max = numberOrUndefined(urlMax);
+      if (max !== undefined) body.max_frames = Math.round(max);
+      if (urlCaption.value.trim()) body.caption = urlCaption.value.trim();
+      return api.post(`/characters/${c.id}/ingest/url`, body);
+    });
+    if (job) urlInput.value = "";
+  };
+  urlSubmit.addEventListener("click", submitUrl);
+  urlInput.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter") submitUrl();
+  });
+
+  // ComfyUI's output folder
+  const importAll = h("button", { class: "ls-btn ls-primary", testid: "import-outputs-all" },
+    "Import all from ComfyUI output");
+  importAll.addEventListener("click", () => startJob(importAll, "Import from ComfyUI output",
+    (c) => api.post(`/characters/${c.id}/import-outputs`, { all: true })));
+
+  const jobButtons = [videoSubmit, urlSubmit, importAll];
+
+  const el = h("section", { class: "ls-section" }, target,
+    h("div", { class: "ls-box" }, h("h3", {}, "Images"), drop,
+      h("div", { class: "ls-row" }, files), h("div", { class: "ls-row" }, caption, upload), status),
+    createdBox, skippedBox,
+    h("div", { class: "ls-box", testid: "video-form" }, h("h3", {}, "Video → frames"),
+      h("div", { class: "ls-row" }, videoFile),
+      h("div", { class: "ls-row" }, videoMax, videoCaption, videoSubmit)),
+    h("div", { class: "ls-box", testid: "url-form" }, h("h3", {}, "From a URL"),
+      h("div", { class: "ls-row" }, urlInput),
+      h("div", { class: "ls-row" }, urlMax, urlCaption, urlSubmit)),
+    h("div", { class: "ls-box", testid: "import-outputs" }, h("h3", {}, "From ComfyUI's output folder"),
+      h("div", { class: "ls-muted" },
+        "Copies images (with their embedded workflow) into the queue; ones the character already has are skipped. "
+        + "Single images can be imported from the Gallery tab."),
+      h("div", { class: "ls-row" }, importAll)),
+    tracker.el);
+
+  async function pickUpRunning() {
+    // ingest jobs of this character that run already (started elsewhere, or before a reload)
+    const c = ctx.character();
+    if (!c) return;
+    try {
+      const data = await api.get("/jobs?limit=50");
+      for (const job of data.items || []) {
+        if (isIngestKind(job.kind) && ACTIVE_JOB.has(job.status) && job.character_id === c.id && !tracker.has(job.id)) {
+          tracker.track(job);
+        }
+      }
+    } catch {
+      /* the list is a convenience; the jobs started here are followed anyway */
+    }
+  }
 
   return {
     el,
@@ -94,6 +225,14 @@ export function ingestSection(ctx) {
       const c = ctx.character();
       target.textContent = c ? `Images go to ${c.name} as pending (review them in Approvals).` : "Choose a character first.";
       upload.disabled = !c;
+      for (const b of jobButtons) b.disabled = !c;
+      pickUpRunning();
     },
+    track: (job) => tracker.track(job),
+    onJob: (job) => {
+      const c = ctx.character();
+      tracker.onJob(job, c ? c.id : null);
+    },
+    destroy: () => tracker.destroy(),
   };
 }

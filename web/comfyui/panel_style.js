@@ -73,6 +73,25 @@ const CSS = `
 .ls-drop { border: 2px dashed var(--ls-border); border-radius: 6px; padding: 14px; text-align: center; color: var(--ls-muted);
   cursor: pointer; }
 .ls-drop.ls-over { border-color: var(--ls-accent); color: var(--ls-fg); }
+.ls-review-grid { grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); }
+.ls-thumb-wrap { position: relative; }
+.ls-select { position: absolute; top: 4px; left: 4px; background: rgba(0, 0, 0, .55); border-radius: 4px;
+  padding: 2px 4px; display: flex; cursor: pointer; }
+.ls-select input { margin: 0; width: 16px; height: 16px; cursor: pointer; }
+.ls-card[data-status="approved"] { border-color: var(--ls-ok); }
+.ls-card[data-status="rejected"] { border-color: var(--ls-danger); }
+.ls-badge { font-weight: 600; }
+.ls-status-approved { color: var(--ls-ok); } .ls-status-rejected { color: var(--ls-danger); }
+.ls-root textarea.ls-caption-edit { min-height: 38px; font-size: 12px; padding: 3px 5px; }
+.ls-move { width: 100%; font-size: 12px; }
+.ls-batchbar { border: 1px solid var(--ls-border); border-radius: 6px; padding: 4px 6px; }
+.ls-chip { display: inline-flex; align-items: center; gap: 4px; }
+.ls-chip-off { opacity: .6; }
+.ls-chip-x { background: none; border: none; color: var(--ls-muted); cursor: pointer; padding: 0 2px; font: inherit;
+  line-height: 1; }
+.ls-chip-x:hover:not(:disabled) { color: var(--ls-danger); }
+a.ls-btn { text-decoration: none; display: inline-block; }
+.ls-gimport { margin: 0 6px 6px; font-size: 12px; padding: 2px 6px; }
 .ls-gitem .ls-caption { padding: 4px 6px; color: var(--ls-muted); overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 `;
 

@@ -1,6 +1,7 @@
 // LoRA Studio panel, Training tab: start a LoRA training, follow the jobs.
 
 import { h, numberOrUndefined } from "./panel_dom.js";
+import { isIngestKind } from "./panel_jobs.js";
 
 const ACTIVE_JOB = new Set(["queued", "running"]);
 
@@ -93,7 +94,8 @@ export function trainingSection(ctx) {
     const current = jobList.querySelector(`[data-testid="job-${Number(job.id)}"]`);
     if (current) current.replaceWith(renderJob(job));
     else renderJobs();
-    const finished = old && ACTIVE_JOB.has(old.status) && !ACTIVE_JOB.has(job.status);
+    // ingest jobs are reported by the Ingest tab (panel_jobs.js), not twice
+    const finished = old && ACTIVE_JOB.has(old.status) && !ACTIVE_JOB.has(job.status) && !isIngestKind(job.kind);
     if (finished && job.status === "succeeded") {
       ctx.toast("success", "Job finished", `#${job.id} ${job.kind}`);
       const c = ctx.character();
