@@ -15,6 +15,7 @@ from .core.host import Host
 from .core.jobs import JobRunner
 from .core.projects import ProjectService
 from .core.settings import Settings
+from .datasets.classify_jobs import ClassificationService
 from .datasets.comfy_outputs import OutputImports
 from .datasets.export import export_zip
 from .datasets.gallery import Gallery
@@ -52,6 +53,8 @@ class Studio:
                                        target_approved=settings.min_approved_images,
                                        max_in_flight=settings.regenerate_max_in_flight)
         self.review = ReviewService(self.db, self.regenerator, settings.auto_regenerate)
+        self.classification = ClassificationService(self.db, self.images, self.review, self.characters, self.jobs,
+                                                    settings)
         self.jobs.register("reconcile", lambda ctx: reconcile(self.db, self.layout, ctx.progress))
         self.video_ingest = VideoIngest(self.images, self.characters, self.jobs, self.layout, settings)
         self.output_imports = OutputImports(self.images, self.characters, self.gallery, self.jobs, self.layout)

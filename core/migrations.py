@@ -60,9 +60,16 @@ def _v2_review(conn: sa.Connection) -> None:
         md.tables[name].create(conn)
 
 
+def _v3_suggestions(conn: sa.Connection) -> None:
+    """The classifier's suggestion for each image."""
+    conn.execute(sa.text("ALTER TABLE images ADD COLUMN suggested_character_id INTEGER"))
+    conn.execute(sa.text("ALTER TABLE images ADD COLUMN suggestion_confidence FLOAT"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "review: decision log, feedback terms, dropped terms, image hashes", _v2_review),
+    (3, "classifier suggestions on images", _v3_suggestions),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -90,6 +90,9 @@ images = sa.Table(
     sa.Column("decided_at", TS, nullable=True),
     sa.Column("phash", sa.String(16), nullable=True),  # perceptual hash (hex), for near-duplicates
     sa.Column("file_missing", sa.Boolean, nullable=False, server_default=sa.false()),
+    # version 3: the classifier's suggestion (a character of the same project) and its confidence
+    sa.Column("suggested_character_id", sa.Integer, nullable=True),
+    sa.Column("suggestion_confidence", sa.Float, nullable=True),
     sa.Index("ix_images_character_status", "character_id", "status", "id"),
     sa.Index("ix_images_sha256", "sha256"),
 )

@@ -64,6 +64,13 @@ class Settings:
     near_duplicate_distance: int = 5  # dHash bits; uploads closer than this to a kept image are skipped
     auto_regenerate: bool = False  # after a rejection, queue a generation with the refined negatives
     regenerate_max_in_flight: int = 2  # per character
+    classifier: str = "none"  # none | ollama (a vision model behind an Ollama-compatible API) | embedding (CLIP)
+    ollama_url: str = "http://127.0.0.1:11434"
+    ollama_model: str = "llava"
+    clip_model_dir: Path | None = None  # local CLIP vision weights for the embedding classifier
+    classify_threshold: float = 0.6  # below it an image stays where it is, for a person to sort
+    review_reject_below: float = 0.4  # automatic review: min(match, clarity, training value) on 0..1
+    review_approve_above: float = 0.92
     max_video_mb: int = 2048  # per uploaded or downloaded video
     video_max_frames: int = 20  # frames kept per video by default
     frame_max_side: int = 768  # frames are scaled so the longer side is at most this
@@ -140,6 +147,13 @@ _ENV: dict[str, tuple[str, Any]] = {
     "min_approved_images": ("LORA_STUDIO_MIN_APPROVED_IMAGES", int),
     "near_duplicate_distance": ("LORA_STUDIO_NEAR_DUPLICATE_DISTANCE", int),
     "max_video_mb": ("LORA_STUDIO_MAX_VIDEO_MB", int),
+    "classifier": ("LORA_STUDIO_CLASSIFIER", str),
+    "ollama_url": ("LORA_STUDIO_OLLAMA_URL", str),
+    "ollama_model": ("LORA_STUDIO_OLLAMA_MODEL", str),
+    "clip_model_dir": ("LORA_STUDIO_CLIP_MODEL_DIR", Path),
+    "classify_threshold": ("LORA_STUDIO_CLASSIFY_THRESHOLD", float),
+    "review_reject_below": ("LORA_STUDIO_REVIEW_REJECT_BELOW", float),
+    "review_approve_above": ("LORA_STUDIO_REVIEW_APPROVE_ABOVE", float),
     "auto_regenerate": ("LORA_STUDIO_AUTO_REGENERATE", _bool),
     "regenerate_max_in_flight": ("LORA_STUDIO_REGENERATE_MAX_IN_FLIGHT", int),
     "video_max_frames": ("LORA_STUDIO_VIDEO_MAX_FRAMES", int),
@@ -154,7 +168,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "job_workers": ("LORA_STUDIO_JOB_WORKERS", int),
 }
 _FIELD_TYPES = {"data_dir": Path, "loras_dir": Path, "datasets_dir": Path, "comfyui_output_dir": Path,
-                "models_dir": Path, "database_url": Secret, "allowed_origins": tuple, "url_extractors": tuple,
+                "models_dir": Path, "clip_model_dir": Path, "database_url": Secret, "allowed_origins": tuple, "url_extractors": tuple,
                 "ingest_allowed_hosts": tuple}
 
 
@@ -271,6 +285,10 @@ def load_settings(
         raise SettingsError(f"invalid settings: {e}") from None
     if settings.max_upload_mb <= 0 or settings.job_workers <= 0 or settings.min_approved_images < 1:
         raise SettingsError("max_upload_mb, job_workers and min_approved_images must be positive")
+    if settings.classifier not in ("none", "ollama", "embedding"):
+        raise SettingsError("classifier must be none, ollama or embedding")
+    if not 0 <= settings.review_reject_below <= settings.review_approve_above <= 1 or not 0 <= settings.classify_threshold <= 1:
+        raise SettingsError("thresholds must lie in 0..1, with review_reject_below <= review_approve_above")
     if not 0 <= settings.near_duplicate_distance <= 64:
         raise SettingsError("near_duplicate_distance must be between 0 (off) and 64")
     return settings

@@ -36,7 +36,9 @@ def image_dict(row: Any) -> dict:
             "status": row.status, "caption": row.caption, "source": row.source, "width": row.width,
             "height": row.height, "metadata": row.meta, "created_at": iso(row.created_at),
             "updated_at": iso(row.updated_at), "decided_at": iso(row.decided_at),
-            "file_missing": bool(row.file_missing)}
+            "file_missing": bool(row.file_missing),
+            "suggestion": None if row.suggestion_confidence is None else {
+                "character_id": row.suggested_character_id, "confidence": row.suggestion_confidence}}
 
 
 def _parse_time(value: str, name: str) -> datetime:
@@ -184,7 +186,7 @@ class ImageService:
         """Images of a character, a project or the whole studio, filtered and paginated by id.
 
         filters: character_id, project_id, status (None: all), source, since/until (ISO 8601 on
-        created_at), has_caption (bool), order ("oldest" | "newest")."""
+        created_at), has_caption (bool), min_confidence (classifier suggestion), order ("oldest" | "newest")."""
         status, order = filters.get("status"), filters.get("order") or "oldest"
         if status is not None and status not in STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(STATUSES)}, or all")
@@ -199,6 +201,8 @@ class ImageService:
         for name, op in (("since", "__ge__"), ("until", "__lt__")):
             if filters.get(name):
                 q = q.where(getattr(images.c.created_at, op)(_parse_time(filters[name], name)))
+        if filters.get("min_confidence") is not None:
+            q = q.where(images.c.suggestion_confidence >= filters["min_confidence"])
         if filters.get("has_caption") is not None:
             q = q.where(images.c.caption != "" if filters["has_caption"] else images.c.caption == "")
         if cursor is not None:

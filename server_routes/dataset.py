@@ -26,7 +26,8 @@ async def upload_images(r: Req):
 
 QUERY = {"status": "pending (default) | approved | rejected | all", "source": "e.g. upload, comfyui",
          "since": "ISO 8601, created at or after", "until": "ISO 8601, created before",
-         "has_caption": "true | false", "order": "oldest (default) | newest", "limit": "1-500",
+         "has_caption": "true | false", "min_confidence": "0..1: classifier suggestion at least this sure",
+         "order": "oldest (default) | newest", "limit": "1-500",
          "cursor": "from next_cursor"}
 
 
@@ -35,7 +36,15 @@ def image_filters(r: Req, **scope) -> dict:
     has_caption = r.q("has_caption")
     if has_caption not in (None, "", "true", "false"):
         raise InvalidInput("'has_caption' must be true or false")
+    confidence = r.q("min_confidence")
+    try:
+        min_confidence = float(confidence) if confidence else None
+    except ValueError:
+        raise InvalidInput("'min_confidence' must be a number between 0 and 1") from None
+    if min_confidence is not None and not 0 <= min_confidence <= 1:
+        raise InvalidInput("'min_confidence' must be a number between 0 and 1")
     return {**scope, "status": None if status == "all" else status, "source": r.q("source"),
+            "min_confidence": min_confidence,
             "since": r.q("since"), "until": r.q("until"), "order": r.q("order"),
             "has_caption": None if not has_caption else has_caption == "true"}
 
@@ -176,3 +185,18 @@ async def ingest_video(r: Req):
 async def ingest_url(r: Req):
     cid, body = r.int_param("character_id"), await r.json()
     return await r.call(lambda s: s.video_ingest.start_url(cid, body))
+
+
+@api.route("POST", "/projects/{project_id}/classify",
+           "Suggest a character for each pending image of the project (a job); sure suggestions move the image",
+           tag="ingest", status=202)
+async def classify_project(r: Req):
+    pid = r.int_param("project_id")
+    return await r.call(lambda s: s.classification.start_classify(pid))
+
+
+@api.route("POST", "/characters/{character_id}/auto-review",
+           "Automatic review of the character's pending images by the vision model (a job)", tag="ingest", status=202)
+async def auto_review(r: Req):
+    cid = r.int_param("character_id")
+    return await r.call(lambda s: s.classification.start_review(cid))

@@ -1,0 +1,141 @@
+"""Classification and automatic review as jobs, over a project's or a character's pending images.
+
+- classify: asks the configured backend which of the project's characters (the roster comes from
+  the database) each pending image shows; the suggestion and its confidence are stored on the
+  image, and an image whose suggestion is at least `classify_threshold` sure and names another
+  character is moved to that character (files and record).
+- auto-review: asks the vision model for a verdict per pending image of a character; below
+  `review_reject_below` it is rejected with the categories its issues map to (feedback as from a
+  person), at or above `review_approve_above` approved, otherwise left for a person."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..core.db import Database, utcnow
+from ..core.errors import InvalidInput, StudioError, Unavailable
+from ..core.jobs import JobContext, JobRunner
+from ..core.schema import characters, images
+from ..core.settings import Settings
+from .classify import NoBackend, decide
+from .images import ImageService
+from .review import ReviewService
+
+log = logging.getLogger("lora_studio.datasets.classify_jobs")
+
+
+class ClassificationService:
+    def __init__(self, db: Database, images_: ImageService, review: ReviewService, characters_, jobs: JobRunner,
+                 settings: Settings):
+        self.db, self.images, self.review, self.characters, self.jobs, self.settings = (
+            db, images_, review, characters_, jobs, settings)
+        self._backend: Any = None
+        jobs.register("classify", self._run_classify)
+        jobs.register("auto_review", self._run_review)
+
+    def backend(self) -> Any:
+        if self._backend is None:
+            kind = self.settings.classifier
+            if kind == "ollama":
+                from .classify_ollama import OllamaBackend
+
+                self._backend = OllamaBackend(self.settings.ollama_url, self.settings.ollama_model)
+            elif kind == "embedding":
+                if self.settings.clip_model_dir is None:
+                    raise Unavailable("the embedding classifier needs LORA_STUDIO_CLIP_MODEL_DIR (CLIP vision weights)")
+                from .classify_embed import EmbeddingBackend
+
+                self._backend = EmbeddingBackend(self.settings.clip_model_dir)
+            else:
+                self._backend = NoBackend()
+        return self._backend
+
+    # -- requests ------------------------------------------------------------------------------
+    def start_classify(self, project_id: int) -> dict:
+        roster = self.characters.list(project_id)["items"]
+        if not roster:
+            raise InvalidInput("the project has no characters to classify images into")
+        if self.settings.classifier == "none":
+            raise Unavailable("no classifier is configured (LORA_STUDIO_CLASSIFIER=ollama or embedding)")
+        return self.jobs.submit("classify", {"project_id": project_id})
+
+    def start_review(self, character_id: int) -> dict:
+        self.characters.get(character_id)
+        if self.settings.classifier != "ollama":
+            raise Unavailable("automatic review needs the vision-model classifier (LORA_STUDIO_CLASSIFIER=ollama)")
+        return self.jobs.submit("auto_review", {"character_id": character_id}, character_id=character_id)
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def _pending(self, where) -> list[Any]:
+        with self.db.begin() as conn:
+            return conn.execute(sa.select(images.c.id, images.c.rel_path, images.c.character_id)
+                                .where(images.c.status == "pending", where).order_by(images.c.id)).all()
+
+    def _run_classify(self, ctx: JobContext) -> dict:
+        project_id = ctx.payload["project_id"]
+        roster = self.characters.list(project_id)["items"]
+        by_slug = {c["slug"]: c for c in roster}
+        todo = self._pending(images.c.character_id.in_(
+            sa.select(characters.c.id).where(characters.c.project_id == project_id)))
+        backend = self.backend()
+        references = None
+        moved, suggested, failed = [], 0, []
+        for n, row in enumerate(todo, 1):
+            ctx.check_cancelled()
+            path = self.images.layout.abs_path(row.rel_path)
+            try:
+                if self.settings.classifier == "embedding":
+                    if references is None:
+                        references = {c["slug"]: [Path(i["image"]) for i in self.images.approved_items(c["id"])]
+                                      for c in roster}
+                    suggestion = backend.classify(path, references)
+                else:
+                    suggestion = backend.classify(path, roster)
+            except StudioError as e:  # one bad image or answer does not end the job
+                failed.append({"image_id": row.id, "reason": e.message})
+                continue
+            target = by_slug.get(suggestion.character) if suggestion.character else None
+            with self.db.begin() as conn:
+                conn.execute(images.update().where(images.c.id == row.id).values(
+                    suggested_character_id=target["id"] if target else None,
+                    suggestion_confidence=suggestion.confidence if target else 0.0, updated_at=utcnow()))
+            suggested += 1
+            chosen = decide(suggestion, self.settings.classify_threshold)
+            if chosen and target and target["id"] != row.character_id:
+                try:
+                    self.images.reassign(row.id, {"character_id": target["id"]})
+                    moved.append(row.id)
+                except StudioError as e:
+                    failed.append({"image_id": row.id, "reason": e.message})
+            ctx.progress(n / len(todo), f"classified {n}/{len(todo)}")
+        return {"classified": suggested, "moved": moved, "failed": failed}
+
+    def _run_review(self, ctx: JobContext) -> dict:
+        character = self.characters.get(ctx.payload["character_id"])
+        todo = self._pending(images.c.character_id == character["id"])
+        backend = self.backend()
+        approved, rejected, kept, failed = [], [], [], []
+        for n, row in enumerate(todo, 1):
+            ctx.check_cancelled()
+            try:
+                verdict = backend.review(self.images.layout.abs_path(row.rel_path), character)
+            except StudioError as e:
+                failed.append({"image_id": row.id, "reason": e.message})
+                continue
+            score = min(verdict.match, verdict.clarity, verdict.training_value)
+            if score < self.settings.review_reject_below or not verdict.solo:
+                note = "automatic review: " + ("; ".join(verdict.issues) or f"score {score:.2f}")
+                self.review.reject(row.id, {"categories": verdict.categories or ["bad_quality"], "note": note[:5000],
+                                            "regenerate": False})
+                rejected.append(row.id)
+            elif score >= self.settings.review_approve_above:
+                self.review.approve(row.id)
+                approved.append(row.id)
+            else:
+                kept.append(row.id)
+            ctx.progress(n / len(todo), f"reviewed {n}/{len(todo)}")
+        return {"approved": approved, "rejected": rejected, "left_pending": kept, "failed": failed}
