@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PIL import Image, ImageFilter
-from support.api import make_character, make_project, upload
+from support.api import V1, make_character, make_project, upload
 from support.images import draw, encode
 
 
@@ -57,3 +57,21 @@ async def test_near_duplicate_check_can_be_turned_off(make_client):
     body = await upload(client, c["id"], ("a.png", encode(original), "image/png"),
                         ("b.jpg", encode(original, "JPEG", quality=80), "image/jpeg"))
     assert len(body["created"]) == 2
+
+
+async def test_uploads_larger_than_the_servers_body_limit_stream_through(client, settings):
+    # The app reads at most 1 MB bodies at once (as ComfyUI refuses bodies over its
+    # --max-upload-size); multipart uploads are streamed to disk in chunks instead.
+    import os
+
+    from PIL import Image
+
+    noise = Image.frombytes("RGB", (1100, 1000), os.urandom(1100 * 1000 * 3))
+    big = encode(noise)
+    assert len(big) > 3 * 1024 * 1024
+    c = await character(client)
+    body = await upload(client, c["id"], ("big.png", big, "image/png"))
+    assert body["skipped"] == [] and (settings.effective_datasets_dir / body["created"][0]["rel_path"]).read_bytes() == big
+    r = await client.post(f"{V1}/projects", data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+                          headers={"Content-Type": "application/json"})
+    assert r.status == 413  # JSON bodies stay small
