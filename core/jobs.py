@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,18 @@ class JobContext:
     def cancelled(self) -> bool:
         with self.runner.db.begin() as conn:
             return bool(conn.execute(sa.select(jobs.c.cancel_requested).where(jobs.c.id == self.job_id)).scalar())
+
+    def stop_check(self, interval: float = 0.5) -> Callable[[], bool]:
+        """`cancelled`, asking the database at most every `interval` seconds (for tight loops)."""
+        state = {"at": 0.0, "answer": False}
+
+        def check() -> bool:
+            now = time.monotonic()
+            if not state["answer"] and now - state["at"] >= interval:
+                state["at"], state["answer"] = now, self.cancelled()
+            return state["answer"]
+
+        return check
 
     def check_cancelled(self) -> None:
         if self.cancelled():

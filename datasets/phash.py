@@ -10,13 +10,17 @@ colour, whatever the colour) all hash to 0.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def dhash(image: Image.Image, size: int = 8) -> int:
     """Difference hash of ``image`` (any mode): a ``size * size``-bit integer (64 bits by default)."""
+    import numpy as np
+    from PIL import Image
+
     if size < 1:
         raise ValueError("size must be at least 1")
     grey = image if image.mode == "L" else image.convert("L")

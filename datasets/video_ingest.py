@@ -108,7 +108,7 @@ class VideoIngest:
         try:
             frames = extract_frames(video, max_frames=p["max_frames"], max_side=self.settings.frame_max_side,
                                     progress=lambda f, m: ctx.progress(base + span * 0.95 * f, m),
-                                    should_stop=ctx.cancelled)
+                                    should_stop=ctx.stop_check())
         except FrameExtractionCancelled:
             raise JobCancelled() from None
         staging = self.layout.staging_dir()

@@ -7,6 +7,7 @@ scene started.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -17,10 +18,12 @@ Content = tuple[int, int, int] | Callable[[float, int, int], np.ndarray]
 
 
 def pick_codec() -> str:
-    """libx264 when PyAV's build has it (as real anime files are H.264), else MPEG-4 part 2."""
+    """libx264 when PyAV's build has it (as real anime files are H.264), else MPEG-4 part 2;
+    LORA_STUDIO_TEST_CODEC=mpeg4 forces the fallback."""
     import av
 
-    for name in ("libx264", "h264", "mpeg4"):
+    forced = os.environ.get("LORA_STUDIO_TEST_CODEC")
+    for name in ((forced,) if forced else ("libx264", "h264", "mpeg4")):
         if name in av.codecs_available:
             try:
                 av.codec.Codec(name, "w")
