@@ -8,10 +8,8 @@ in messages.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import logging
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,6 +18,7 @@ from typing import Any
 
 from .comfy_schema import summarize_errors
 from .errors import InvalidInput, NotFound, Unavailable, UpstreamError
+from .http import TransportError, direct_opener, exchange
 
 log = logging.getLogger("lora_studio.comfy")
 
@@ -72,7 +71,7 @@ class ComfyUIClient:
         self.base_url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         self.timeout = float(timeout)
         # ComfyUI is a local/LAN service: don't send its requests through the environment's proxies.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener = direct_opener()
 
     def __repr__(self) -> str:
         return f"ComfyUIClient({self.base_url!r})"
@@ -93,29 +92,13 @@ class ComfyUIClient:
             headers["Content-Type"] = "application/json"
         request = urllib.request.Request(self._url(path, query), data=data, headers=headers, method=method)
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            try:
-                raw = exc.read() or b""
-            except (OSError, http.client.HTTPException):
-                raw = b""
-            finally:
-                exc.close()
-            return exc.code, raw
-        except http.client.HTTPException as exc:
-            raise UpstreamError(f"ComfyUI at {self.base_url} did not answer {method} {path} in HTTP: "
-                                f"{type(exc).__name__}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            if isinstance(reason, (TimeoutError, socket.timeout)) or "timed out" in str(reason):
-                why = f"no answer within {self.timeout:g} s"
-            elif isinstance(reason, ConnectionRefusedError):
-                why = "connection refused"
-            else:
-                why = str(reason) or type(reason).__name__
-            log.warning("ComfyUI %s %s failed: %s", method, path, why)
-            raise Unavailable(f"ComfyUI at {self.base_url} is not reachable: {why}") from None
+            return exchange(self._opener, request, self.timeout)
+        except TransportError as exc:
+            if exc.protocol:
+                raise UpstreamError(f"ComfyUI at {self.base_url} did not answer {method} {path} in HTTP: "
+                                    f"{exc.why}") from None
+            log.warning("ComfyUI %s %s failed: %s", method, path, exc.why)
+            raise Unavailable(f"ComfyUI at {self.base_url} is not reachable: {exc.why}") from None
 
     def _json(self, method: str, path: str, payload: Any = None, *,
               query: Mapping[str, Any] | None = None) -> Any:

@@ -9,11 +9,9 @@ contains the image data or the request headers.
 from __future__ import annotations
 
 import base64
-import http.client
 import io
 import json
 import logging
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,6 +22,7 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..core.errors import InvalidInput
+from ..core.http import TransportError, direct_opener, exchange
 from .classify import ClassifierError, Review, Suggestion, extract_json, parse_review, parse_suggestion, snippet
 
 log = logging.getLogger("lora_studio.datasets.classify")
@@ -122,7 +121,7 @@ class OllamaBackend:
         self.timeout = float(timeout)
         self._use_generate = False  # set once /api/chat answered 404 and /api/generate worked
         # Usually a local/LAN service: don't send its requests through the environment's proxies.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener = direct_opener()
 
     def __repr__(self) -> str:
         return f"OllamaBackend({self.base_url!r}, {self.model!r})"
@@ -204,25 +203,9 @@ class OllamaBackend:
         request = urllib.request.Request(self.base_url + path, data=json.dumps(payload).encode("utf-8"),
                                          headers=headers, method="POST")
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            try:
-                raw = exc.read() or b""
-            except (OSError, http.client.HTTPException):
-                raw = b""
-            finally:
-                exc.close()
-            return exc.code, raw
-        except http.client.HTTPException as exc:
-            raise self._error(f"did not answer POST {path} in HTTP: {type(exc).__name__}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            if isinstance(reason, (TimeoutError, socket.timeout)) or "timed out" in str(reason):
-                why = f"no answer within {self.timeout:g} s"
-            elif isinstance(reason, ConnectionRefusedError):
-                why = "connection refused"
-            else:
-                why = snippet(str(reason)) or type(reason).__name__
-            log.warning("Ollama POST %s at %s failed: %s", path, self.base_url, why)
-            raise self._error(f"is not reachable: {why}") from None
+            return exchange(self._opener, request, self.timeout)
+        except TransportError as exc:
+            if exc.protocol:
+                raise self._error(f"did not answer POST {path} in HTTP: {exc.why}") from None
+            log.warning("Ollama POST %s at %s failed: %s", path, self.base_url, exc.why)
+            raise self._error(f"is not reachable: {exc.why}") from None

@@ -3,21 +3,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
-from support.api import V1, assert_error, make_character, make_project, upload
+from support.api import V1, assert_error, finished, make_character, make_project, upload
 from support.fake_ollama import create_fake_ollama, state_of
 from support.images import image_bytes
-
-
-async def finished(client, job, timeout=30):
-    for _ in range(int(timeout / 0.1)):
-        job = await (await client.get(f"{V1}/jobs/{job['id']}")).json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        await asyncio.sleep(0.1)
-    raise AssertionError(job)
 
 
 async def test_classify_moves_sure_suggestions(make_client, aiohttp_server):

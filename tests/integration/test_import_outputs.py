@@ -3,23 +3,15 @@ output folder is only read."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from pathlib import Path
 
-from support.api import V1, assert_error, make_character, make_project
+from support.api import V1, assert_error, finished, make_character, make_project
 from support.images import image_bytes
 
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui" / "samples" / "comfyui_output_with_metadata.png"
 
 
-async def finished(client, job):
-    for _ in range(300):
-        job = await (await client.get(f"{V1}/jobs/{job['id']}")).json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(job)
 
 
 async def test_import_selected_and_all_new(client, settings):

@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-from support.api import V1, make_character, make_project, upload
+from support.api import V1, finished, make_character, make_project, upload
 from support.images import image_bytes
 
 
 async def run_reconcile(client):
-    job = await (await client.post(f"{V1}/datasets/reconcile")).json()
-    for _ in range(200):
-        job = await (await client.get(f"{V1}/jobs/{job['id']}")).json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(job)
+    return await finished(client, await (await client.post(f"{V1}/datasets/reconcile")).json(), timeout=10)
 
 
 async def test_reconcile_adopts_and_flags(client, settings):

@@ -3,24 +3,16 @@ on ComfyUI and brings the images back into the pending queue."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from lora_studio.core.comfy_schema import load_object_info
-from support.api import V1, make_character, make_project, upload
+from support.api import V1, finished, make_character, make_project, upload
 from support.fake_comfyui import create_fake_comfyui, state_of
 from support.images import image_bytes
 
 OBJECT_INFO = load_object_info(Path(__file__).resolve().parents[1] / "fixtures" / "comfyui" / "object_info.json")
 
 
-async def finished(client, job_id, timeout=60):
-    for _ in range(int(timeout / 0.1)):
-        job = await (await client.get(f"{V1}/jobs/{job_id}")).json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        await asyncio.sleep(0.1)
-    raise AssertionError(job)
 
 
 async def setup(make_client, aiohttp_server, tmp_path, exec_delay=0.02, **settings):

@@ -3,21 +3,10 @@ bad videos fail the job with a message and leave nothing behind; private address
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
-from support.api import V1, assert_error, make_character, make_project
+from support.api import V1, assert_error, finished, make_character, make_project
 from support.http_video_server import serve_videos
 from support.videos import encode_video, pattern
-
-
-async def finished(client, job, timeout=60):
-    for _ in range(int(timeout / 0.1)):
-        job = await (await client.get(f"{V1}/jobs/{job['id']}")).json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        await asyncio.sleep(0.1)
-    raise AssertionError(job)
 
 
 def video_form(path, name=None, **fields):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
 V1 = "/lora-studio/v1"
@@ -42,3 +44,16 @@ async def upload(client, cid, *files, caption=None, status=201):
     r = await client.post(f"{V1}/characters/{cid}/images", data=form(*files, caption=caption))
     assert r.status == status, await r.text()
     return await r.json()
+
+
+async def finished(client, job, timeout: float = 60.0) -> dict:
+    """Poll a job (a job object or its id) until it is no longer queued or running."""
+    job_id = job if isinstance(job, int) else job["id"]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        current = await (await client.get(f"{V1}/jobs/{job_id}")).json()
+        if current["status"] not in ("queued", "running"):
+            return current
+        assert loop.time() < deadline, f"job {job_id} did not finish: {current}"
+        await asyncio.sleep(0.05)
