@@ -19,7 +19,7 @@ from ..core.projects import ProjectService
 from ..core.schema import characters, images
 from ..core.specs import IMAGE_SPEC, REASSIGN_SPEC
 from ..core.validation import validate
-from .layout import DatasetLayout, atomic_write_bytes, clean_stem
+from .layout import DatasetLayout, atomic_write_bytes, clean_stem, place_new
 from .phash import NearDuplicateIndex, dhash, hamming
 
 log = logging.getLogger("lora_studio.datasets.images")
@@ -158,7 +158,10 @@ class ImageService:
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{clean_stem(name)}-{digest[:10]}{FORMATS[fmt]}"
         caption_path = target.with_suffix(".txt")
-        os.replace(tmp, target)
+        try:
+            place_new(tmp, target)
+        except FileExistsError:
+            raise InvalidInput("exact duplicate of an image being added at the same time") from None
         try:
             atomic_write_bytes(caption_path, caption.encode("utf-8"))
             now = utcnow()

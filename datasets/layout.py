@@ -49,6 +49,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def place_new(src: Path, dest: Path) -> None:
+    """Move `src` to `dest` only if `dest` does not exist yet (atomically where the filesystem has
+    hard links), so that two uploads of the same file never overwrite each other's file."""
+    try:
+        os.link(src, dest)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here: a narrow window, checked as well as we can
+        if dest.exists():
+            raise FileExistsError(dest) from None
+        os.replace(src, dest)
+        return
+    src.unlink()
+
+
 class DatasetLayout:
     def __init__(self, root: Path):
         self.root = root.resolve()

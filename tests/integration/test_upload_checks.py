@@ -75,3 +75,15 @@ async def test_uploads_larger_than_the_servers_body_limit_stream_through(client,
     r = await client.post(f"{V1}/projects", data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
                           headers={"Content-Type": "application/json"})
     assert r.status == 413  # JSON bodies stay small
+
+
+async def test_the_same_file_uploaded_twice_at_once_keeps_one_intact_copy(client, settings):
+    import asyncio
+
+    c = await character(client)
+    data = encode(draw((64, 64), seed=31))
+    bodies = await asyncio.gather(*[upload(client, c["id"], ("same.png", data, "image/png")) for _ in range(6)])
+    created = [i for b in bodies for i in b["created"]]
+    assert len(created) == 1
+    assert all("duplicate" in s["reason"] for b in bodies for s in b["skipped"])
+    assert (settings.effective_datasets_dir / created[0]["rel_path"]).read_bytes() == data
