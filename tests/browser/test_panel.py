@@ -4,15 +4,14 @@ SQLite database underneath. Each test seeds its own project through the HTTP API
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-import urllib.request
 import uuid
 import zlib
 from pathlib import Path
 
 import pytest
 from support.images import image_bytes
+from support.studio_http import call, db_rows, open_panel, upload
 
 pytestmark = pytest.mark.browser
 
@@ -21,12 +20,6 @@ CATEGORIES = {"wrong_appearance", "wrong_style", "bad_quality", "not_solo", "wro
 
 # --- seeding through the HTTP API ------------------------------------------------------------
 
-def call(server, method: str, path: str, body: dict | None = None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(server.api + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
 
 
 def png_bytes(color: str, size: int = 96) -> bytes:
@@ -35,19 +28,6 @@ def png_bytes(color: str, size: int = 96) -> bytes:
     return image_bytes("PNG", (size, size), seed=zlib.crc32(color.encode()))
 
 
-def upload(server, character_id: int, files: dict[str, bytes], caption: str = "") -> dict:
-    boundary = uuid.uuid4().hex
-    parts = []
-    for name, content in files.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
-                     f"Content-Type: image/png\r\n\r\n".encode() + content + b"\r\n")
-    if caption:
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="caption"\r\n\r\n{caption}\r\n'.encode())
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    req = urllib.request.Request(f"{server.api}/characters/{character_id}/images", data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
 
 
 def seed(server, images: dict[str, bytes] | None = None):
@@ -60,18 +40,8 @@ def seed(server, images: dict[str, bytes] | None = None):
     return project, character, created
 
 
-def open_panel(page, server, project, character):
-    page.goto(server.base_url + "/")
-    page.get_by_test_id("project-select").select_option(str(project["id"]))
-    page.get_by_test_id("character-select").select_option(str(character["id"]))
 
 
-def db_rows(server, sql: str, *args):
-    conn = sqlite3.connect(server.database, timeout=5)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 # --- tests -----------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import random
-import sqlite3
 import time
 import urllib.parse
 import urllib.request
@@ -16,18 +15,14 @@ import uuid
 
 import pytest
 from PIL import Image
+from support.studio_http import call, db_rows, open_panel
+from support.studio_http import upload as upload_files
 
 pytestmark = pytest.mark.browser
 
 
 # --- seeding through the HTTP API ------------------------------------------------------------
 
-def call(server, method: str, path: str, body: dict | None = None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(server.api + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
 
 
 def noise_png(seed: int, size: int = 64) -> bytes:
@@ -40,15 +35,10 @@ def noise_png(seed: int, size: int = 64) -> bytes:
     return buf.getvalue()
 
 
+
+
 def upload(server, character_id: int, files: dict[str, bytes]) -> list[dict]:
-    boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
-             f"Content-Type: image/png\r\n\r\n".encode() + content + b"\r\n" for name, content in files.items()]
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    req = urllib.request.Request(f"{server.api}/characters/{character_id}/images", data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        answer = json.loads(r.read())
+    answer = upload_files(server, character_id, files)
     assert not answer["skipped"], answer["skipped"]
     return answer["created"]
 
@@ -66,20 +56,8 @@ def seed(server, n_images: int = 0, characters: int = 1):
     return project, chars, created
 
 
-def open_panel(page, server, project, character, tab: str | None = None):
-    page.goto(server.base_url + "/")
-    page.get_by_test_id("project-select").select_option(str(project["id"]))
-    page.get_by_test_id("character-select").select_option(str(character["id"]))
-    if tab:
-        page.get_by_test_id(f"tab-{tab}").click()
 
 
-def db_rows(server, sql: str, *args):
-    conn = sqlite3.connect(server.database, timeout=5)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 def db_eventually(server, sql: str, *args, expected, timeout: float = 10.0):

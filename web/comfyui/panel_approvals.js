@@ -1,11 +1,13 @@
 // LoRA Studio panel, Approvals tab: the review queue of the selected character. A status filter
 // (pending by default) and an order, a checkbox per card with "select all on page", batch approve /
 // reject (one transaction, POST /images/decisions), and Undo of the character's last decision batch.
-// The cards themselves live in panel_review_card.js.
+// The cards themselves live in panel_review_card.js; the "Classify project" and "Auto-review" jobs
+// in panel_classify.js (the grid reloads when one of them ends).
 
 import { h } from "./panel_dom.js";
 import { PAGE_SIZE } from "./panel_api.js";
 import { reviewCard, rejectFields } from "./panel_review_card.js";
+import { autoJobControls } from "./panel_classify.js";
 
 const COUNTED = ["pending", "approved"]; // the statuses the character list counts
 
@@ -63,10 +65,21 @@ export function approvalsSection(ctx) {
   buildBatchFields();
   let fieldsFor = ctx.state.categories;
 
+  // classify / auto-review jobs: images may have been moved or decided when one ends
+  const autoJobs = autoJobControls(ctx, {
+    onFinished() { // also after a failure or a cancel: the images done before it stay done
+      ctx.markStale("characters");
+      ctx.reloadCharacters().catch(() => {});
+      if (ctx.isActive("approvals")) load(true);
+      else ctx.markStale("approvals");
+    },
+  });
+
   const el = h("section", { class: "ls-section" },
     h("div", { class: "ls-row", style: "justify-content: space-between" },
       h("span", {}, pendingCount, " pending · ", approvedCount, " approved"),
-      h("span", { class: "ls-row" }, statusFilter, orderFilter, refresh)),
+      h("span", { class: "ls-row" }, ...autoJobs.buttons, statusFilter, orderFilter, refresh)),
+    autoJobs.el,
     h("div", { class: "ls-row ls-batchbar", testid: "batch-bar" },
       h("label", { class: "ls-check" }, selectAll, "Select all on page"), selectedCount,
       batchApprove, batchReject, batchReset, h("span", { style: "flex: 1" }), undo),
@@ -83,6 +96,7 @@ export function approvalsSection(ctx) {
   const matches = (status) => statusFilter.value === "all" || statusFilter.value === status;
 
   function countsChanged() {
+    autoJobs.update();
     const c = ctx.character();
     pendingCount.textContent = String(c && c.counts ? c.counts.pending || 0 : 0);
     approvedCount.textContent = String(c && c.counts ? c.counts.approved || 0 : 0);
@@ -326,5 +340,14 @@ export function approvalsSection(ctx) {
   statusFilter.addEventListener("change", () => load(true));
   orderFilter.addEventListener("change", () => load(true));
 
-  return { el, refresh: () => load(true), countsChanged };
+  return {
+    el,
+    refresh() {
+      autoJobs.pickUpRunning();
+      return load(true);
+    },
+    countsChanged,
+    onJob: (job) => autoJobs.onJob(job),
+    destroy: () => autoJobs.destroy(),
+  };
 }

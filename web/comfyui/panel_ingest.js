@@ -90,6 +90,10 @@ export function ingestSection(ctx) {
   // ingest jobs
   const tracker = jobTracker(ctx, {
     onFinished(job) {
+      if (!isIngestKind(job.kind)) { // classify / auto-review: the Approvals tab reports them
+        ctx.reloadCharacters().catch(() => {});
+        return;
+      }
       const label = `Job #${job.id}`;
       if (job.status === "succeeded") {
         const { created: n, skipped: m } = resultCounts(job.result);

@@ -14,7 +14,26 @@ const KIND_LABELS = {
   import_outputs: "Import from ComfyUI output",
   ingest_video: "Video frames",
   ingest_url: "Video/image from URL",
+  classify: "Classify project",
+  auto_review: "Auto-review",
 };
+
+/** Classification and automatic review: started from the Approvals tab, listed here too. */
+export const AUTO_KINDS = new Set(["classify", "auto_review"]);
+
+const list = (value) => (Array.isArray(value) ? value : []);
+
+/** One line about a finished classify / auto-review job's result. */
+export function autoJobSummary(job) {
+  const r = job && job.result && typeof job.result === "object" ? job.result : {};
+  const failed = list(r.failed).length;
+  const tail = failed ? `, ${failed} failed` : "";
+  if (job.kind === "classify") {
+    return `${countOf(r.classified)} classified, ${list(r.moved).length} moved to another character${tail}`;
+  }
+  return `${list(r.approved).length} approved, ${list(r.rejected).length} rejected, `
+    + `${list(r.left_pending).length} left pending${tail}`;
+}
 
 /** Whether a job kind belongs to the Ingest tab. */
 export function isIngestKind(kind) {
@@ -76,7 +95,9 @@ export function jobTracker(ctx, { testid = "ingest-jobs", onFinished = () => {} 
       });
     }
     let result = null;
-    if (job.status === "succeeded") {
+    if (job.status === "succeeded" && AUTO_KINDS.has(job.kind)) {
+      result = h("div", { testid: `ingest-result-${id}` }, autoJobSummary(job));
+    } else if (job.status === "succeeded") {
       const { created, skipped, skippedList, frames } = resultCounts(job.result);
       result = h("div", { testid: `ingest-result-${id}`, "data-created": String(created), "data-skipped": String(skipped) },
         frames == null ? "" : `${frames} frame(s) taken → `, `${created} created (pending), ${skipped} skipped`,

@@ -92,6 +92,8 @@ const CSS = `
 .ls-chip-x:hover:not(:disabled) { color: var(--ls-danger); }
 a.ls-btn { text-decoration: none; display: inline-block; }
 .ls-gimport { margin: 0 6px 6px; font-size: 12px; padding: 2px 6px; }
+.ls-autojob { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; font-size: 12px; }
+.ls-autojob .ls-bar { width: 90px; }
 .ls-gitem .ls-caption { padding: 4px 6px; color: var(--ls-muted); overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 `;
 

@@ -1,7 +1,7 @@
 // LoRA Studio panel, Training tab: start a LoRA training, follow the jobs.
 
 import { h, numberOrUndefined } from "./panel_dom.js";
-import { isIngestKind } from "./panel_jobs.js";
+import { AUTO_KINDS, isIngestKind } from "./panel_jobs.js";
 
 const ACTIVE_JOB = new Set(["queued", "running"]);
 
@@ -95,7 +95,8 @@ export function trainingSection(ctx) {
     if (current) current.replaceWith(renderJob(job));
     else renderJobs();
     // ingest jobs are reported by the Ingest tab (panel_jobs.js), not twice
-    const finished = old && ACTIVE_JOB.has(old.status) && !ACTIVE_JOB.has(job.status) && !isIngestKind(job.kind);
+    const finished = old && ACTIVE_JOB.has(old.status) && !ACTIVE_JOB.has(job.status) && !isIngestKind(job.kind)
+      && !AUTO_KINDS.has(job.kind);
     if (finished && job.status === "succeeded") {
       ctx.toast("success", "Job finished", `#${job.id} ${job.kind}`);
       const c = ctx.character();

@@ -1,0 +1,48 @@
+"""Helpers for tests that drive a studio server in another process (the browser tests): plain
+urllib calls, a multipart upload, the panel opened on a character, and reads of its SQLite file.
+`server` has `.api` (the API base URL), `.base_url` and `.database` (the SQLite path)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import urllib.request
+import uuid
+
+
+def call(server, method: str, path: str, body: dict | None = None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(server.api + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def upload(server, character_id: int, files: dict[str, bytes], caption: str = "") -> dict:
+    """POST the files as multipart (field "files") and return the answer {created, skipped}."""
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+             f"Content-Type: image/png\r\n\r\n".encode() + content + b"\r\n" for name, content in files.items()]
+    if caption:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="caption"\r\n\r\n{caption}\r\n'.encode())
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    req = urllib.request.Request(f"{server.api}/characters/{character_id}/images", data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def open_panel(page, server, project, character, tab: str | None = None):
+    page.goto(server.base_url + "/")
+    page.get_by_test_id("project-select").select_option(str(project["id"]))
+    page.get_by_test_id("character-select").select_option(str(character["id"]))
+    if tab:
+        page.get_by_test_id(f"tab-{tab}").click()
+
+
+def db_rows(server, sql: str, *args):
+    conn = sqlite3.connect(server.database, timeout=5)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
