@@ -162,16 +162,20 @@ class ImageService:
             place_new(tmp, target)
         except FileExistsError:
             raise InvalidInput("exact duplicate of an image being added at the same time") from None
+        values = dict(character_id=character_id, rel_path=self.layout.rel_path(target), sha256=digest,
+                      status="pending", caption=caption, source=source, width=width, height=height,
+                      phash=f"{checked.phash:016x}",
+                      meta={"original_name": name[:200], "format": fmt, "exif_rotated": checked.rotated, **meta})
         try:
             atomic_write_bytes(caption_path, caption.encode("utf-8"))
             now = utcnow()
-            with self.db.begin() as conn:
-                image_id = conn.execute(images.insert().values(
-                    character_id=character_id, rel_path=self.layout.rel_path(target), sha256=digest,
-                    status="pending", caption=caption, source=source, width=width, height=height,
-                    phash=f"{checked.phash:016x}",
-                    meta={"original_name": name[:200], "format": fmt, "exif_rotated": checked.rotated, **meta},
-                    created_at=now, updated_at=now)).inserted_primary_key[0]
+            try:
+                with self.db.begin() as conn:
+                    image_id = conn.execute(images.insert().values(
+                        created_at=now, updated_at=now, **values)).inserted_primary_key[0]
+            except sa.exc.IntegrityError:
+                # A reconcile that ran meanwhile adopted this very file: the record is ours to complete.
+                image_id = self._complete_adopted(values)
         except BaseException:  # no file without its record
             target.unlink(missing_ok=True)
             caption_path.unlink(missing_ok=True)
@@ -179,6 +183,15 @@ class ImageService:
         near.add(checked.phash)
         known[checked.phash] = image_id
         return self.get(image_id)
+
+    def _complete_adopted(self, values: dict) -> int:
+        with self.db.begin() as conn:
+            row = conn.execute(sa.select(images.c.id, images.c.sha256, images.c.source).where(
+                images.c.rel_path == values["rel_path"])).first()
+            if row is None or row.sha256 != values["sha256"] or row.source != "reconcile":
+                raise InvalidInput("another image was stored under the same name at the same time")
+            conn.execute(images.update().where(images.c.id == row.id).values(updated_at=utcnow(), **values))
+        return row.id
 
     def list(self, character_id: int, status: str | None = "pending", limit: int = 50,
              cursor: int | None = None) -> dict:

@@ -54,12 +54,15 @@ def reconcile(db: Database, layout: DatasetLayout, progress: Callable[[float, st
             caption_file = path.with_suffix(".txt")
             caption = caption_file.read_text(encoding="utf-8", errors="replace").strip() if caption_file.is_file() else ""
             now = utcnow()
-            with db.begin() as conn:
-                conn.execute(images.insert().values(
-                    character_id=char.id, rel_path=rel, sha256=digest, status="pending", caption=caption,
-                    source="reconcile", width=checked.width, height=checked.height, phash=f"{checked.phash:016x}",
-                    meta={"original_name": path.name, "format": checked.format, "found_on_disk": True},
-                    created_at=now, updated_at=now))
+            try:
+                with db.begin() as conn:
+                    conn.execute(images.insert().values(
+                        character_id=char.id, rel_path=rel, sha256=digest, status="pending", caption=caption,
+                        source="reconcile", width=checked.width, height=checked.height,
+                        phash=f"{checked.phash:016x}", created_at=now, updated_at=now,
+                        meta={"original_name": path.name, "format": checked.format, "found_on_disk": True}))
+            except sa.exc.IntegrityError:  # an upload recorded this file meanwhile
+                continue
             hashes.add((char.id, digest))
             adopted.append(rel)
         if progress:

@@ -62,3 +62,34 @@ async def test_start_up_reconcile(make_client, settings):
             break
         await asyncio.sleep(0.05)
     assert [i["rel_path"] for i in items] == ["moon-academy/aiko-tanaka/images/offline.webp"]
+
+
+async def test_an_upload_completes_a_record_that_reconcile_adopted_meanwhile(client, settings, monkeypatch):
+    # The start-up reconcile can see an upload's file in the short time before its record is
+    # written; the upload must then complete that record, not fail or delete the file.
+    import sqlalchemy as sa
+    from lora_studio.app import STUDIO_KEY
+    from lora_studio.core.schema import images
+    from lora_studio.datasets import images as images_module
+    from lora_studio.datasets.reconcile import reconcile
+
+    studio = client.server.app[STUDIO_KEY].get()
+    p = await make_project(client)
+    c = await make_character(client, p["id"])
+    write_caption = images_module.atomic_write_bytes
+    adopted = {}
+
+    def reconcile_first(path, data):  # runs after the image is in place, before its record
+        adopted.update(reconcile(studio.db, studio.layout))
+        write_caption(path, data)
+
+    monkeypatch.setattr(images_module, "atomic_write_bytes", reconcile_first)
+    data = image_bytes(seed=42)
+    body = await upload(client, c["id"], ("race.png", data, "image/png"), caption="aiko")
+    assert len(adopted["adopted"]) == 1  # reconcile did take the file
+    assert len(body["created"]) == 1 and body["skipped"] == []
+    image = body["created"][0]
+    assert image["source"] == "upload" and image["caption"] == "aiko" and image["rel_path"] == adopted["adopted"][0]
+    assert (settings.effective_datasets_dir / image["rel_path"]).read_bytes() == data
+    with studio.db.begin() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(images)).scalar() == 1
