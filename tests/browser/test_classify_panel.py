@@ -6,27 +6,19 @@ its end, and the decisions checked in the SQLite database. Without a classifier 
 
 from __future__ import annotations
 
-import asyncio
-import os
-import socket
 import sqlite3
-import subprocess
-import sys
-import threading
-import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from support.processes import app_in_thread, clean_env, studio_process
 from support.studio_http import call, open_panel
 from support.studio_http import upload as upload_files
 
 pytestmark = pytest.mark.browser
 
-STARTUP_SECONDS = 30
 REVIEW = {"character_match": 10, "solo": True, "clarity": 10, "completeness": 10, "training_value": 10,
           "caption": "x", "issues": []}
 CLASSIFY = {"primary": None, "others": [], "confidence": 0.0, "description": "x"}
@@ -46,59 +38,17 @@ class Server:
         return self.data_dir / "lora_studio.sqlite3"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class FakeOllamaThread:
-    """tests/support's stand-in Ollama on its own event loop in a thread."""
-
-    def __init__(self, answer):
-        from aiohttp import web
-        from support.fake_ollama import create_fake_ollama, state_of
-
-        self.app = create_fake_ollama(answer)
-        self.state = state_of(self.app)
-        self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(self.app)
-        self.port = _free_port()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="fake-ollama", daemon=True)
-
-    def start(self) -> str:
-        from aiohttp import web
-
-        self.thread.start()
-
-        async def up() -> None:
-            await self.runner.setup()
-            await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-        asyncio.run_coroutine_threadsafe(up(), self.loop).result(10)
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        try:
-            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            self.loop.close()
-
-
 def _answer(call):
     return REVIEW if "character_match" in call.prompt else CLASSIFY
 
 
 @pytest.fixture(scope="module")
 def fake_ollama():
-    fake = FakeOllamaThread(_answer)
-    fake.url = fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    from support.fake_ollama import create_fake_ollama, state_of
+
+    app = create_fake_ollama(_answer)
+    with app_in_thread(app, "fake-ollama") as url:
+        yield SimpleNamespace(url=url, state=state_of(app))
 
 
 @pytest.fixture(scope="module")
@@ -106,39 +56,9 @@ def classify_server(tmp_path_factory, fake_ollama) -> Server:
     """The standalone server with the Ollama classifier pointed at the stand-in."""
     root = tmp_path_factory.mktemp("classify")
     data = root / "data"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LORA_STUDIO_", "VAULT_")) and k != "COMFYUI_URL"}
-    env.update(LORA_STUDIO_CLASSIFIER="ollama", LORA_STUDIO_OLLAMA_URL=fake_ollama.url)
-    port = _free_port()
-    log_path = root / "server.log"
-    log = open(log_path, "wb")
-    cmd = [sys.executable, "-m", "lora_studio", "serve", "--data", str(data), "--port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the studio server exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
-            try:
-                with urllib.request.urlopen(base + "/lora-studio/v1/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the studio server did not answer within {STARTUP_SECONDS}s:\n"
-                            f"{log_path.read_text(errors='replace')}")
-            time.sleep(0.1)
+    env = clean_env(LORA_STUDIO_CLASSIFIER="ollama", LORA_STUDIO_OLLAMA_URL=fake_ollama.url)
+    with studio_process(root, data, env=env) as base:
         yield Server(base, data)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
 
 
 # --- seeding through the HTTP API ------------------------------------------------------------

@@ -3,12 +3,12 @@ installed here): GET /v1/<mount>/data/<path> with the X-Vault-Token header."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import threading
 import uuid
 
 from aiohttp import web
+
+from .processes import app_in_thread
 
 
 def _app(secrets: dict[str, dict], token: str, seen: list) -> web.Application:
@@ -34,29 +34,8 @@ def _app(secrets: dict[str, dict], token: str, seen: list) -> web.Application:
 
 @contextlib.contextmanager
 def fake_vault(secrets: dict[str, dict], token: str):
-    """Serve on a free port in a thread of its own (with its own event loop, so it also works
-    inside async tests and for hvac's blocking calls); yields (address, list of request headers)."""
+    """Serve on a free port from a thread with its own event loop (so it also works inside async
+    tests and for hvac's blocking calls); yields (address, list of request headers)."""
     seen: list = []
-    started = threading.Event()
-    box: dict = {}
-
-    def serve() -> None:
-        loop = asyncio.new_event_loop()
-        runner = web.AppRunner(_app(secrets, token, seen))
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        box["loop"], box["port"] = loop, site._server.sockets[0].getsockname()[1]
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    started.wait(10)
-    try:
-        yield f"http://127.0.0.1:{box['port']}", seen
-    finally:
-        box["loop"].call_soon_threadsafe(box["loop"].stop)
-        thread.join(5)
+    with app_in_thread(_app(secrets, token, seen), "fake-vault") as url:
+        yield url, seen
