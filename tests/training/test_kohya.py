@@ -17,7 +17,6 @@ COMFY_KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui" / "lor
 ATTENTION_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
-
 def comfy_sd15_names() -> set[str]:
     return set(COMFY_KEYS.read_text(encoding="utf-8").split())
 
@@ -185,7 +184,7 @@ def test_save_lora_atomic(tmp_path: Path) -> None:
 
     tensors = {"lora_unet_x.lora_down.weight": torch.ones(2, 3), "lora_unet_x.alpha": torch.tensor(1.0)}
     out = tmp_path / "a.safetensors"
-    digest = save_lora_atomic(tensors, out, {"ss_network_dim": "2"})
+    digest = save_lora_atomic(tensors, out, {"ss_network_dim": "2"}, model_hashes=False)
     assert digest == hashlib.sha256(out.read_bytes()).hexdigest()
     with safe_open(str(out), "pt") as handle:
         assert handle.metadata() == {"ss_network_dim": "2"}
@@ -200,3 +199,160 @@ def test_save_lora_atomic(tmp_path: Path) -> None:
     with pytest.raises(TrainingCancelled):
         save_lora_atomic(tensors, tmp_path / "b.safetensors", {}, before_commit=cancel)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors"]
+
+
+def test_metadata_sdxl_with_training_options() -> None:
+    import json
+
+    from lora_studio.training.kohya import dataset_sha256
+
+    dataset = [("a" * 64, "akane, Red Hair, smile"), ("b" * 64, "akane_v1, red hair,  , school uniform")]
+    metadata = build_metadata(
+        rank=16,
+        alpha=8,
+        steps=400,
+        learning_rate=1e-4,
+        resolution=1024,
+        num_train_images=2,
+        output_name="akane-v2",
+        seed=1,
+        trigger_word="akane_v1",
+        started_at=1700000000.0,
+        finished_at=1700000100.0,
+        arch="sdxl",
+        base_model_name="sd_xl_base_1.0.safetensors",
+        prediction_type="v_prediction",
+        conv_rank=4,
+        conv_alpha=1,
+        epochs=200,
+        batch_size=2,
+        grad_accum=3,
+        train_text_encoder=True,
+        text_encoder_lr=5e-5,
+        optimizer="adamw8bit",
+        lr_scheduler="cosine",
+        warmup_steps=20,
+        noise_offset=0.05,
+        min_snr_gamma=5,
+        shuffle_tags=True,
+        keep_tokens=1,
+        tag_dropout=0.1,
+        caption_dropout=0.05,
+        flip=False,
+        dataset=dataset,
+        dataset_name="akane",
+    )
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+    assert metadata["ss_base_model_version"] == "sdxl_base_v1-0"
+    assert metadata["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
+    assert metadata["ss_sd_model_name"] == "sd_xl_base_1.0.safetensors"
+    assert metadata["ss_v_parameterization"] == "True" and metadata["modelspec.prediction_type"] == "v"
+    assert json.loads(metadata["ss_network_args"]) == {"conv_dim": "4", "conv_alpha": "1.0"}
+    assert metadata["ss_network_dim"] == "16" and metadata["ss_network_alpha"] == "8.0"
+    assert metadata["ss_resolution"] == "(1024, 1024)" and metadata["modelspec.resolution"] == "1024x1024"
+    assert metadata["ss_text_encoder_lr"] == "5e-05" and metadata["ss_network_train_unet_only"] == "False"
+    assert metadata["ss_num_epochs"] == "200" and metadata["ss_batch_size_per_device"] == "2"
+    assert metadata["ss_total_batch_size"] == "6" and metadata["ss_gradient_accumulation_steps"] == "3"
+    assert metadata["ss_optimizer"] == "adamw8bit" and metadata["ss_lr_scheduler"] == "cosine"
+    assert metadata["ss_lr_warmup_steps"] == "20" and metadata["ss_noise_offset"] == "0.05"
+    assert metadata["ss_min_snr_gamma"] == "5.0" and metadata["ss_shuffle_caption"] == "True"
+    assert metadata["ss_keep_tokens"] == "1" and metadata["ss_caption_tag_dropout_rate"] == "0.1"
+    assert metadata["ss_caption_dropout_rate"] == "0.05" and metadata["ss_flip_aug"] == "False"
+    assert metadata["modelspec.date"].startswith("2023-11-14T22:")
+    assert metadata["lora_studio_dataset_sha256"] == dataset_sha256(dataset)
+    assert json.loads(metadata["ss_dataset_dirs"]) == {"akane": {"n_repeats": 1, "img_count": 2}}
+    # kohya's counting: split on commas, strip, lower-case, skip empties; the prepended trigger counts too
+    assert json.loads(metadata["ss_tag_frequency"]) == {
+        "akane": {"akane_v1": 2, "akane": 1, "red hair": 2, "smile": 1, "school uniform": 1}
+    }
+
+
+def test_metadata_leaves_out_what_was_not_used() -> None:
+    metadata = build_metadata(
+        rank=4, alpha=4, steps=10, learning_rate=1e-4, resolution=512, num_train_images=3, output_name="x",
+        seed=0, trigger_word="", started_at=0.0, finished_at=1.0, min_snr_gamma=0,
+    )  # fmt: skip
+    for key in ("ss_network_args", "ss_text_encoder_lr", "ss_min_snr_gamma", "ss_tag_frequency", "ss_optimizer",
+                "lora_studio_dataset_sha256", "ss_v_parameterization", "ss_sd_model_name"):  # fmt: skip
+        assert key not in metadata
+    assert metadata["ss_network_train_unet_only"] == "True" and metadata["modelspec.prediction_type"] == "epsilon"
+    with pytest.raises(ValueError):
+        build_metadata(**{**_minimal(), "arch": "sd3"})
+
+
+def _minimal() -> dict:
+    return dict(rank=4, alpha=4, steps=1, learning_rate=1e-4, resolution=512, num_train_images=1, output_name="x",
+                seed=0, trigger_word="", started_at=0.0, finished_at=1.0)  # fmt: skip
+
+
+def test_dataset_hash_covers_images_and_captions_not_order(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from lora_studio.training.kohya import dataset_entries, dataset_sha256
+
+    (tmp_path / "a.png").write_bytes(b"image a")
+    (tmp_path / "b.png").write_bytes(b"image b")
+    items = [
+        SimpleNamespace(image=tmp_path / "a.png", caption="x, y"),
+        SimpleNamespace(image=tmp_path / "b.png", caption="z"),
+    ]
+    entries = dataset_entries(items)
+    assert entries[0] == (hashlib.sha256(b"image a").hexdigest(), "x, y")
+    digest = dataset_sha256(entries)
+    assert dataset_sha256(list(reversed(entries))) == digest
+    assert dataset_sha256([entries[0], (entries[1][0], "z, w")]) != digest
+    (tmp_path / "b.png").write_bytes(b"image b, edited")
+    assert dataset_sha256(dataset_entries(items)) != digest
+
+
+@heavy
+@pytest.mark.training
+def test_export_kohya_refuses_bad_input() -> None:
+    import torch
+    from lora_studio.training.kohya import export_kohya
+
+    state = {"mid_block.attentions.0.proj_in.lora_A.weight": torch.zeros(2, 8),
+             "mid_block.attentions.0.proj_in.lora_B.weight": torch.zeros(8, 2)}  # fmt: skip
+    with pytest.raises(ValueError, match="unknown arch"):
+        export_kohya(state, arch="sd3", alpha=1)
+    with pytest.raises(ValueError, match="text encoder"):
+        export_kohya(state, [{}, {}], arch="sd15", alpha=1)
+    with pytest.raises(ValueError, match="nothing to export"):
+        export_kohya({}, [{}], arch="sd15", alpha=1)
+    out = export_kohya(state, arch="sdxl", alpha=1)
+    assert sorted(out) == [
+        f"lora_unet_middle_block_1_proj_in.{s}" for s in ("alpha", "lora_down.weight", "lora_up.weight")
+    ]
+
+
+@heavy
+@pytest.mark.training
+def test_save_lora_atomic_adds_kohya_model_hashes(tmp_path: Path) -> None:
+    import torch
+    from lora_studio.training.kohya import save_lora_atomic
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    torch.manual_seed(0)
+    tensors = {"lora_unet_x.lora_down.weight": torch.randn(8, 40000), "lora_unet_x.alpha": torch.tensor(4.0)}
+    ss = {"ss_network_dim": "8", "ss_network_alpha": "4.0"}
+    first = tmp_path / "a.safetensors"
+    save_lora_atomic(tensors, first, {**ss, "lora_studio_character": "A"})  # hashes are on by default
+    data = first.read_bytes()
+    with safe_open(str(first), "pt") as handle:
+        metadata = handle.metadata()
+    header = int.from_bytes(data[:8], "little")
+    assert metadata["sshs_model_hash"] == hashlib.sha256(data[8 + header :]).hexdigest()  # the tensor data
+    assert metadata["sshs_legacy_hash"] == hashlib.sha256(save(tensors, ss)[0x100000:0x110000]).hexdigest()[:8]
+    second = tmp_path / "b.safetensors"
+    save_lora_atomic(tensors, second, {**ss, "lora_studio_character": "B"}, model_hashes=True)
+    with safe_open(str(second), "pt") as handle:
+        other = handle.metadata()
+    assert (other["sshs_model_hash"], other["sshs_legacy_hash"]) == (
+        metadata["sshs_model_hash"],
+        metadata["sshs_legacy_hash"],
+    )
+    third = tmp_path / "c.safetensors"
+    save_lora_atomic({**tensors, "lora_unet_x.alpha": torch.tensor(2.0)}, third, ss, model_hashes=True)
+    with safe_open(str(third), "pt") as handle:
+        assert handle.metadata()["sshs_model_hash"] != metadata["sshs_model_hash"]
