@@ -36,6 +36,12 @@ def comfyui_host(settings_output: Path | None = None) -> Host:
         except (KeyError, AttributeError):
             return []
 
+    def checkpoint_dirs() -> list[Path]:
+        try:
+            return [Path(p) for p in folder_paths.get_folder_paths("checkpoints")]
+        except (KeyError, AttributeError):
+            return []
+
     dirs = diffusers_dirs()
     return Host(
         kind="comfyui",
@@ -45,6 +51,8 @@ def comfyui_host(settings_output: Path | None = None) -> Host:
         comfyui_url=url,
         emit=emit,
         extra_model_dirs=lambda: diffusers_dirs()[1:],
+        checkpoint_dirs=checkpoint_dirs,
+        comfyui_shares_device=True,
     )
 
 

@@ -24,6 +24,7 @@ from .datasets.layout import DatasetLayout
 from .datasets.reconcile import reconcile
 from .datasets.regenerate import Regenerator
 from .datasets.review import ReviewService
+from .datasets.upload_jobs import ImageUploads
 from .datasets.video_ingest import VideoIngest
 from .training.service import TrainingService
 
@@ -46,7 +47,8 @@ class Studio:
         self.feedback = FeedbackService(self.db, self.projects, self.characters)
         self.images = ImageService(self.db, self.layout, settings.near_duplicate_distance)
         self.training = TrainingService(self.db, host, self.images, self.jobs, settings.data_dir / "jobs",
-                                        settings.min_approved_images)
+                                        settings.min_approved_images, characters=self.characters,
+                                        comfyui=self.comfyui)
         self.generation = GenerationService(self.db, self.characters, self.comfyui)
         self.gallery = Gallery(host.output_dir)
         self.regenerator = Regenerator(self.db, self.images, self.generation, self.jobs, self.layout,
@@ -58,6 +60,7 @@ class Studio:
         self.jobs.register("reconcile", lambda ctx: reconcile(self.db, self.layout, ctx.progress))
         self.video_ingest = VideoIngest(self.images, self.characters, self.jobs, self.layout, settings)
         self.output_imports = OutputImports(self.images, self.characters, self.gallery, self.jobs, self.layout)
+        self.uploads = ImageUploads(self.db, self.images, self.jobs, self.layout)
         log.info("LoRA Studio %s: database %s (schema v%d), data %s", VERSION, self.db.url_for_logs,
                  self.schema_version, settings.data_dir)
 
@@ -73,6 +76,7 @@ class Studio:
                 "database": "postgresql" if self.db.is_postgres else "sqlite", "schema_version": self.schema_version}
 
     def start(self) -> None:
+        self.uploads.sweep()  # staging folders of upload jobs cancelled before they ran, or of a crash
         self.jobs.start()
         self.jobs.submit("reconcile", {})  # files added or removed while the studio was not running
 

@@ -26,6 +26,10 @@ class Host:
     comfyui_url: Callable[[], str]  # base URL of the ComfyUI server that runs generations
     emit: EventSink = field(default=_no_events)
     extra_model_dirs: Callable[[], list[Path]] = field(default=lambda: [])
+    # single-file checkpoints (ComfyUI's models/checkpoints); the model dirs may hold some too
+    checkpoint_dirs: Callable[[], list[Path]] = field(default=lambda: [])
+    # inside ComfyUI training shares its GPU: ComfyUI must unload its models and be idle first
+    comfyui_shares_device: bool = False
 
     def model_dirs(self) -> list[Path]:
         return [self.models_dir, *self.extra_model_dirs()]

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .db import Database, iso, utcnow
-from .errors import InvalidInput, NotFound, StudioError
+from .errors import Conflict, InvalidInput, NotFound, StudioError
 from .host import EventSink
 from .schema import jobs
 
@@ -82,13 +82,20 @@ class JobRunner:
         self.workers = workers
         self.poll_seconds = poll_seconds
         self.handlers: dict[str, Handler] = {}
+        self.limits: dict[str, int] = {}  # kind -> most jobs of that kind this process runs at once
+        self._active: dict[str, int] = {}
+        self._claim_lock = threading.Lock()
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def register(self, kind: str, handler: Handler) -> None:
+    def register(self, kind: str, handler: Handler, concurrency: int | None = None) -> None:
+        """`concurrency`: at most this many jobs of `kind` run at once in this process (e.g. one
+        training per GPU); the others stay queued until one finishes."""
         self.handlers[kind] = handler
+        if concurrency is not None:
+            self.limits[kind] = max(1, int(concurrency))
 
     # -- queries -------------------------------------------------------------------------------
     def submit(self, kind: str, payload: dict, character_id: int | None = None) -> dict:
@@ -189,8 +196,29 @@ class JobRunner:
                 continue
             self._run(job)
 
+    def run_now(self, job_id: int) -> dict:
+        """Run one queued job in the calling thread (the command line's foreground run); returns it finished."""
+        now = utcnow()
+        with self._claim_lock:
+            with self.db.begin() as conn:
+                done = conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.status == "queued").values(
+                    status="running", started_at=now, updated_at=now, worker=self.worker_id, message="started"))
+                if done.rowcount != 1:
+                    raise Conflict(f"job {job_id} is not queued")
+                row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+            self._active[row.kind] = self._active.get(row.kind, 0) + 1
+        self._run(row)
+        return self.get(job_id)
+
     def _claim(self) -> Any:
-        kinds = list(self.handlers)
+        with self._claim_lock:  # so two threads cannot both take the last slot of a limited kind
+            row = self._claim_unlocked()
+            if row is not None:
+                self._active[row.kind] = self._active.get(row.kind, 0) + 1
+            return row
+
+    def _claim_unlocked(self) -> Any:
+        kinds = [k for k in self.handlers if self._active.get(k, 0) < self.limits.get(k, self.workers)]
         if not kinds:
             return None
         with self.db.begin() as conn:
@@ -209,6 +237,14 @@ class JobRunner:
         return row
 
     def _run(self, row: Any) -> None:
+        try:
+            self._run_claimed(row)
+        finally:
+            with self._claim_lock:
+                self._active[row.kind] -= 1
+            self._wake.set()  # a job of this kind may be waiting for the slot
+
+    def _run_claimed(self, row: Any) -> None:
         ctx = JobContext(job_id=row.id, payload=row.payload, runner=self)
         self.emit(JOB_EVENT, self.get(row.id))
         try:

@@ -66,10 +66,120 @@ def _v3_suggestions(conn: sa.Connection) -> None:
     conn.execute(sa.text("ALTER TABLE images ADD COLUMN suggestion_confidence FLOAT"))
 
 
+def _v4_tables(images_name: str, decisions_name: str) -> tuple[sa.Table, sa.Table]:
+    """images and image_decisions as they stand at version 4 (frozen here), under the given names."""
+    ts = sa.DateTime(timezone=True)
+    md = sa.MetaData()
+    for name in ("characters", "projects", "feedback"):  # targets of the foreign keys
+        sa.Table(name, md, sa.Column("id", sa.Integer, primary_key=True))
+    imgs = sa.Table(
+        images_name, md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="CASCADE"), nullable=True),
+        sa.Column("rel_path", sa.String(1000), nullable=False, unique=True),
+        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("caption", sa.Text, nullable=False, server_default=""),
+        sa.Column("source", sa.String(50), nullable=False),
+        sa.Column("width", sa.Integer, nullable=False),
+        sa.Column("height", sa.Integer, nullable=False),
+        sa.Column("meta", sa.JSON, nullable=False),
+        sa.Column("created_at", ts, nullable=False),
+        sa.Column("updated_at", ts, nullable=False),
+        sa.Column("decided_at", ts, nullable=True),
+        sa.Column("phash", sa.String(16), nullable=True),
+        sa.Column("file_missing", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("suggested_character_id", sa.Integer, nullable=True),
+        sa.Column("suggestion_confidence", sa.Float, nullable=True),
+        sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    )
+    if images_name != "images":  # the decisions refer to "images": the rebuilt table once it is renamed
+        sa.Table("images", md, sa.Column("id", sa.Integer, primary_key=True))
+    decisions = sa.Table(
+        decisions_name, md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("batch", sa.String(32), nullable=False),
+        sa.Column("image_id", sa.Integer, sa.ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="CASCADE"), nullable=True),
+        sa.Column("from_status", sa.String(20), nullable=False),
+        sa.Column("to_status", sa.String(20), nullable=False),
+        sa.Column("feedback_id", sa.Integer, sa.ForeignKey("feedback.id", ondelete="SET NULL"), nullable=True),
+        sa.Column("created_at", ts, nullable=False),
+    )
+    return imgs, decisions
+
+
+V4_INDEXES = [
+    ("ix_images_character_status", "images", ("character_id", "status", "id")),
+    ("ix_images_sha256", "images", ("sha256",)),
+    ("ix_images_project_status", "images", ("project_id", "status", "id")),
+    ("ix_image_decisions_character", "image_decisions", ("character_id", "id")),
+]
+
+
+def _v4_unassigned_pool(conn: sa.Connection) -> None:
+    """Images belong to a project and may have no character (the unassigned pool); so may the
+    decisions logged on them."""
+    if conn.dialect.name == "sqlite":
+        _v4_sqlite(conn)
+        return
+    conn.execute(sa.text("ALTER TABLE images ADD COLUMN project_id INTEGER "
+                         "REFERENCES projects (id) ON DELETE CASCADE"))
+    conn.execute(sa.text("UPDATE images SET project_id = characters.project_id FROM characters "
+                         "WHERE characters.id = images.character_id"))
+    conn.execute(sa.text("ALTER TABLE images ALTER COLUMN project_id SET NOT NULL"))
+    conn.execute(sa.text("ALTER TABLE images ALTER COLUMN character_id DROP NOT NULL"))
+    conn.execute(sa.text("ALTER TABLE image_decisions ALTER COLUMN character_id DROP NOT NULL"))
+    conn.execute(sa.text("CREATE INDEX ix_images_project_status ON images (project_id, status, id)"))
+
+
+def _v4_sqlite(conn: sa.Connection) -> None:
+    """SQLite cannot drop a NOT NULL: the tables are rebuilt (create new, copy, drop, rename,
+    indexes). With foreign keys on, dropping `images` would cascade-delete its feedback and
+    decisions, and renames would rewrite the references of other tables; `PRAGMA foreign_keys`
+    only changes outside a transaction, so the migration so far is committed, the rebuild runs in
+    its own transaction with foreign keys off and checked with `foreign_key_check` before it
+    commits, and a transaction is open again when this returns. The rebuild is skipped when it is
+    already done (a crash between its commit and the version row)."""
+    sql = conn.exec_driver_sql
+    sql("COMMIT")
+    sql("PRAGMA foreign_keys=OFF")
+    sql("BEGIN IMMEDIATE")
+    try:
+        done = any(c["name"] == "project_id" for c in sa.inspect(conn).get_columns("images"))
+        if not done:
+            imgs, decisions = _v4_tables("images_v4", "image_decisions_v4")
+            imgs.create(conn)
+            decisions.create(conn)
+            old = [c.name for c in imgs.columns if c.name != "project_id"]
+            cols = ", ".join(old)
+            sql(f"INSERT INTO images_v4 ({cols}, project_id) SELECT {cols}, "
+                "(SELECT characters.project_id FROM characters WHERE characters.id = images.character_id) FROM images")
+            cols = ", ".join(c.name for c in decisions.columns)
+            sql(f"INSERT INTO image_decisions_v4 ({cols}) SELECT {cols} FROM image_decisions")
+            sql("DROP TABLE image_decisions")  # its indexes go with it
+            sql("DROP TABLE images")
+            sql("ALTER TABLE images_v4 RENAME TO images")
+            sql("ALTER TABLE image_decisions_v4 RENAME TO image_decisions")
+            for name, table, columns in V4_INDEXES:
+                sql(f"CREATE INDEX {name} ON {table} ({', '.join(columns)})")
+            broken = sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"migration 4 would leave broken foreign keys: {broken[:5]}")
+        sql("COMMIT")
+    except BaseException:
+        sql("ROLLBACK")
+        raise
+    finally:
+        sql("PRAGMA foreign_keys=ON")
+        sql("BEGIN IMMEDIATE")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "review: decision log, feedback terms, dropped terms, image hashes", _v2_review),
     (3, "classifier suggestions on images", _v3_suggestions),
+    (4, "unassigned pool: images carry their project, the character is optional", _v4_unassigned_pool),
 ]
 
 LATEST = MIGRATIONS[-1][0]

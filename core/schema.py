@@ -76,7 +76,8 @@ characters = sa.Table(
 images = sa.Table(
     "images", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="CASCADE"), nullable=False),
+    # None: the image waits in its project's unassigned pool (<project>/_unassigned/images/)
+    sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="CASCADE"), nullable=True),
     sa.Column("rel_path", sa.String(1000), nullable=False, unique=True),
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("status", sa.String(20), nullable=False),
@@ -93,8 +94,11 @@ images = sa.Table(
     # version 3: the classifier's suggestion (a character of the same project) and its confidence
     sa.Column("suggested_character_id", sa.Integer, nullable=True),
     sa.Column("suggestion_confidence", sa.Float, nullable=True),
+    # version 4: every image belongs to a project (also while it has no character)
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
     sa.Index("ix_images_character_status", "character_id", "status", "id"),
     sa.Index("ix_images_sha256", "sha256"),
+    sa.Index("ix_images_project_status", "project_id", "status", "id"),
 )
 
 feedback = sa.Table(
@@ -150,7 +154,8 @@ image_decisions = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("batch", sa.String(32), nullable=False),
     sa.Column("image_id", sa.Integer, sa.ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="CASCADE"), nullable=False),
+    # None (version 4): a decision on an image of the unassigned pool
+    sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="CASCADE"), nullable=True),
     sa.Column("from_status", sa.String(20), nullable=False),
     sa.Column("to_status", sa.String(20), nullable=False),
     sa.Column("feedback_id", sa.Integer, sa.ForeignKey("feedback.id", ondelete="SET NULL"), nullable=True),

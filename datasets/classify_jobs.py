@@ -1,9 +1,10 @@
 """Classification and automatic review as jobs, over a project's or a character's pending images.
 
 - classify: asks the configured backend which of the project's characters (the roster comes from
-  the database) each pending image shows; the suggestion and its confidence are stored on the
-  image, and an image whose suggestion is at least `classify_threshold` sure and names another
-  character is moved to that character (files and record).
+  the database) each pending image of the project shows (its unassigned pool and its characters);
+  the suggestion and its confidence are stored on the image, and an image whose suggestion is at
+  least `classify_threshold` sure and names another character is moved to that character (files
+  and record). An image of the pool below the threshold stays there for a person to sort.
 - auto-review: asks the vision model for a verdict per pending image of a character; below
   `review_reject_below` it is rejected with the categories its issues map to (feedback as from a
   person), at or above `review_approve_above` approved, otherwise left for a person."""
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from ..core.db import Database, utcnow
 from ..core.errors import InvalidInput, StudioError, Unavailable
 from ..core.jobs import JobContext, JobRunner
-from ..core.schema import characters, images
+from ..core.schema import images
 from ..core.settings import Settings
 from .classify import NoBackend, decide
 from .images import ImageService
@@ -79,11 +80,10 @@ class ClassificationService:
         project_id = ctx.payload["project_id"]
         roster = self.characters.list(project_id)["items"]
         by_slug = {c["slug"]: c for c in roster}
-        todo = self._pending(images.c.character_id.in_(
-            sa.select(characters.c.id).where(characters.c.project_id == project_id)))
+        todo = self._pending(images.c.project_id == project_id)
         backend = self.backend()
         references = None
-        moved, suggested, failed = [], 0, []
+        moved, suggested, failed, unsure = [], 0, [], []
         for n, row in enumerate(todo, 1):
             ctx.check_cancelled()
             path = self.images.layout.abs_path(row.rel_path)
@@ -111,8 +111,10 @@ class ClassificationService:
                     moved.append(row.id)
                 except StudioError as e:
                     failed.append({"image_id": row.id, "reason": e.message})
+            elif row.character_id is None and not (chosen and target):
+                unsure.append(row.id)
             ctx.progress(n / len(todo), f"classified {n}/{len(todo)}")
-        return {"classified": suggested, "moved": moved, "failed": failed}
+        return {"classified": suggested, "moved": moved, "left_unassigned": unsure, "failed": failed}
 
     def _run_review(self, ctx: JobContext) -> dict:
         character = self.characters.get(ctx.payload["character_id"])

@@ -1,4 +1,5 @@
-"""Import images from ComfyUI's output folder into a character's queue, keeping the graph ComfyUI
+"""Import images from ComfyUI's output folder into a character's queue (or the project's unassigned
+pool), keeping the graph ComfyUI
 embedded in each PNG (`prompt`: the API-format graph, `workflow`: the editor's graph) as metadata.
 The output folder is only read: images are copied, never moved."""
 
@@ -40,9 +41,9 @@ def png_metadata(path: Path) -> dict:
     return out
 
 
-def import_outputs(images: ImageService, gallery: Gallery, staging: Path, character_id: int,
+def import_outputs(images: ImageService, gallery: Gallery, staging: Path, character_id: int | None,
                    paths: list[str] | None, progress: Callable[[float, str], None],
-                   check_cancelled: Callable[[], None]) -> dict:
+                   check_cancelled: Callable[[], None], project_id: int | None = None) -> dict:
     """Copy the given output images (relative paths as the gallery lists them; None: every image
     in the output folder) into the character's pending queue. Images the character already has
     (exactly or nearly) are skipped and reported."""
@@ -62,7 +63,7 @@ def import_outputs(images: ImageService, gallery: Gallery, staging: Path, charac
             with open(fd, "wb") as out, open(source, "rb") as src:
                 shutil.copyfileobj(src, out)
             batch.append((rel, Path(tmp), {"output_path": rel, **png_metadata(source)}))
-        result = images.add_files(character_id, batch, source="comfyui_output")
+        result = images.add_files(character_id, batch, source="comfyui_output", project_id=project_id)
         created += [i["id"] for i in result["created"]]
         skipped += result["skipped"]
         done = min(start + BATCH, len(paths))
@@ -77,19 +78,19 @@ class OutputImports:
         self.images, self.characters, self.gallery, self.jobs, self.layout = images, characters, gallery, jobs, layout
         jobs.register("import_outputs", self._run)
 
-    def start(self, character_id: int, body: dict) -> dict:
+    def start(self, character_id: int | None, body: dict, project_id: int | None = None) -> dict:
         data = validate(body, IMPORT_OUTPUTS_SPEC)
         paths = data.get("paths")
         if bool(paths) == bool(data.get("all")):
             raise InvalidInput("give either 'paths' (a non-empty list) or 'all': true")
         if paths is not None and not all(isinstance(p, str) for p in paths):
             raise InvalidInput("'paths' must be a list of strings")
-        self.characters.get(character_id)
+        target = self.images.target(character_id, project_id)
         self.gallery.list(limit=1)  # 503 now, not in the job, when there is no output folder
-        return self.jobs.submit("import_outputs", {"character_id": character_id, "paths": paths},
-                                character_id=character_id)
+        return self.jobs.submit("import_outputs", {"character_id": character_id, "project_id": target.project_id,
+                                                   "paths": paths}, character_id=character_id)
 
     def _run(self, ctx) -> dict:
         p = ctx.payload
         return import_outputs(self.images, self.gallery, self.layout.staging_dir(), p["character_id"], p["paths"],
-                              ctx.progress, ctx.check_cancelled)
+                              ctx.progress, ctx.check_cancelled, project_id=p.get("project_id"))

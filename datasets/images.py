@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +17,7 @@ from ..core.characters import CharacterService
 from ..core.db import Database, iso, utcnow
 from ..core.errors import Conflict, InvalidInput, NotFound, StudioError
 from ..core.projects import ProjectService
-from ..core.schema import characters, images
+from ..core.schema import images
 from ..core.specs import IMAGE_SPEC, REASSIGN_SPEC
 from ..core.validation import validate
 from .layout import DatasetLayout, atomic_write_bytes, clean_stem, place_new
@@ -32,7 +33,8 @@ EXIF_ORIENTATION = 0x0112
 
 
 def image_dict(row: Any) -> dict:
-    return {"id": row.id, "character_id": row.character_id, "rel_path": row.rel_path, "sha256": row.sha256,
+    return {"id": row.id, "project_id": row.project_id, "character_id": row.character_id,
+            "unassigned": row.character_id is None, "rel_path": row.rel_path, "sha256": row.sha256,
             "status": row.status, "caption": row.caption, "source": row.source, "width": row.width,
             "height": row.height, "metadata": row.meta, "created_at": iso(row.created_at),
             "updated_at": iso(row.updated_at), "decided_at": iso(row.decided_at),
@@ -109,60 +111,97 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where ingested images land: a character, or (character_id None) its project's unassigned pool."""
+    project_id: int
+    project_slug: str
+    character_id: int | None
+    character_slug: str | None
+
+    def scope(self) -> Any:
+        """Which images an exact/near duplicate is looked for among: the character's, or for the
+        pool every image of the project (a frame any character already has is not new)."""
+        if self.character_id is None:
+            return images.c.project_id == self.project_id
+        return images.c.character_id == self.character_id
+
+
+# called after each file with (done, total, created, skipped); may raise to stop (a cancelled job)
+FileProgress = Callable[[int, int, list, list], None]
+
+
 class ImageService:
     def __init__(self, db: Database, layout: DatasetLayout, near_duplicate_distance: int = 5):
         self.db = db
         self.layout = layout
         self.near_duplicate_distance = near_duplicate_distance  # bits of a 64-bit dHash; 0 turns it off
 
-    def add_files(self, character_id: int, files: list[tuple[str, Path] | tuple[str, Path, dict]], caption: str = "",
-                  source: str = "upload", meta: dict | None = None) -> dict:
-        """Adopt staged files (original name, temporary path[, own metadata]) as pending images.
-        Files are stored as they came (see `check_image` for the one exception: EXIF rotation).
-        Each temporary file is consumed: moved into the dataset or deleted. Bad, duplicate and
-        near-duplicate files are reported, not fatal."""
-        created, skipped = [], []
-        try:
-            with self.db.begin() as conn:
+    def target(self, character_id: int | None = None, project_id: int | None = None) -> Target:
+        """The character (404 if unknown), or with `character_id` None the project's pool."""
+        with self.db.begin() as conn:
+            if character_id is not None:
                 char, project_slug = CharacterService.row_with_project(conn, character_id)
+                return Target(char.project_id, project_slug, char.id, char.slug)
+            if project_id is None:
+                raise InvalidInput("give a character or a project")
+            project = ProjectService._row(conn, project_id)
+            return Target(project.id, project.slug, None, None)
+
+    def add_files(self, character_id: int | None, files: list[tuple[str, Path] | tuple[str, Path, dict]],
+                  caption: str = "", source: str = "upload", meta: dict | None = None, *,
+                  project_id: int | None = None, on_file: FileProgress | None = None) -> dict:
+        """Adopt staged files (original name, temporary path[, own metadata]) as pending images of
+        a character, or (character_id None, project_id given) of the project's unassigned pool.
+        Files are stored as they came (see `check_image` for the one exception: EXIF rotation).
+        Each temporary file is consumed: moved into the dataset or deleted, also when `on_file`
+        raises to stop early (the files placed so far stay as pending images). Bad, duplicate and
+        near-duplicate files are reported, not fatal."""
+        created: list[dict] = []
+        skipped: list[dict] = []
+        try:
+            target = self.target(character_id, project_id)
+            with self.db.begin() as conn:
                 known = {int(h, 16): i for i, h in conn.execute(sa.select(images.c.id, images.c.phash).where(
-                    images.c.character_id == character_id, images.c.phash.is_not(None)))}
-            folder = self.layout.images_dir(project_slug, char.slug)
+                    target.scope(), images.c.phash.is_not(None)))}
+            folder = self.layout.images_dir(target.project_slug, target.character_slug)
             near = NearDuplicateIndex(self.near_duplicate_distance)
             near.extend(known)
-            for name, tmp, *own in files:
+            for n, (name, tmp, *own) in enumerate(files, 1):
                 try:
                     file_meta = {**(meta or {}), **(own[0] if own else {})}
-                    image = self._adopt(char.id, folder, name, tmp, caption, source, file_meta, near, known)
+                    image = self._adopt(target, folder, name, tmp, caption, source, file_meta, near, known)
                     created.append(image)
                 except InvalidInput as e:
                     skipped.append({"filename": name, "reason": e.message})
+                if on_file:
+                    on_file(n, len(files), created, skipped)
         finally:
             for _, tmp, *_own in files:
                 tmp.unlink(missing_ok=True)
         return {"created": created, "skipped": skipped}
 
-    def _adopt(self, character_id: int, folder: Path, name: str, tmp: Path, caption: str, source: str,
+    def _adopt(self, target: Target, folder: Path, name: str, tmp: Path, caption: str, source: str,
                meta: dict, near: NearDuplicateIndex, known: dict[int, int]) -> dict:
         checked = check_image(tmp, fix_orientation=True)
         fmt, width, height = checked.format, checked.width, checked.height
         digest = sha256_of(tmp)
         with self.db.begin() as conn:
-            dup = conn.execute(sa.select(images.c.id).where(images.c.character_id == character_id,
-                                                            images.c.sha256 == digest)).first()
+            dup = conn.execute(sa.select(images.c.id).where(target.scope(), images.c.sha256 == digest)).first()
         if dup:
             raise InvalidInput(f"exact duplicate of image {dup.id}")
         if self.near_duplicate_distance and (match := near.find(checked.phash)) is not None:
             raise InvalidInput(f"near duplicate of image {known[match]} "
                                f"(perceptual hash distance {hamming(match, checked.phash)})")
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{clean_stem(name)}-{digest[:10]}{FORMATS[fmt]}"
-        caption_path = target.with_suffix(".txt")
+        dest = folder / f"{clean_stem(name)}-{digest[:10]}{FORMATS[fmt]}"
+        caption_path = dest.with_suffix(".txt")
         try:
-            place_new(tmp, target)
+            place_new(tmp, dest)
         except FileExistsError:
             raise InvalidInput("exact duplicate of an image being added at the same time") from None
-        values = dict(character_id=character_id, rel_path=self.layout.rel_path(target), sha256=digest,
+        values = dict(character_id=target.character_id, project_id=target.project_id,
+                      rel_path=self.layout.rel_path(dest), sha256=digest,
                       status="pending", caption=caption, source=source, width=width, height=height,
                       phash=f"{checked.phash:016x}",
                       meta={"original_name": name[:200], "format": fmt, "exif_rotated": checked.rotated, **meta})
@@ -177,7 +216,7 @@ class ImageService:
                 # A reconcile that ran meanwhile adopted this very file: the record is ours to complete.
                 image_id = self._complete_adopted(values)
         except BaseException:  # no file without its record
-            target.unlink(missing_ok=True)
+            dest.unlink(missing_ok=True)
             caption_path.unlink(missing_ok=True)
             raise
         near.add(checked.phash)
@@ -201,8 +240,9 @@ class ImageService:
     def search(self, filters: dict, limit: int = 50, cursor: int | None = None) -> dict:
         """Images of a character, a project or the whole studio, filtered and paginated by id.
 
-        filters: character_id, project_id, status (None: all), source, since/until (ISO 8601 on
-        created_at), has_caption (bool), min_confidence (classifier suggestion), order ("oldest" | "newest")."""
+        filters: character_id, project_id, unassigned (True: only the pool, False: only images with a
+        character), status (None: all), source, since/until (ISO 8601 on created_at), has_caption
+        (bool), min_confidence (classifier suggestion), order ("oldest" | "newest")."""
         status, order = filters.get("status"), filters.get("order") or "oldest"
         if status is not None and status not in STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(STATUSES)}, or all")
@@ -219,6 +259,8 @@ class ImageService:
                 q = q.where(getattr(images.c.created_at, op)(_parse_time(filters[name], name)))
         if filters.get("min_confidence") is not None:
             q = q.where(images.c.suggestion_confidence >= filters["min_confidence"])
+        if filters.get("unassigned") is not None:
+            q = q.where(images.c.character_id.is_(None) if filters["unassigned"] else images.c.character_id.is_not(None))
         if filters.get("has_caption") is not None:
             q = q.where(images.c.caption != "" if filters["has_caption"] else images.c.caption == "")
         if cursor is not None:
@@ -229,8 +271,7 @@ class ImageService:
                 q = q.where(images.c.character_id == filters["character_id"])
             if filters.get("project_id") is not None:
                 ProjectService._row(conn, filters["project_id"])
-                q = q.where(images.c.character_id.in_(
-                    sa.select(characters.c.id).where(characters.c.project_id == filters["project_id"])))
+                q = q.where(images.c.project_id == filters["project_id"])
             rows = conn.execute(q).all()
         items = [image_dict(r) for r in rows[:limit]]
         return {"items": items, "next_cursor": str(items[-1]["id"]) if len(rows) > limit else None}
@@ -249,30 +290,41 @@ class ImageService:
         return self.get(image_id)
 
     def reassign(self, image_id: int, body: dict) -> dict:
-        """Move an image (file, caption and record together) to another character."""
-        target_id = validate(body, REASSIGN_SPEC)["character_id"]
+        """Move an image (file, caption and record together) to another character
+        ({"character_id": id}), or back to its project's unassigned pool ({"unassigned": true})."""
+        data = validate(body, REASSIGN_SPEC)
+        if ("character_id" in data) == bool(data.get("unassigned")):
+            raise InvalidInput("give either 'character_id' or 'unassigned': true")
         with self.db.begin() as conn:
             row = self._row(conn, image_id)
-            char, project_slug = CharacterService.row_with_project(conn, target_id)
-            if row.character_id == target_id:
-                return image_dict(row)
-            dup = conn.execute(sa.select(images.c.id).where(images.c.character_id == target_id,
-                                                            images.c.sha256 == row.sha256)).first()
-            if dup:
-                raise Conflict(f"the character already has this image (image {dup.id})")
+        if data.get("unassigned"):
+            to = self.target(None, row.project_id)
+        else:
+            to = self.target(data["character_id"])
+        if row.character_id == to.character_id and row.project_id == to.project_id:
+            return self.get(image_id)
+        with self.db.begin() as conn:
+            row = self._row(conn, image_id, lock=self.db.is_postgres)
+            if to.character_id is not None:  # the pool may hold a copy a character has: it is sorted later
+                dup = conn.execute(sa.select(images.c.id).where(to.scope(), images.c.sha256 == row.sha256,
+                                                                images.c.id != image_id)).first()
+                if dup:
+                    raise Conflict(f"the character already has this image (image {dup.id})")
             src = self.layout.abs_path(row.rel_path)
-            dest = self.layout.images_dir(project_slug, char.slug) / src.name
+            dest = self.layout.images_dir(to.project_slug, to.character_slug) / src.name
             if dest.exists():
                 raise Conflict(f"a file named {src.name} already exists in the target folder")
             dest.parent.mkdir(parents=True, exist_ok=True)
             conn.execute(images.update().where(images.c.id == image_id).values(
-                character_id=target_id, rel_path=self.layout.rel_path(dest), updated_at=utcnow()))
+                character_id=to.character_id, project_id=to.project_id, rel_path=self.layout.rel_path(dest),
+                updated_at=utcnow()))
         try:  # the record is committed first; if the files cannot follow, it goes back
             _move_with_caption(src, dest)
         except OSError as e:
             with self.db.begin() as conn:
                 conn.execute(images.update().where(images.c.id == image_id).values(
-                    character_id=row.character_id, rel_path=row.rel_path, updated_at=utcnow()))
+                    character_id=row.character_id, project_id=row.project_id, rel_path=row.rel_path,
+                    updated_at=utcnow()))
             raise StudioError(f"could not move the image's files: {e.strerror}", status=500) from None
         return self.get(image_id)
 
@@ -295,8 +347,9 @@ class ImageService:
         return [i for i in items if Path(i["image"]).is_file()]
 
     @staticmethod
-    def _row(conn: sa.Connection, image_id: int) -> Any:
-        row = conn.execute(sa.select(images).where(images.c.id == image_id)).first()
+    def _row(conn: sa.Connection, image_id: int, lock: bool = False) -> Any:
+        q = sa.select(images).where(images.c.id == image_id)
+        row = conn.execute(q.with_for_update() if lock else q).first()
         if row is None:
             raise NotFound(f"image {image_id} does not exist")
         return row

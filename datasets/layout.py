@@ -1,5 +1,7 @@
 """On-disk layout: <root>/<project>/<character>/images/<name>.<ext> with <name>.txt captions beside
-them (what kohya sd-scripts and OneTrainer read), and path checks for anything from a request."""
+them (what kohya sd-scripts and OneTrainer read), <root>/<project>/_unassigned/images/ for images
+waiting for a person (or the classifier) to give them a character, and path checks for anything
+from a request."""
 
 from __future__ import annotations
 
@@ -12,6 +14,10 @@ from urllib.parse import unquote
 from ..core.errors import InvalidInput
 
 _UNSAFE = re.compile(r"[^\w.-]+", re.UNICODE)
+
+# A project's unassigned pool. Character slugs never start with '_' or '.' (`core.text.slugify`
+# strips them, and `images_dir` refuses them), so no character folder can be this one.
+UNASSIGNED = "_unassigned"
 
 
 def safe_join(root: Path, *parts: str) -> Path:
@@ -68,7 +74,12 @@ class DatasetLayout:
     def __init__(self, root: Path):
         self.root = root.resolve()
 
-    def images_dir(self, project_slug: str, character_slug: str) -> Path:
+    def images_dir(self, project_slug: str, character_slug: str | None) -> Path:
+        """A character's image folder; `None`: the project's unassigned pool."""
+        if character_slug is None:
+            return safe_join(self.root, project_slug, UNASSIGNED, "images")
+        if not character_slug or character_slug[0] in "_.":
+            raise InvalidInput(f"'{character_slug[:80]}' cannot name a character folder")
         return safe_join(self.root, project_slug, character_slug, "images")
 
     def staging_dir(self) -> Path:

@@ -1,6 +1,7 @@
 """Start-up reconcile of the dataset folders with the database: files without records are adopted
-as pending images, records whose files are gone are flagged (and unflagged when they come back).
-Nothing is deleted: a person decides what to do with flagged records."""
+as pending images (of the character whose folder holds them, or of the project's unassigned pool
+for `<project>/_unassigned/images/`), records whose files are gone are flagged (and unflagged when
+they come back). Nothing is deleted: a person decides what to do with flagged records."""
 
 from __future__ import annotations
 
@@ -30,15 +31,20 @@ def _files(folder: Path) -> list[Path]:
 
 def reconcile(db: Database, layout: DatasetLayout, progress: Callable[[float, str], None] | None = None) -> dict:
     with db.begin() as conn:
-        chars = conn.execute(sa.select(characters.c.id, characters.c.slug, projects.c.slug.label("project_slug"))
-                             .join(projects, projects.c.id == characters.c.project_id)).all()
+        folders = [(r.project_id, r.id, r.project_slug, r.slug) for r in conn.execute(
+            sa.select(characters.c.id, characters.c.slug, characters.c.project_id,
+                      projects.c.slug.label("project_slug"))
+            .join(projects, projects.c.id == characters.c.project_id))]
+        folders += [(r.id, None, r.slug, None) for r in conn.execute(sa.select(projects.c.id, projects.c.slug))]
         records = conn.execute(sa.select(images.c.id, images.c.rel_path, images.c.file_missing,
-                                         images.c.character_id, images.c.sha256)).all()
+                                         images.c.character_id, images.c.project_id, images.c.sha256)).all()
     known = {r.rel_path for r in records}
-    hashes = {(r.character_id, r.sha256) for r in records}
+    # duplicates are looked for among the character's images, or for the pool the whole project's
+    hashes = {(r.character_id, r.sha256) for r in records} | {(("project", r.project_id), r.sha256) for r in records}
     adopted, skipped = [], []
-    for n, char in enumerate(chars, 1):
-        for path in _files(layout.images_dir(char.project_slug, char.slug)):
+    for n, (project_id, character_id, project_slug, character_slug) in enumerate(folders, 1):
+        scope = character_id if character_id is not None else ("project", project_id)
+        for path in _files(layout.images_dir(project_slug, character_slug)):
             rel = layout.rel_path(path)
             if rel in known:
                 continue
@@ -48,7 +54,7 @@ def reconcile(db: Database, layout: DatasetLayout, progress: Callable[[float, st
                 skipped.append({"path": rel, "reason": e.message})
                 continue
             digest = sha256_of(path)
-            if (char.id, digest) in hashes:
+            if (scope, digest) in hashes:
                 skipped.append({"path": rel, "reason": "exact duplicate of a recorded image"})
                 continue
             caption_file = path.with_suffix(".txt")
@@ -57,16 +63,16 @@ def reconcile(db: Database, layout: DatasetLayout, progress: Callable[[float, st
             try:
                 with db.begin() as conn:
                     conn.execute(images.insert().values(
-                        character_id=char.id, rel_path=rel, sha256=digest, status="pending", caption=caption,
+                        character_id=character_id, project_id=project_id, rel_path=rel, sha256=digest, status="pending", caption=caption,
                         source="reconcile", width=checked.width, height=checked.height,
                         phash=f"{checked.phash:016x}", created_at=now, updated_at=now,
                         meta={"original_name": path.name, "format": checked.format, "found_on_disk": True}))
             except sa.exc.IntegrityError:  # an upload recorded this file meanwhile
                 continue
-            hashes.add((char.id, digest))
+            hashes.update({(scope, digest), (("project", project_id), digest)})
             adopted.append(rel)
         if progress:
-            progress(n / max(len(chars), 1) * 0.9, f"scanned {n}/{len(chars)} characters")
+            progress(n / max(len(folders), 1) * 0.9, f"scanned {n}/{len(folders)} folders")
     missing, restored = [], []
     for r in records:
         exists = layout.abs_path(r.rel_path).is_file()

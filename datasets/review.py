@@ -3,7 +3,10 @@ logged so the last one can be undone; rejections record feedback (categories + n
 
 Concurrency: the images of a batch are locked in id order (`FOR UPDATE` on PostgreSQL; SQLite
 serialises writers) and a decision that would not change an image's status is a no-op, so two
-reviewers deciding on the same images end consistent, without doubled feedback rows."""
+reviewers deciding on the same images end consistent, without doubled feedback rows.
+
+Images of a project's unassigned pool can be rejected (or reset) but not approved: an approved
+image is training data of a character, so it needs one first (409, nothing changed)."""
 
 from __future__ import annotations
 
@@ -54,7 +57,7 @@ class ReviewService:
         """After rejections (committed), queue bounded regenerations when asked or configured."""
         wanted = data.get("regenerate", self.auto_regenerate)
         changed = set(result["changed"])
-        chars = [i["character_id"] for i in result["images"] if i["id"] in changed]
+        chars = [i["character_id"] for i in result["images"] if i["id"] in changed and i["character_id"] is not None]
         result["regeneration"] = self.regenerator.after_rejection(chars) if wanted and chars and self.regenerator else []
         return result
 
@@ -79,6 +82,11 @@ class ReviewService:
             if missing:
                 raise NotFound(f"no image with id {', '.join(map(str, missing[:20]))}" +
                                (" (nothing was changed)" if len(ids) > 1 else ""))
+            if status == "approved":
+                pool = [i for i in ids if rows[i].character_id is None]
+                if pool:
+                    raise Conflict(f"image {', '.join(map(str, pool[:20]))} has no character yet: assign it before "
+                                   "approving" + (" (nothing was changed)" if len(ids) > 1 else ""))
             for image_id in ids:
                 row = rows[image_id]
                 if row.status == status:
@@ -86,7 +94,7 @@ class ReviewService:
                 conn.execute(images.update().where(images.c.id == image_id).values(
                     status=status, decided_at=None if status == "pending" else now, updated_at=now))
                 feedback_id = None
-                if status == "rejected":
+                if status == "rejected" and row.character_id is not None:  # the pool has nobody to learn for
                     feedback_id = conn.execute(feedback.insert().values(
                         image_id=image_id, character_id=row.character_id, categories=categories or [], note=note,
                         created_at=now)).inserted_primary_key[0]

@@ -1,6 +1,7 @@
 """Video and URL ingest as jobs: a video (uploaded, or downloaded from a URL with yt-dlp behind
 the SSRF guard) becomes a few distinct frames from its whole length, which land as pending
-images of the character with the time they were taken from."""
+images of the character (or of the project's unassigned pool, for the classifier or a person to
+sort) with the time they were taken from."""
 
 from __future__ import annotations
 
@@ -45,10 +46,12 @@ class VideoIngest:
         jobs.register("ingest_url", self._run_url)
 
     # -- requests ------------------------------------------------------------------------------
-    def start_video(self, character_id: int, name: str, staged: Path, fields: dict[str, str]) -> dict:
-        """Take over an uploaded video (a staged temporary file) and queue its ingest job."""
+    def start_video(self, character_id: int | None, name: str, staged: Path, fields: dict[str, str],
+                    project_id: int | None = None) -> dict:
+        """Take over an uploaded video (a staged temporary file) and queue its ingest job; the
+        frames go to the character, or (character_id None) to the project's unassigned pool."""
         try:
-            self.characters.get(character_id)
+            target = self.images.target(character_id, project_id)
             max_frames = _max_frames(fields.get("max_frames"), self.settings.video_max_frames)
             suffix = Path(name).suffix.lower()
             if suffix not in VIDEO_SUFFIXES:
@@ -58,17 +61,17 @@ class VideoIngest:
             shutil.move(staged, kept)
         finally:
             staged.unlink(missing_ok=True)
-        payload = {"character_id": character_id, "video": str(kept), "name": name[:200], "max_frames": max_frames,
-                   "caption": fields.get("caption", "")[:2000]}
+        payload = {"character_id": character_id, "project_id": target.project_id, "video": str(kept),
+                   "name": name[:200], "max_frames": max_frames, "caption": fields.get("caption", "")[:2000]}
         return self.jobs.submit("ingest_video", payload, character_id=character_id)
 
-    def start_url(self, character_id: int, body: dict) -> dict:
+    def start_url(self, character_id: int | None, body: dict, project_id: int | None = None) -> dict:
         from .url_fetch import check_url
 
         data = validate(body, INGEST_URL_SPEC)
-        self.characters.get(character_id)
+        target = self.images.target(character_id, project_id)
         check_url(data["url"], self.settings.ingest_allowed_hosts)  # refused now, not in the job
-        payload = {"character_id": character_id, "url": data["url"],
+        payload = {"character_id": character_id, "project_id": target.project_id, "url": data["url"],
                    "max_frames": _max_frames(data.get("max_frames"), self.settings.video_max_frames),
                    "caption": data.get("caption", "")}
         return self.jobs.submit("ingest_url", payload, character_id=character_id)
@@ -124,5 +127,6 @@ class VideoIngest:
             for _, tmp, _meta in files:
                 tmp.unlink(missing_ok=True)
             raise
-        result = self.images.add_files(p["character_id"], files, caption=p["caption"], source="video")
+        result = self.images.add_files(p["character_id"], files, caption=p["caption"], source="video",
+                                       project_id=p.get("project_id"))
         return {"frames": len(frames), "created": [i["id"] for i in result["created"]], "skipped": result["skipped"]}

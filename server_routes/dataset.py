@@ -1,4 +1,5 @@
-"""Images of a character: upload, review queue, decisions, files; and the ComfyUI output gallery."""
+"""Images of a character or of a project's unassigned pool: upload and ingest (jobs), review
+queue, decisions, files; and the ComfyUI output gallery."""
 
 from __future__ import annotations
 
@@ -13,20 +14,39 @@ from .uploads import stream_multipart
 FILE_HEADERS = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
 
 
-@api.route("POST", "/characters/{character_id}/images",
-           "Upload images (multipart field 'files', optional 'caption'); they land as pending",
-           tag="images", status=201)
-async def upload_images(r: Req):
-    cid = r.int_param("character_id")
-    studio = await r.call(lambda s: s.characters.get(cid) and s)  # 404 before reading the body
-    files, fields = await stream_multipart(r.request, studio.layout.staging_dir(), studio.settings.max_upload_bytes)
+UPLOAD = ("Upload images (multipart field 'files', optional 'caption'): the files stream to disk, then a job "
+          "(kind ingest_images) checks and places them as pending; its result is {created: [images], "
+          "skipped: [{filename, reason}]}")
+
+
+async def _upload(r: Req, character_id: int | None, project_id: int | None):
+    # 404 before reading the body, and a staging folder of the request's own
+    studio, folder = await r.call(lambda s: (s, s.images.target(character_id, project_id) and s.uploads.new_staging()))
+    try:
+        files, fields = await stream_multipart(r.request, folder, studio.settings.max_upload_bytes)
+    except BaseException:
+        studio.uploads.discard(folder)
+        raise
     caption = fields.get("caption", "").strip()
-    return await r.call(lambda s: s.images.add_files(cid, files, caption=caption))
+    return await r.call(lambda s: s.uploads.start(character_id, folder, files, caption, project_id=project_id))
+
+
+@api.route("POST", "/characters/{character_id}/images", UPLOAD, tag="images", status=202)
+async def upload_images(r: Req):
+    return await _upload(r, r.int_param("character_id"), None)
+
+
+@api.route("POST", "/projects/{project_id}/images", UPLOAD.replace("as pending", "as pending in the project's "
+                                                                   "unassigned pool (for the classifier or a person)"),
+           tag="images", status=202)
+async def upload_project_images(r: Req):
+    return await _upload(r, None, r.int_param("project_id"))
 
 
 QUERY = {"status": "pending (default) | approved | rejected | all", "source": "e.g. upload, comfyui",
          "since": "ISO 8601, created at or after", "until": "ISO 8601, created before",
          "has_caption": "true | false", "min_confidence": "0..1: classifier suggestion at least this sure",
+         "unassigned": "true: only images without a character (the pool) | false: only images with one",
          "order": "oldest (default) | newest", "limit": "1-500",
          "cursor": "from next_cursor"}
 
@@ -43,7 +63,10 @@ def image_filters(r: Req, **scope) -> dict:
         raise InvalidInput("'min_confidence' must be a number between 0 and 1") from None
     if min_confidence is not None and not 0 <= min_confidence <= 1:
         raise InvalidInput("'min_confidence' must be a number between 0 and 1")
-    return {**scope, "status": None if status == "all" else status, "source": r.q("source"),
+    unassigned = r.q("unassigned")
+    if unassigned not in (None, "", "true", "false"):
+        raise InvalidInput("'unassigned' must be true or false")
+    return {**scope, "unassigned": None if not unassigned else unassigned == "true", "status": None if status == "all" else status, "source": r.q("source"),
             "min_confidence": min_confidence,
             "since": r.q("since"), "until": r.q("until"), "order": r.q("order"),
             "has_caption": None if not has_caption else has_caption == "true"}
@@ -66,6 +89,14 @@ async def search_images(r: Req):
     return await r.call(lambda s: s.images.search(filters, limit, cursor))
 
 
+@api.route("GET", "/projects/{project_id}/images", "A project's images (unassigned=true: its unassigned pool)",
+           query=QUERY, tag="images")
+async def project_images(r: Req):
+    filters = image_filters(r, project_id=r.int_param("project_id"))
+    limit, cursor = parse_limit(r.q("limit")), parse_id_cursor(r.q("cursor"))
+    return await r.call(lambda s: s.images.search(filters, limit, cursor))
+
+
 @api.route("PATCH", "/images/{image_id}", "Edit an image's caption (the .txt file follows)", body=IMAGE_SPEC,
            tag="images")
 async def update_image(r: Req):
@@ -73,7 +104,9 @@ async def update_image(r: Req):
     return await r.call(lambda s: s.images.update(iid, body))
 
 
-@api.route("POST", "/images/{image_id}/reassign", "Move an image to another character (files and record)",
+@api.route("POST", "/images/{image_id}/reassign",
+           "Move an image (files and record) to a character ({character_id}) or to its project's unassigned pool "
+           "({unassigned: true})",
            body=REASSIGN_SPEC, tag="images")
 async def reassign_image(r: Req):
     iid, body = r.int_param("image_id"), await r.json()
@@ -167,16 +200,34 @@ async def import_outputs(r: Req):
     return await r.call(lambda s: s.output_imports.start(cid, body))
 
 
+@api.route("POST", "/projects/{project_id}/import-outputs",
+           "Copy images from ComfyUI's output folder into the project's unassigned pool (a job)",
+           body=IMPORT_OUTPUTS_SPEC, tag="images", status=202)
+async def import_outputs_to_pool(r: Req):
+    pid, body = r.int_param("project_id"), await r.json()
+    return await r.call(lambda s: s.output_imports.start(None, body, project_id=pid))
+
+
 @api.route("POST", "/characters/{character_id}/ingest/video",
            "Upload a video (multipart field 'file'; optional 'max_frames', 'caption'): a job picks distinct frames "
            "from its whole length", tag="ingest", status=202)
 async def ingest_video(r: Req):
-    cid = r.int_param("character_id")
-    studio = await r.call(lambda s: s.characters.get(cid) and s)  # 404 before reading the body
+    return await _ingest_video(r, r.int_param("character_id"), None)
+
+
+@api.route("POST", "/projects/{project_id}/ingest/video",
+           "Upload a video (as for a character): the frames land in the project's unassigned pool (a job)",
+           tag="ingest", status=202)
+async def ingest_video_to_pool(r: Req):
+    return await _ingest_video(r, None, r.int_param("project_id"))
+
+
+async def _ingest_video(r: Req, cid: int | None, pid: int | None):
+    studio = await r.call(lambda s: s.images.target(cid, pid) and s)  # 404 before reading the body
     files, fields = await stream_multipart(r.request, studio.layout.staging_dir(),
                                            studio.settings.max_video_mb * 1024 * 1024, max_files=1, file_field="file")
     name, staged = files[0]
-    return await r.call(lambda s: s.video_ingest.start_video(cid, name, staged, fields))
+    return await r.call(lambda s: s.video_ingest.start_video(cid, name, staged, fields, project_id=pid))
 
 
 @api.route("POST", "/characters/{character_id}/ingest/url",
@@ -185,6 +236,14 @@ async def ingest_video(r: Req):
 async def ingest_url(r: Req):
     cid, body = r.int_param("character_id"), await r.json()
     return await r.call(lambda s: s.video_ingest.start_url(cid, body))
+
+
+@api.route("POST", "/projects/{project_id}/ingest/url",
+           "Download a video with yt-dlp (as for a character): the frames land in the project's unassigned pool",
+           body=INGEST_URL_SPEC, tag="ingest", status=202)
+async def ingest_url_to_pool(r: Req):
+    pid, body = r.int_param("project_id"), await r.json()
+    return await r.call(lambda s: s.video_ingest.start_url(None, body, project_id=pid))
 
 
 @api.route("POST", "/projects/{project_id}/classify",

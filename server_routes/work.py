@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from aiohttp import web
+
 from ..core.specs import GENERATE_SPEC, TRAIN_SPEC
-from ..core.validation import parse_id_cursor, parse_limit
+from ..core.validation import parse_id_cursor, parse_limit, parse_uint
 from .api import Req, api
 
 
 @api.route("GET", "/jobs", "Jobs, newest first", query={"status": "filter", "kind": "filter", "limit": "1-500",
-                                                       "cursor": "from next_cursor"}, tag="jobs")
+                                                       "character_id": "filter", "cursor": "from next_cursor"},
+           tag="jobs")
 async def list_jobs(r: Req):
     status, kind = r.q("status") or None, r.q("kind") or None
     limit, cursor = parse_limit(r.q("limit")), parse_id_cursor(r.q("cursor"))
-    return await r.call(lambda s: s.jobs.list(status=status, kind=kind, limit=limit, cursor=cursor))
+    cid = parse_uint(r.q("character_id"), "character_id") if r.q("character_id") else None
+    return await r.call(lambda s: s.jobs.list(status=status, kind=kind, character_id=cid, limit=limit, cursor=cursor))
 
 
 @api.route("GET", "/jobs/{job_id}", "Get a job (status, progress, message, error, result)", tag="jobs")
@@ -27,9 +31,14 @@ async def cancel_job(r: Req):
     return await r.call(lambda s: s.jobs.cancel(jid))
 
 
-@api.route("GET", "/models", "Base models available for training", tag="training")
+@api.route("GET", "/models", "Base models for training: diffusers folders and single-file checkpoints",
+           tag="training")
 async def models(r: Req):
-    return await r.call(lambda s: {"base_models": s.training.base_models()})
+    def listing(s):
+        items = s.training.base_model_list()
+        return {"base_models": [m["name"] for m in items], "items": items}
+
+    return await r.call(listing)
 
 
 @api.route("POST", "/characters/{character_id}/train", "Start a LoRA training job on the approved images",
@@ -37,6 +46,28 @@ async def models(r: Req):
 async def train(r: Req):
     cid, body = r.int_param("character_id"), await r.json()
     return await r.call(lambda s: s.training.start(cid, body))
+
+
+@api.route("POST", "/train/{job_id}/resume",
+           "Continue a failed or cancelled training from its last checkpoint (a new job)", tag="training",
+           status=202)
+async def resume_training(r: Req):
+    jid = r.int_param("job_id")
+    return await r.call(lambda s: s.training.resume(jid))
+
+
+@api.route("GET", "/jobs/{job_id}/samples", "Sample images a training job rendered, oldest first", tag="training")
+async def training_samples(r: Req):
+    jid = r.int_param("job_id")
+    return await r.call(lambda s: s.training.samples(jid))
+
+
+@api.route("GET", "/jobs/{job_id}/samples/{name}", "One sample image of a training job", tag="training",
+           binary=True)
+async def training_sample_file(r: Req):
+    jid, name = r.int_param("job_id"), r.request.match_info.get("name", "")
+    path = await r.call(lambda s: s.training.sample_path(jid, name))
+    return web.FileResponse(path, headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
 
 
 @api.route("GET", "/characters/{character_id}/loras", "LoRAs trained for a character, newest first", tag="training")

@@ -54,7 +54,17 @@ def upload(api: str, character_id: int, files: dict[str, bytes], caption: str) -
     req = urllib.request.Request(f"{api}/characters/{character_id}/images", data=body, method="POST",
                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
+        job = json.loads(r.read())
+    deadline = time.monotonic() + 60  # uploads are a job: wait for it and return its result
+    while job["status"] in ("queued", "running"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"upload job {job['id']} did not finish: {job}")
+        time.sleep(0.2)
+        with urllib.request.urlopen(f"{api}/jobs/{job['id']}", timeout=30) as r:
+            job = json.loads(r.read())
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"upload job {job['id']} {job['status']}: {job.get('error')}")
+    return job["result"]
 
 
 def portrait(hair: tuple[int, int, int], eyes: tuple[int, int, int], bg: tuple[int, int, int], tilt: float,

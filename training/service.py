@@ -1,7 +1,8 @@
 """Training as a job: checks the request, then runs `training/worker.py` as a subprocess (so the
-host stays responsive and GPU memory is freed when it ends), relays its progress lines to the job,
-and records the LoRA it wrote. The worker is started by file path, so it works both when the
-package is installed and when the folder only sits in ComfyUI's custom_nodes/ (any folder name)."""
+host stays responsive and GPU memory is freed when it ends), relays its JSON-lines events to the
+job (progress, samples, checkpoints) and records the LoRA it wrote. The worker is started by file
+path, so it works both when the package is installed and when the folder only sits in ComfyUI's
+custom_nodes/ (any folder name)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ import sqlalchemy as sa
 
 from ..core.characters import CharacterService
 from ..core.db import Database, iso, utcnow
-from ..core.errors import InvalidInput, NotFound, StudioError, Unavailable
+from ..core.errors import Conflict, InvalidInput, NotFound, StudioError, Unavailable
 from ..core.host import Host
 from ..core.jobs import JobCancelled, JobContext, JobRunner
 from ..core.schema import characters, lora_models
@@ -35,8 +39,23 @@ log = logging.getLogger("lora_studio.training.service")
 WORKER = Path(__file__).resolve().parent / "worker.py"
 CANCEL_GRACE_SECONDS = 300  # a full-size step on a CPU can take minutes; then it is killed
 TRAIN_DEPS = ("torch", "diffusers", "peft", "transformers", "safetensors")
+PROGRESS_EVERY_SECONDS = 0.5  # progress lines can come every few ms: the job row is written at most this often
 
-TRAIN_DEFAULTS = {"steps": 1000, "rank": 32, "alpha": 16.0, "learning_rate": 1e-4, "resolution": 512, "seed": 0}
+# Defaults for a character LoRA (kohya-style recipes for one subject); resolution and warm-up
+# depend on the model and the step count, see `_with_defaults`.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "steps": 1500, "rank": 16, "alpha": 8.0, "learning_rate": 1e-4, "batch_size": 1, "seed": 0, "device": "auto",
+    "bucketing": True, "lr_scheduler": "cosine", "min_snr_gamma": 5.0, "train_text_encoder": False,
+    "checkpoint_every": 250, "sample_every": 250,
+}
+RESOLUTION_BY_ARCH = {"sd15": 512, "sdxl": 1024}
+# request fields handed to the worker's config as they are (the rest is built by `_run`)
+PASSED_THROUGH = ("steps", "rank", "alpha", "learning_rate", "resolution", "batch_size", "seed", "device",
+                  "bucketing", "flip", "shuffle_tags", "keep_tokens", "tag_dropout", "caption_dropout",
+                  "train_text_encoder", "text_encoder_lr", "conv", "conv_rank", "conv_alpha", "optimizer",
+                  "lr_scheduler", "warmup_steps", "min_snr_gamma", "noise_offset", "grad_accum",
+                  "gradient_checkpointing", "mixed_precision", "checkpoint_every", "sample_every", "sample_steps",
+                  "sample_size")
 
 
 def lora_dict(row: Any) -> dict:
@@ -52,49 +71,169 @@ def missing_train_deps() -> list[str]:
 
 class TrainingService:
     def __init__(self, db: Database, host: Host, images: ImageService, runner: JobRunner, jobs_dir: Path,
-                 min_images: int):
+                 min_images: int, *, characters: CharacterService | None = None,
+                 comfyui: Callable[[], Any] | None = None, cache_dir: Path | None = None):
         self.db = db
         self.host = host
         self.images = images
         self.runner = runner
         self.jobs_dir = jobs_dir
         self.min_images = min_images
-        runner.register("train", self._run)
+        self.characters = characters or CharacterService(db)
+        self.comfyui = comfyui  # () -> ComfyUIClient, for /queue and /free inside ComfyUI
+        self.cache_dir = cache_dir or jobs_dir.parent / "cache" / "latents"
+        runner.register("train", self._run, concurrency=1)  # one training at a time per GPU; the rest queue
 
     # -- base models ---------------------------------------------------------------------------
-    def base_models(self) -> list[str]:
-        """Diffusers-format model folders (a model_index.json or unet/ inside) in the model dirs."""
-        names: set[str] = set()
+    def base_model_list(self) -> list[dict]:
+        """Diffusers folders (a model_index.json or unet/config.json inside) in the model dirs, and
+        single-file `.safetensors` checkpoints in the model dirs and ComfyUI's checkpoints folders."""
+        found: dict[str, str] = {}
         for d in self.host.model_dirs():
-            if d.is_dir():
-                names.update(p.name for p in d.iterdir() if p.is_dir() and _is_diffusers_folder(p))
-        return sorted(names)
+            if not d.is_dir():
+                continue
+            for p in sorted(d.iterdir()):
+                if p.name.startswith("."):
+                    continue
+                if p.is_dir() and _is_diffusers_folder(p):
+                    found.setdefault(p.name, "diffusers")
+                elif p.is_file() and p.suffix.lower() == ".safetensors":
+                    found.setdefault(p.name, "single_file")
+        for d in self.host.checkpoint_dirs():
+            if d.is_dir():  # named like ComfyUI lists them: the path below the folder, with '/'
+                for p in sorted(d.rglob("*.safetensors")):
+                    rel = p.relative_to(d)
+                    if p.is_file() and not any(part.startswith(".") for part in rel.parts):
+                        found.setdefault(rel.as_posix(), "single_file")
+        return [{"name": n, "source": found[n]} for n in sorted(found)]
+
+    def base_models(self) -> list[str]:
+        return [m["name"] for m in self.base_model_list()]
 
     def resolve_base_model(self, name: str) -> Path:
-        if "/" in name or "\\" in name or name in ("", ".", "..") or "\x00" in name:
-            raise InvalidInput("base_model must be a model name from the list, not a path")
-        for d in self.host.model_dirs():
-            candidate = d / name
-            if candidate.is_dir() and _is_diffusers_folder(candidate):
-                return candidate.resolve()
+        parts = name.replace("\\", "/").split("/")
+        if not name.strip() or "\x00" in name or name.startswith(("/", "\\")) or any(p in ("", ".", "..") for p in parts) \
+                or re.match(r"^[A-Za-z]:", name):
+            raise InvalidInput("base_model must be a model name from the list (GET /models), not a path")
+        roots = [(d, True) for d in self.host.model_dirs()] + [(d, False) for d in self.host.checkpoint_dirs()]
+        for root, folders_too in roots:
+            if not root.is_dir():
+                continue
+            base = root.resolve()
+            candidate = (base / name).resolve()
+            if not candidate.is_relative_to(base):  # a symlink out of the folder
+                continue
+            if folders_too and candidate.is_dir():
+                if _is_diffusers_folder(candidate):
+                    return candidate
+                raise InvalidInput(f"'{name}' is a folder but not a diffusers model (no model_index.json or "
+                                   "unet/config.json inside)")
             if candidate.is_file():
-                raise InvalidInput(f"'{name}' is a single-file checkpoint; this version trains from a diffusers-format "
-                                   "model folder (single-file loading is planned)")
-        raise NotFound(f"base model '{name}' was not found in {', '.join(str(d) for d in self.host.model_dirs())}")
+                if candidate.suffix.lower() != ".safetensors":
+                    raise InvalidInput(f"'{name}' is not a .safetensors checkpoint (pickled .ckpt files are not loaded)")
+                return candidate
+        where = ", ".join(str(d) for d in [*self.host.model_dirs(), *self.host.checkpoint_dirs()])
+        raise NotFound(f"base model '{name}' was not found in {where}")
+
+    def detect(self, name: str, path: Path) -> dict:
+        """{"arch", "prediction_type", "source"} read cheaply from the model (no torch); 400 when the
+        model is not one the trainer can train (another architecture, a broken file)."""
+        from .errors import TrainingError
+        from .models import detect_model  # reads headers and JSON only: no torch in the studio process
+
+        try:
+            info = detect_model(path)
+        except TrainingError as e:
+            raise InvalidInput(f"base model '{name}' cannot be trained: {e}") from None
+        except (OSError, ValueError) as e:
+            raise InvalidInput(f"base model '{name}' cannot be read: {e}") from None
+        return {"arch": info.arch, "prediction_type": info.prediction_type, "source": info.source}
 
     # -- requests ------------------------------------------------------------------------------
-    def start(self, character_id: int, body: dict) -> dict:
-        data = {**TRAIN_DEFAULTS, **validate(body, TRAIN_SPEC)}
+    def start(self, character_id: int, body: dict, *, comfy_prompt_id: str | None = None,
+              model_path: Path | None = None) -> dict:
+        """Queue a training job. `comfy_prompt_id`: the ComfyUI prompt running the Train LoRA node
+        (that one does not count as ComfyUI being busy). `model_path`: a base model given as a path
+        on the command line (the user's own machine; requests only ever name models from the list)."""
+        if model_path is not None:
+            body = {**body, "base_model": body.get("base_model") or model_path.name}
+        data = validate(body, TRAIN_SPEC)
         self.characters_row(character_id)  # 404 first: the request names something that is not there
-        missing = missing_train_deps()
-        if missing:
-            raise Unavailable(f"training needs torch and the 'train' extra; missing: {', '.join(missing)} "
-                              "(install torch for your platform, then pip install 'lora-studio[train]')")
+        self._check_deps()
         count = len(self.images.approved_items(character_id))
         if count < self.min_images:
             raise InvalidInput(f"the character has {count} approved image(s); training needs at least {self.min_images}")
-        data["base_model_path"] = str(self.resolve_base_model(data["base_model"]))
-        return self.runner.submit("train", {"character_id": character_id, **data}, character_id=character_id)
+        if model_path is not None:
+            path = model_path.resolve()
+            if not (path.is_file() or (path.is_dir() and _is_diffusers_folder(path))):
+                raise NotFound(f"no checkpoint file or diffusers model folder at {model_path}")
+        else:
+            path = self.resolve_base_model(data["base_model"])
+        info = self.detect(data["base_model"], path)
+        data = _with_defaults(data, info["arch"])
+        payload = {"character_id": character_id, **data, "base_model_path": str(path), "arch": info["arch"],
+                   "comfy_prompt_id": comfy_prompt_id}
+        self._check_comfyui_idle(payload)
+        return self.runner.submit("train", payload, character_id=character_id)
+
+    def resume(self, job_id: int, *, comfy_prompt_id: str | None = None) -> dict:
+        """A new job that continues a failed or cancelled training from its last checkpoint."""
+        job = self.runner.get(job_id)
+        if job["kind"] != "train":
+            raise InvalidInput(f"job {job_id} is a {job['kind']} job, not a training")
+        if job["status"] not in ("failed", "cancelled"):
+            raise Conflict(f"job {job_id} is {job['status']}: only a failed or cancelled training can be resumed")
+        checkpoint = self.last_checkpoint(job)
+        if checkpoint is None:
+            raise Conflict(f"training job {job_id} saved no checkpoint to resume from (checkpoint_every steps)")
+        old = {k: v for k, v in (job["payload"] or {}).items() if k not in ("resume_from", "resumed_from_job")}
+        self.characters_row(old["character_id"])
+        self._check_deps()
+        if not Path(old.get("base_model_path", "")).exists():
+            raise InvalidInput(f"the base model of job {job_id} is gone: {old.get('base_model')}")
+        payload = {**old, "resume_from": str(checkpoint), "resumed_from_job": job_id,
+                   "comfy_prompt_id": comfy_prompt_id}
+        self._check_comfyui_idle(payload)
+        return self.runner.submit("train", payload, character_id=old["character_id"])
+
+    def last_checkpoint(self, job: dict) -> Path | None:
+        """The newest checkpoint folder the job's worker reported (or left) in its work folder."""
+        work = self.job_dir(job["id"])
+        reported = ((job.get("result") or {}).get("checkpoint") or {}).get("path")
+        if reported:
+            p = Path(reported).resolve()
+            if p.is_relative_to(work) and p.is_dir():
+                return p
+        folder = work / "checkpoints"
+        dirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] if folder.is_dir() else []
+        if dirs:
+            return max(dirs, key=lambda p: p.stat().st_mtime).resolve()
+        earlier = (job.get("payload") or {}).get("resume_from")  # a resumed run stopped before its own first one
+        if earlier and Path(earlier).resolve().is_relative_to(self.jobs_dir.resolve()) and Path(earlier).is_dir():
+            return Path(earlier).resolve()
+        return None
+
+    def samples(self, job_id: int) -> dict:
+        job = self.runner.get(job_id)
+        if job["kind"] != "train":
+            raise InvalidInput(f"job {job_id} is not a training job")
+        items = [{**s, "url": f"/jobs/{job_id}/samples/{s['file']}"}
+                 for s in (job.get("result") or {}).get("samples", []) if isinstance(s, dict) and s.get("file")]
+        return {"items": items}
+
+    def sample_path(self, job_id: int, name: str) -> Path:
+        """The file of one sample image; the name must stay inside the job's samples folder."""
+        self.runner.get(job_id)
+        if not re.fullmatch(r"[A-Za-z0-9._-]+\.(png|jpg|jpeg|webp)", name, re.IGNORECASE) or name.startswith("."):
+            raise InvalidInput("not a sample image name")
+        folder = (self.job_dir(job_id) / "samples").resolve()
+        path = (folder / name).resolve()
+        if not path.is_relative_to(folder) or not path.is_file():
+            raise NotFound(f"job {job_id} has no sample {name!r}")
+        return path
+
+    def job_dir(self, job_id: int) -> Path:
+        return (self.jobs_dir / str(int(job_id))).resolve()
 
     def loras(self, character_id: int) -> dict:
         self.characters_row(character_id)
@@ -107,6 +246,41 @@ class TrainingService:
         with self.db.begin() as conn:
             return CharacterService.row_with_project(conn, character_id)
 
+    def _check_deps(self) -> None:
+        missing = missing_train_deps()
+        if missing:
+            raise Unavailable(f"training needs torch and the 'train' extra; missing: {', '.join(missing)} "
+                              "(install torch for your platform, then pip install 'lora-studio[train]')")
+
+    # -- ComfyUI shares the GPU ----------------------------------------------------------------
+    def _shares_gpu(self, payload: dict) -> bool:
+        return self.host.comfyui_shares_device and payload.get("device") != "cpu" and self.comfyui is not None
+
+    def _check_comfyui_idle(self, payload: dict) -> None:
+        """Inside ComfyUI: refuse to start while its queue has other prompts (they need the GPU)."""
+        if not self._shares_gpu(payload):
+            return
+        try:
+            queue = self.comfyui().queue()
+        except StudioError as e:
+            raise Unavailable(f"cannot ask ComfyUI whether it is idle before training: {e.message}") from None
+        own = payload.get("comfy_prompt_id")
+        busy = [entry[1] for key in ("queue_running", "queue_pending") for entry in queue.get(key) or []
+                if isinstance(entry, list | tuple) and len(entry) > 1 and entry[1] != own]
+        if busy:
+            raise Conflict(f"ComfyUI is busy with {len(busy)} other prompt(s) (running or queued): training needs "
+                           "the GPU to itself; start it again when ComfyUI's queue is empty")
+
+    def _free_comfyui(self, payload: dict) -> None:
+        """Ask ComfyUI to unload its models and free memory, so the trainer gets the GPU."""
+        if not self._shares_gpu(payload):
+            return
+        try:
+            self.comfyui().free(unload_models=True, free_memory=True)
+        except StudioError as e:
+            raise Unavailable(f"cannot ask ComfyUI to free the GPU before training: {e.message}") from None
+        log.info("asked ComfyUI to unload its models before training")
+
     # -- the job -------------------------------------------------------------------------------
     def _run(self, ctx: JobContext) -> dict:
         p = ctx.payload
@@ -114,59 +288,69 @@ class TrainingService:
         items = self.images.approved_items(char.id)
         if len(items) < self.min_images:
             raise InvalidInput(f"only {len(items)} approved image(s) with files; need {self.min_images}")
+        if not Path(p["base_model_path"]).exists():
+            raise InvalidInput(f"the base model {p['base_model']} is gone ({p['base_model_path']})")
+        self._check_comfyui_idle(p)
+        self._free_comfyui(p)
         loras_dir = self.host.loras_dir
         loras_dir.mkdir(parents=True, exist_ok=True)
         output = _versioned_name(loras_dir, f"{project_slug}-{char.slug}")
-        work = self.jobs_dir / str(ctx.job_id)
-        work.mkdir(parents=True, exist_ok=True)
+        work = self.job_dir(ctx.job_id)
+        (work / "samples").mkdir(parents=True, exist_ok=True)
+        prompt = self.characters.prompt(char.id)
         config = {
+            **{k: p[k] for k in PASSED_THROUGH if p.get(k) is not None},
             "base_model": p["base_model_path"], "items": items, "output_path": str(output),
-            "steps": p["steps"], "rank": p["rank"], "alpha": p["alpha"], "learning_rate": p["learning_rate"],
-            "resolution": p["resolution"], "seed": p["seed"], "trigger_word": char.trigger_word,
+            "trigger_word": char.trigger_word, "cache_dir": str(self.cache_dir),
+            "checkpoint_dir": str(work / "checkpoints"), "sample_dir": str(work / "samples"),
+            "sample_prompt": prompt["positive"] or char.trigger_word or char.name,
+            "sample_negative": prompt["negative"],
             "metadata": {"ss_output_name": output.stem, "lora_studio_character": char.name,
                          "lora_studio_base_model": p["base_model"]},
         }
+        if p.get("resume_from"):
+            config["resume_from"] = p["resume_from"]
         (work / "config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
         try:
-            done = self._run_worker(ctx, work, p["steps"])
+            done, state = self._run_worker(ctx, work, p["steps"])
         finally:  # a worker killed while saving leaves its hidden temporary file behind
             for partial in loras_dir.glob(f".{output.stem}.*.partial"):
                 partial.unlink(missing_ok=True)
-        return self._record(ctx.job_id, char.id, p, items, Path(done["output_path"]), done)
+        return {**state.snapshot(), **self._record(ctx.job_id, char.id, p, items, Path(done["output_path"]), done)}
 
-    def _run_worker(self, ctx: JobContext, work: Path, total: int) -> dict:
+    def _run_worker(self, ctx: JobContext, work: Path, total: int) -> tuple[dict, TrainState]:
         log_tail: deque[str] = deque(maxlen=40)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        state = TrainState(total_steps=total, work=work, resumed_from_job=ctx.payload.get("resumed_from_job"))
         with open(work / "worker.log", "w", encoding="utf-8") as log_file:
             proc = subprocess.Popen([sys.executable, str(WORKER), str(work / "config.json")], stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, env=env, cwd=str(work))
+            state.pid = proc.pid
+            ctx.progress(0.0, "starting the training process", result=state.snapshot())
             err_thread = threading.Thread(target=_drain, args=(proc.stderr, log_file, log_tail), daemon=True)
             err_thread.start()
             watcher = threading.Thread(target=self._cancel_watch, args=(ctx, proc), daemon=True)
             watcher.start()
-            final: dict | None = None
-            error: str | None = None
+            last_write = 0.0
             for line in proc.stdout:
                 event = _parse(line)
                 if event is None:
                     continue
-                kind = event.get("event")
-                if kind == "progress":
-                    step, n = int(event.get("step", 0)), int(event.get("total_steps", total)) or total
-                    loss = event.get("loss")
-                    ctx.progress(step / n, f"step {step}/{n}" + (f", loss {loss:.4f}" if isinstance(loss, float) else ""))
-                elif kind == "done":
-                    final = event
-                elif kind == "error":
-                    error = str(event.get("message", "training failed"))
+                urgent = state.apply(event)
+                now = time.monotonic()
+                if urgent or now - last_write >= PROGRESS_EVERY_SECONDS:
+                    ctx.progress(state.fraction(), state.message(), result=state.snapshot())
+                    last_write = now
             code = proc.wait()
             err_thread.join(5)
-        if ctx.cancelled():
+        ctx.progress(state.fraction(), state.message(), result=state.snapshot())  # the last lines, unthrottled
+        if ctx.cancelled() or state.phase.get("name") == "cancelled":  # also a Ctrl-C the worker got itself
             raise JobCancelled()
-        if code != 0 or final is None:
+        if code != 0 or state.final is None:
             tail = "\n".join(log_tail)[-2000:]
-            raise StudioError(error or f"the training process exited with code {code}" + (f"\n{tail}" if tail else ""))
-        return final
+            why = state.error or f"the training process exited with code {code}"
+            raise StudioError(why + (f"\n--- worker log (last lines) ---\n{tail}" if tail else ""))
+        return state.final, state
 
     def _cancel_watch(self, ctx: JobContext, proc: subprocess.Popen) -> None:
         while proc.poll() is None:
@@ -189,11 +373,143 @@ class TrainingService:
         with self.db.begin() as conn:
             lora_id = conn.execute(lora_models.insert().values(
                 character_id=character_id, job_id=job_id, file_name=output.name, base_model=p["base_model"],
-                rank=p["rank"], alpha=p["alpha"], steps=p["steps"], learning_rate=p["learning_rate"],
-                sha256=done.get("sha256", ""), image_count=len(items), created_at=utcnow())).inserted_primary_key[0]
+                rank=int(done.get("rank") or p["rank"]), alpha=float(done.get("alpha") or p["alpha"]),
+                steps=p["steps"], learning_rate=p["learning_rate"], sha256=done.get("sha256", ""),
+                image_count=len(items), created_at=utcnow())).inserted_primary_key[0]
             conn.execute(characters.update().where(characters.c.id == character_id).values(
                 current_lora_id=lora_id, updated_at=utcnow()))
-        return {"lora_id": lora_id, "file_name": output.name, "sha256": done.get("sha256")}
+        return {"lora_id": lora_id, "file_name": output.name, "sha256": done.get("sha256"),
+                "num_modules": done.get("num_modules")}
+
+
+class TrainState:
+    """What the worker's events say so far; `snapshot()` is stored as the job's result while it runs
+    (progress record, samples, last checkpoint), so the panel and the node read one place."""
+
+    def __init__(self, total_steps: int, work: Path, resumed_from_job: int | None = None):
+        self.total_steps = total_steps
+        self.work = work
+        self.resumed_from_job = resumed_from_job
+        self.pid: int | None = None
+        self.phase: dict = {"name": "starting"}
+        self.progress: dict = {"step": 0, "total_steps": total_steps}
+        self.samples: list[dict] = []
+        self.checkpoint: dict | None = None
+        self.arch: str | None = None
+        self.resume_step = 0
+        self.final: dict | None = None
+        self.error: str | None = None
+
+    def apply(self, event: dict) -> bool:
+        """Take one event in; True when it should reach the job at once (not throttled)."""
+        kind = event.get("event")
+        if kind == "start":
+            self.total_steps = _int(event.get("total_steps"), self.total_steps)
+            self.resume_step = _int(event.get("resume_step"), 0)
+            self.arch = event.get("arch") or self.arch
+            self.progress = {"step": self.resume_step, "total_steps": self.total_steps}
+            return True
+        if kind == "phase":
+            self.phase = {"name": str(event.get("name", "")), "done": _int(event.get("done"), 0),
+                          "total": _int(event.get("total"), 0)}
+            return self.phase["done"] in (0, self.phase["total"])
+        if kind == "progress":
+            self.total_steps = _int(event.get("total_steps"), self.total_steps) or self.total_steps
+            self.progress = {"step": _int(event.get("step"), 0), "total_steps": self.total_steps,
+                             **{k: float(event[k]) for k in ("loss", "smooth_loss", "it_s", "eta_s", "lr")
+                                if isinstance(event.get(k), int | float) and not isinstance(event.get(k), bool)}}
+            if self.phase.get("name") != "training":
+                self.phase = {"name": "training"}
+            return False
+        if kind == "sample":
+            self._add_sample(event)
+            return True
+        if kind == "checkpoint":
+            self.checkpoint = {"step": _int(event.get("step"), 0), "path": str(event.get("path", ""))}
+            return True
+        if kind == "done":
+            self.final = event
+            self.phase = {"name": "done"}
+            self.progress["step"] = self.total_steps
+            return True
+        if kind == "error":
+            self.error = str(event.get("message") or "training failed")
+            return True
+        if kind == "cancelled":
+            self.phase = {"name": "cancelled"}
+            return True
+        return False
+
+    def _add_sample(self, event: dict) -> None:
+        """Keep the sample inside the job's samples folder (copied there when the worker wrote it elsewhere)."""
+        src = Path(str(event.get("path", "")))
+        if not src.is_absolute():
+            src = self.work / src
+        if not src.is_file():
+            log.warning("sample image %s does not exist", src)
+            return
+        folder = (self.work / "samples").resolve()
+        step = _int(event.get("step"), 0)
+        if src.resolve().parent != folder or not re.fullmatch(r"[A-Za-z0-9._-]+", src.name):
+            dest = folder / f"step-{step:06d}{src.suffix.lower() or '.png'}"
+            shutil.copyfile(src, dest)
+            src = dest
+        self.samples = [s for s in self.samples if s["file"] != src.name]
+        self.samples.append({"step": step, "file": src.name, "prompt": str(event.get("prompt", ""))})
+
+    def fraction(self) -> float:
+        n = self.total_steps or 1
+        return max(0.0, min(1.0, self.progress.get("step", 0) / n))
+
+    def message(self) -> str:
+        name = self.phase.get("name")
+        labels = {"starting": "starting the training process", "loading": "loading the base model",
+                  "caching": "caching latents", "saving": "saving the LoRA"}
+        if name in labels:
+            label = labels[name]
+            total = self.phase.get("total") or 0
+            return f"{label} {self.phase.get('done', 0)}/{total}" if total else label
+        p = self.progress
+        parts = [f"step {p.get('step', 0)}/{p.get('total_steps', self.total_steps)}"]
+        loss = p.get("smooth_loss", p.get("loss"))
+        if loss is not None:
+            parts.append(f"loss {loss:.4f}")
+        if p.get("it_s"):
+            parts.append(f"{p['it_s']:.2f} it/s")
+        if p.get("eta_s") is not None and name == "training":
+            parts.append(f"ETA {format_seconds(p['eta_s'])}")
+        return " · ".join(parts)
+
+    def snapshot(self) -> dict:
+        return {"progress": dict(self.progress), "phase": dict(self.phase), "samples": list(self.samples),
+                "checkpoint": self.checkpoint, "arch": self.arch, "resume_step": self.resume_step,
+                "resumed_from_job": self.resumed_from_job, "pid": self.pid}
+
+
+def format_seconds(seconds: float) -> str:
+    s = max(0, int(round(seconds)))
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s}s"
+
+
+def _with_defaults(data: dict, arch: str) -> dict:
+    out = {**TRAIN_DEFAULTS, **data}
+    if "network_alpha" in data and "alpha" not in data:
+        out["alpha"] = data["network_alpha"]
+    out.pop("network_alpha", None)
+    out.setdefault("resolution", RESOLUTION_BY_ARCH.get(arch, 512))
+    out.setdefault("warmup_steps", min(100, out["steps"] // 20))
+    for key in ("resolution", "sample_size"):
+        if out.get(key) and out[key] % 8:
+            raise InvalidInput(f"{key} must be a multiple of 8, got {out[key]}")
+    return out
+
+
+def _int(value: Any, default: int) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
 
 def _is_diffusers_folder(path: Path) -> bool:

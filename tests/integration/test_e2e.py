@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from lora_studio.core.comfy_schema import load_object_info, validate_graph
-from support.api import V1, form
+from support.api import V1, finished, form
 from support.fake_comfyui import create_fake_comfyui, state_of
 from support.images import image_bytes
 from support.tiny_sd import TINY_RESOLUTION, build_tiny_sd15
@@ -91,8 +91,10 @@ async def test_whole_loop(studio_server):
     # 1. upload → pending
     files = [(f"aiko_{i}.png", image_bytes("PNG", size=(80, 64), seed=i), "image/png") for i in range(3)]
     r = await s.post(f"{V1}/characters/{cid}/images", data=form(*files, caption="aikotnk, 1girl"))
-    assert r.status == 201
-    created = (await r.json())["created"]
+    assert r.status == 202, await r.text()
+    job = await finished(s, await r.json())
+    assert job["status"] == "succeeded", job
+    created = job["result"]["created"]
     pending = await (await s.get(f"{V1}/characters/{cid}/images?status=pending")).json()
     assert len(pending["items"]) == 3
 

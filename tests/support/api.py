@@ -40,10 +40,17 @@ def form(*files, caption=None):
     return data
 
 
-async def upload(client, cid, *files, caption=None, status=201):
-    r = await client.post(f"{V1}/characters/{cid}/images", data=form(*files, caption=caption))
+async def upload(client, cid, *files, caption=None, status=202, project_id=None):
+    """Upload to a character (or with `project_id` to the project's unassigned pool) and wait for
+    the ingest job: its result {created, skipped}; an error answer's body when `status` is 4xx."""
+    url = f"{V1}/projects/{project_id}/images" if project_id is not None else f"{V1}/characters/{cid}/images"
+    r = await client.post(url, data=form(*files, caption=caption))
     assert r.status == status, await r.text()
-    return await r.json()
+    if status != 202:
+        return await r.json()
+    job = await finished(client, await r.json())
+    assert job["status"] == "succeeded", job
+    return job["result"]
 
 
 async def finished(client, job, timeout: float = 60.0) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 import urllib.request
 import uuid
 
@@ -19,7 +20,7 @@ def call(server, method: str, path: str, body: dict | None = None):
 
 
 def upload(server, character_id: int, files: dict[str, bytes], caption: str = "") -> dict:
-    """POST the files as multipart (field "files") and return the answer {created, skipped}."""
+    """POST the files as multipart (field "files"), wait for the ingest job, return {created, skipped}."""
     boundary = uuid.uuid4().hex
     parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
              f"Content-Type: image/png\r\n\r\n".encode() + content + b"\r\n" for name, content in files.items()]
@@ -29,7 +30,14 @@ def upload(server, character_id: int, files: dict[str, bytes], caption: str = ""
     req = urllib.request.Request(f"{server.api}/characters/{character_id}/images", data=body, method="POST",
                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
+        job = json.loads(r.read())
+    deadline = time.monotonic() + 60  # the answer is the ingest job: its result is {created, skipped}
+    while job["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, f"upload job did not finish: {job}"
+        time.sleep(0.05)
+        job = call(server, "GET", f"/jobs/{job['id']}")
+    assert job["status"] == "succeeded", job
+    return job["result"]
 
 
 def open_panel(page, server, project, character, tab: str | None = None):

@@ -1,0 +1,145 @@
+"""Image uploads as jobs: the request streams each file to a staging folder of its own (inside the
+dataset root, so placing a file is a rename) and answers with a job; the job checks, deduplicates
+and places the files one by one with progress, and can be cancelled between files (the images
+placed so far stay as pending, the staged rest is removed).
+
+A staging folder lives as long as its job is queued or running. One whose job was cancelled before
+it started, or whose studio stopped, is swept at start-up and before each new upload."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from ..core.db import Database
+from ..core.errors import InvalidInput
+from ..core.jobs import JobCancelled, JobContext, JobRunner
+from ..core.schema import jobs
+from .images import ImageService
+from .layout import DatasetLayout
+
+log = logging.getLogger("lora_studio.datasets.upload_jobs")
+
+KIND = "ingest_images"
+PREFIX = "upload-"
+SWEEP_AFTER_S = 600.0  # an unclaimed folder this old is a leftover (another process may be streaming into a newer one)
+
+
+class ImageUploads:
+    def __init__(self, db: Database, images: ImageService, jobs_: JobRunner, layout: DatasetLayout):
+        self.db, self.images, self.jobs, self.layout = db, images, jobs_, layout
+        self._streaming: set[str] = set()  # folders requests of this process are still writing
+        self._lock = threading.Lock()
+        jobs_.register(KIND, self._run)
+
+    # -- requests ------------------------------------------------------------------------------
+    def new_staging(self) -> Path:
+        """A fresh folder for one request's files (call `discard` if the request fails)."""
+        self.sweep()
+        folder = self.layout.staging_dir() / f"{PREFIX}{uuid.uuid4().hex}"
+        folder.mkdir()
+        with self._lock:
+            self._streaming.add(folder.name)
+        return folder
+
+    def discard(self, folder: Path) -> None:
+        with self._lock:
+            self._streaming.discard(folder.name)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def start(self, character_id: int | None, folder: Path, files: list[tuple[str, Path]], caption: str = "",
+              project_id: int | None = None) -> dict:
+        """Queue the job for files streamed into `folder` (by `new_staging`): to the character, or
+        (character_id None) to the project's unassigned pool. The folder belongs to the job now."""
+        try:
+            target = self.images.target(character_id, project_id)
+            if len(caption) > 10000:
+                raise InvalidInput("'caption' is too long (at most 10000 characters)")
+            staged = [[name[:500], path.name] for name, path in files]
+            if any(path.parent != folder for _, path in files):
+                raise InvalidInput("staged files must be in the request's staging folder")
+            job = self.jobs.submit(KIND, {"character_id": character_id, "project_id": target.project_id,
+                                          "staging": folder.name, "files": staged, "caption": caption},
+                                   character_id=character_id)
+        except BaseException:
+            self.discard(folder)
+            raise
+        with self._lock:
+            self._streaming.discard(folder.name)
+        return job
+
+    # -- the job -------------------------------------------------------------------------------
+    def _run(self, ctx: JobContext) -> dict:
+        p = ctx.payload
+        folder = self._folder(p["staging"])
+        files = [(name, folder / stored) for name, stored in p["files"]]
+        present = [f for f in files if f[1].is_file()]
+        gone = [{"filename": name, "reason": "the staged file is gone"} for name, path in files if not path.is_file()]
+        counts: dict[str, list] = {"created": [], "skipped": gone}
+        stop = ctx.cancelled  # one small query per file: files take longer than that
+
+        def on_file(done: int, total: int, created: list, skipped: list) -> None:
+            counts["created"], counts["skipped"] = created, gone + skipped
+            ctx.progress(done / total, f"{done}/{total} files: {len(created)} added, {len(skipped)} skipped")
+            if done < total and stop():
+                raise JobCancelled()
+
+        try:
+            if stop():
+                raise JobCancelled()
+            result = self.images.add_files(p["character_id"], present, caption=p.get("caption", ""),
+                                           source="upload", project_id=p.get("project_id"), on_file=on_file)
+            return {"created": result["created"], "skipped": gone + result["skipped"]}
+        except JobCancelled:
+            # what was placed stays (pending); the job records it before it ends as cancelled
+            ctx.progress(len(counts["created"] + counts["skipped"]) / max(len(files), 1),
+                         f"cancelled: {len(counts['created'])} added before it stopped",
+                         result={"created": counts["created"], "skipped": counts["skipped"], "cancelled": True})
+            raise
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _folder(self, name: str) -> Path:
+        if not name.startswith(PREFIX) or "/" in name or "\\" in name or ".." in name:
+            raise InvalidInput("bad staging folder in the job")
+        return self.layout.staging_dir() / name
+
+    # -- leftovers -----------------------------------------------------------------------------
+    def sweep(self) -> list[str]:
+        """Remove staging folders that no queued or running upload job owns and no request of
+        this process is writing (older than SWEEP_AFTER_S when unknown, for other processes)."""
+        root = self.layout.staging_dir()
+        folders = [d for d in root.iterdir() if d.is_dir() and d.name.startswith(PREFIX)]
+        if not folders:
+            return []
+        with self.db.begin() as conn:
+            live = {row.payload.get("staging") for row in conn.execute(
+                sa.select(jobs.c.payload).where(jobs.c.kind == KIND,
+                                                               jobs.c.status.in_(("queued", "running"))))}
+            # cancelled before it started: its handler, which removes the folder, never ran
+            never_ran = {row.payload.get("staging") for row in conn.execute(
+                sa.select(jobs.c.payload).where(jobs.c.kind == KIND, jobs.c.status == "cancelled",
+                                                jobs.c.started_at.is_(None)))}
+        with self._lock:
+            busy = live | self._streaming
+        removed = []
+        now = time.time()
+        for d in folders:
+            if d.name in busy:
+                continue
+            try:
+                age = now - max([d.stat().st_mtime] + [f.stat().st_mtime for f in d.iterdir()])
+            except OSError:
+                continue
+            if d.name in never_ran or age > SWEEP_AFTER_S:
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d.name)
+        if removed:
+            log.info("removed %d leftover upload staging folder(s)", len(removed))
+        return removed

@@ -1,0 +1,135 @@
+"""`python -m lora_studio train`: a real tiny run in a subprocess (the character's job, recorded
+like the panel's), Ctrl-C cancelling it, a worker config run directly, and bad arguments."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support.images import image_bytes
+
+
+@pytest.fixture
+def data(tmp_path):
+    """A data folder with project 'moon', character 'aiko' and two approved images (SQLite)."""
+    from lora_studio.app import EventHub, standalone_host
+    from lora_studio.core.settings import load_settings
+    from lora_studio.studio import Studio
+
+    settings = load_settings(cli={"data_dir": tmp_path / "data", "models_dir": tmp_path / "models",
+                                  "loras_dir": tmp_path / "loras", "min_approved_images": 2}, env={})
+    s = Studio(settings, standalone_host(settings, EventHub()))
+    try:
+        project = s.projects.create({"name": "Moon"})
+        char = s.characters.create(project["id"], {"name": "Aiko", "trigger_word": "aikotnk"})
+        staged = []
+        for i in range(2):
+            path = tmp_path / f"staged-{i}.png"
+            path.write_bytes(image_bytes(size=(72, 64), seed=500 + i))
+            staged.append((f"{i}.png", path))
+        for image in s.images.add_files(char["id"], staged)["created"]:
+            s.review.approve(image["id"])
+    finally:
+        s.close()
+    return settings
+
+
+def cli(settings, *args: str) -> list[str]:
+    return [sys.executable, "-m", "lora_studio", "train", *args, "--data", str(settings.data_dir),
+            "--models-dir", str(settings.effective_models_dir), "--loras-dir", str(settings.effective_loras_dir)]
+
+
+def env() -> dict:
+    return {**os.environ, "LORA_STUDIO_MIN_APPROVED_IMAGES": "2", "OMP_NUM_THREADS": "1"}
+
+
+def loras_of(settings) -> list[dict]:
+    from lora_studio.app import EventHub, standalone_host
+    from lora_studio.studio import Studio
+
+    s = Studio(settings, standalone_host(settings, EventHub()))
+    try:
+        return s.training.loras(s.characters.find("moon", "aiko")["id"])["items"]
+    finally:
+        s.close()
+
+
+def test_bad_arguments_exit_2(data, tmp_path):
+    run = subprocess.run(cli(data, "--character", "aiko", "--base-model", "x"), capture_output=True, text=True,
+                         env=env(), timeout=120)
+    assert run.returncode == 2 and "<project>/<character>" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "lora_studio", "train", "--config", str(tmp_path / "none.json")],
+                         capture_output=True, text=True, env=env(), timeout=120)
+    assert run.returncode == 2 and "no config file" in run.stderr
+    run = subprocess.run(cli(data, "--character", "moon/aiko", "--base-model", "missing"), capture_output=True,
+                         text=True, env=env(), timeout=120)
+    assert run.returncode == 1 and "base model 'missing' was not found" in run.stderr
+
+
+@pytest.mark.training
+def test_train_a_character_in_the_foreground(data):
+    pytest.importorskip("diffusers")
+    from support.tiny_sd import TINY_RESOLUTION, build_tiny_sd15
+
+    build_tiny_sd15(data.effective_models_dir / "tiny")
+    run = subprocess.run(cli(data, "--character", "moon/aiko", "--base-model", "tiny", "--steps", "4", "--rank", "4",
+                             "--resolution", str(TINY_RESOLUTION), "--sample-every", "0", "--device", "cpu"),
+                         capture_output=True, text=True, env=env(), timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "step 4/4" in run.stdout and "wrote moon-aiko-v1.safetensors" in run.stdout
+    assert (data.effective_loras_dir / "moon-aiko-v1.safetensors").is_file()
+    assert [lora["file_name"] for lora in loras_of(data)] == ["moon-aiko-v1.safetensors"]
+
+
+@pytest.mark.training
+def test_ctrl_c_cancels_and_exits_1(data):
+    pytest.importorskip("diffusers")
+    from support.tiny_sd import TINY_RESOLUTION, build_tiny_sd15
+
+    model = build_tiny_sd15(data.data_dir.parent / "elsewhere" / "tiny")  # a path, not a listed name
+    proc = subprocess.Popen(cli(data, "--character", "moon/aiko", "--base-model", str(model), "--steps", "5000",
+                                "--rank", "4", "--resolution", str(TINY_RESOLUTION), "--sample-every", "0"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    lines = []
+    deadline = time.monotonic() + 300
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("step ") and not line.startswith("step 0/"):
+            break
+        assert time.monotonic() < deadline, lines
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, (lines, out, err[-3000:])
+    assert "training cancelled" in err
+    assert not data.effective_loras_dir.exists() or list(data.effective_loras_dir.iterdir()) == []
+    assert loras_of(data) == []
+
+
+@pytest.mark.training
+def test_run_a_worker_config_directly(tmp_path):
+    pytest.importorskip("diffusers")
+    from support.tiny_sd import TINY_RESOLUTION, build_tiny_sd15, write_sample_images
+
+    model = build_tiny_sd15(tmp_path / "tiny")
+    images = write_sample_images(tmp_path / "images", 2)
+    config = {"base_model": str(model), "items": [{"image": str(p), "caption": "a girl"} for p in images],
+              "output_path": str(tmp_path / "out" / "lora.safetensors"), "steps": 3, "rank": 4, "alpha": 2.0,
+              "learning_rate": 1e-4, "resolution": TINY_RESOLUTION}
+    (tmp_path / "job.json").write_text(json.dumps(config))
+    run = subprocess.run([sys.executable, "-m", "lora_studio", "train", "--config", str(tmp_path / "job.json")],
+                         capture_output=True, text=True, env=env(), timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "step 3/3" in run.stdout and f"wrote {tmp_path / 'out' / 'lora.safetensors'}" in run.stdout
+    assert (tmp_path / "out" / "lora.safetensors").is_file()
+    bad = {**config, "steps": 0, "output_path": str(tmp_path / "out" / "other.safetensors")}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    run = subprocess.run([sys.executable, "-m", "lora_studio", "train", "--config", str(tmp_path / "bad.json")],
+                         capture_output=True, text=True, env=env(), timeout=600)
+    assert run.returncode == 1 and "steps" in run.stderr
+    assert not Path(bad["output_path"]).exists()

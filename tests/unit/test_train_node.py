@@ -1,0 +1,237 @@
+"""The Train LoRA node against stand-ins of ComfyUI's `comfy.utils` (ProgressBar + the global hook
+main.py installs, which checks for an interrupt first) and `comfy.model_management` (the interrupt
+flag), built like ComfyUI's own, and a real studio running a real tiny training job."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import types
+
+import pytest
+from support.images import image_bytes
+
+
+def comfy_standins() -> types.SimpleNamespace:
+    """`comfy.utils` and `comfy.model_management` as ComfyUI has them (comfy/utils.py ProgressBar,
+    model_management's interrupt functions, main.py's progress hook), recording what the hook got."""
+    mm = types.ModuleType("comfy.model_management")
+
+    class InterruptProcessingException(Exception):
+        pass
+
+    mm.InterruptProcessingException = InterruptProcessingException
+    mm.interrupt_processing_mutex = threading.RLock()
+    mm.interrupt_processing = False
+
+    def interrupt_current_processing(value=True):
+        with mm.interrupt_processing_mutex:
+            mm.interrupt_processing = value
+
+    def processing_interrupted():
+        with mm.interrupt_processing_mutex:
+            return mm.interrupt_processing
+
+    def throw_exception_if_processing_interrupted():
+        with mm.interrupt_processing_mutex:
+            if mm.interrupt_processing:
+                mm.interrupt_processing = False
+                raise InterruptProcessingException()
+
+    mm.interrupt_current_processing = interrupt_current_processing
+    mm.processing_interrupted = processing_interrupted
+    mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
+
+    utils = types.ModuleType("comfy.utils")
+    utils.PROGRESS_BAR_HOOK = None
+
+    def set_progress_bar_global_hook(function):
+        utils.PROGRESS_BAR_HOOK = function
+
+    class ProgressBar:
+        def __init__(self, total, node_id=None):
+            self.total = total
+            self.current = 0
+            self.hook = utils.PROGRESS_BAR_HOOK
+            self.node_id = node_id
+
+        def update_absolute(self, value, total=None, preview=None):
+            if total is not None:
+                self.total = total
+            if value > self.total:
+                value = self.total
+            self.current = value
+            if self.hook is not None:
+                self.hook(self.current, self.total, preview, node_id=self.node_id)
+
+        def update(self, value):
+            self.update_absolute(self.current + value)
+
+    utils.set_progress_bar_global_hook = set_progress_bar_global_hook
+    utils.ProgressBar = ProgressBar
+
+    calls: list[tuple] = []
+
+    def hook(value, total, preview_image, prompt_id=None, node_id=None):  # main.py's hook, minus the socket
+        mm.throw_exception_if_processing_interrupted()
+        calls.append((value, total, preview_image, node_id))
+
+    utils.set_progress_bar_global_hook(hook)
+    comfy = types.ModuleType("comfy")
+    comfy.__path__ = []
+    comfy.utils, comfy.model_management = utils, mm
+    return types.SimpleNamespace(comfy=comfy, utils=utils, mm=mm, calls=calls)
+
+
+@pytest.fixture
+def comfy(monkeypatch):
+    ns = comfy_standins()
+    monkeypatch.setitem(sys.modules, "comfy", ns.comfy)
+    monkeypatch.setitem(sys.modules, "comfy.utils", ns.utils)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", ns.mm)
+    return ns
+
+
+class Ref:
+    def __init__(self, studio):
+        self.studio = studio
+
+    def get(self):
+        return self.studio
+
+
+@pytest.fixture
+def studio(tmp_path):
+    from lora_studio.app import EventHub, standalone_host
+    from lora_studio.core.settings import load_settings
+    from lora_studio.nodes import bind_studio
+    from lora_studio.studio import Studio
+
+    settings = load_settings(cli={"data_dir": tmp_path / "data", "models_dir": tmp_path / "models",
+                                  "loras_dir": tmp_path / "loras", "min_approved_images": 2}, env={})
+    settings.effective_models_dir.mkdir(parents=True)
+    s = Studio(settings, standalone_host(settings, EventHub()))
+    s.jobs.start()
+    bind_studio(Ref(s))
+    project = s.projects.create({"name": "Moon"})
+    char = s.characters.create(project["id"], {"name": "Aiko", "trigger_word": "aikotnk",
+                                               "design_prompt": "1girl, silver hair"})
+    staged = []
+    for i in range(2):
+        path = tmp_path / f"staged-{i}.png"
+        path.write_bytes(image_bytes(size=(72, 64), seed=300 + i))
+        staged.append((f"{i}.png", path))
+    for image in s.images.add_files(char["id"], staged)["created"]:
+        s.review.approve(image["id"])
+    assert len(s.images.approved_items(char["id"])) == 2
+    yield s
+    bind_studio(None)
+    s.close()
+
+
+def test_inputs_list_checkpoints_and_diffusers_folders_and_advanced_options(studio, comfy):
+    from lora_studio.nodes.training import TrainLoRA
+
+    models = studio.settings.effective_models_dir
+    (models / "anime.safetensors").write_bytes(b"x")
+    (models / "sd15-folder" / "unet").mkdir(parents=True)
+    (models / "sd15-folder" / "unet" / "config.json").write_text("{}")
+    inputs = TrainLoRA.INPUT_TYPES()
+    assert inputs["required"]["base_model"][0] == ["anime.safetensors", "sd15-folder"]
+    assert inputs["required"]["project"][0] == ["moon"] and inputs["required"]["character"][0][0] == "aiko"
+    assert set(inputs["optional"]) == {"resolution", "network_alpha", "train_text_encoder", "sample_every"}
+    assert inputs["hidden"] == {"unique_id": "UNIQUE_ID"}
+    with pytest.raises(Exception, match="no-such-model"):
+        TrainLoRA().run("moon", "aiko", "no-such-model", 2, 4, 1e-4)
+
+
+def test_prompt_id_comes_from_the_executing_context(monkeypatch):
+    from lora_studio.nodes.training import current_prompt_id
+
+    execution = types.ModuleType("comfy_execution")
+    execution.__path__ = []
+    utils = types.ModuleType("comfy_execution.utils")
+    context = types.SimpleNamespace(prompt_id="p-123", node_id="7", list_index=None)
+    utils.get_executing_context = lambda: context
+    monkeypatch.setitem(sys.modules, "comfy_execution", execution)
+    monkeypatch.setitem(sys.modules, "comfy_execution.utils", utils)
+    assert current_prompt_id() == "p-123"
+    utils.get_executing_context = lambda: None  # outside a node run: PromptServer's last prompt
+    server = types.ModuleType("server")
+    server.PromptServer = types.SimpleNamespace(instance=types.SimpleNamespace(last_prompt_id="p-456"))
+    monkeypatch.setitem(sys.modules, "server", server)
+    assert current_prompt_id() == "p-456"
+
+
+@pytest.mark.training
+def test_node_trains_and_relays_steps_and_sample_previews(studio, comfy):
+    pytest.importorskip("diffusers")
+    from lora_studio.nodes.training import TrainLoRA
+    from PIL import Image
+    from support.tiny_sd import TINY_RESOLUTION, build_tiny_sd15
+
+    build_tiny_sd15(studio.settings.effective_models_dir / "tiny")
+    out = TrainLoRA().run("moon", "aiko", "tiny", 6, 4, 1e-4, resolution=TINY_RESOLUTION, sample_every=3,
+                          unique_id="12")
+    name = out["result"][0]
+    assert name == "moon-aiko-v1.safetensors" and (studio.settings.effective_loras_dir / name).is_file()
+    assert out["ui"]["text"] == [f"trained {name}"]
+    values = [c[0] for c in comfy.calls]
+    assert values == sorted(values) and values[-1] == 6 and all(c[1] == 6 for c in comfy.calls)
+    assert all(c[3] == "12" for c in comfy.calls)
+    previews = [c[2] for c in comfy.calls if c[2] is not None]
+    assert previews, comfy.calls
+    kind, image, max_size = previews[-1]
+    assert kind == "PNG" and isinstance(image, Image.Image) and max_size == 512
+    assert image.size == (TINY_RESOLUTION, TINY_RESOLUTION)
+    job = studio.jobs.list(kind="train")["items"][0]
+    assert job["status"] == "succeeded" and [s["step"] for s in job["result"]["samples"]] == [3, 6]
+
+
+@pytest.mark.training
+def test_comfyui_cancel_cancels_the_training_job_and_reraises(studio, comfy):
+    pytest.importorskip("diffusers")
+    from lora_studio.nodes.training import TrainLoRA
+    from support.tiny_sd import TINY_RESOLUTION, build_tiny_sd15
+
+    build_tiny_sd15(studio.settings.effective_models_dir / "tiny")
+    outcome: dict = {}
+
+    def run():
+        try:
+            TrainLoRA().run("moon", "aiko", "tiny", 5000, 4, 1e-4, resolution=TINY_RESOLUTION, sample_every=0)
+        except BaseException as e:  # noqa: BLE001 - what ComfyUI would see
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 240
+    while not any(c[0] > 0 for c in comfy.calls):  # training steps are moving
+        assert thread.is_alive() and time.monotonic() < deadline, (outcome, comfy.calls)
+        time.sleep(0.05)
+    comfy.mm.interrupt_current_processing(True)  # ComfyUI's Cancel button
+    thread.join(120)
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), comfy.mm.InterruptProcessingException)
+    job = studio.jobs.list(kind="train")["items"][0]
+    assert job["status"] == "cancelled" and job["cancel_requested"]
+    assert 0 < job["result"]["progress"]["step"] < 5000
+    loras = studio.settings.effective_loras_dir
+    assert not loras.exists() or list(loras.iterdir()) == []
+
+
+def test_train_node_outside_comfyui_runs_without_a_progress_bar(studio, monkeypatch):
+    """No comfy modules (the standalone app's tests): follow_job only polls the job."""
+    from lora_studio.nodes.training import follow_job
+
+    for name in ("comfy", "comfy.utils", "comfy.model_management"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails, like outside ComfyUI
+
+    def echo(ctx):
+        ctx.progress(0.5, "half", result={"progress": {"step": 1, "total_steps": 2}, "samples": []})
+        return {"file_name": "x.safetensors"}
+
+    studio.jobs.register("echo", echo)
+    job = studio.jobs.submit("echo", {"steps": 2})
+    assert follow_job(studio, job, poll=0.05)["status"] == "succeeded"
