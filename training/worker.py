@@ -1,18 +1,23 @@
 """LoRA Studio training worker, run as ``[sys.executable, "<pack>/training/worker.py", "<config.json>"]``.
 
-Config (JSON object): ``base_model`` (diffusers-format SD1.5 folder), ``items`` ([{"image": absolute
+Config (JSON object, see ``TrainConfig`` for every optional field and its default): ``base_model`` (SD1.5
+or SDXL: a single-file ``.safetensors`` checkpoint or a diffusers folder), ``items`` ([{"image": absolute
 path, "caption": str}]), ``output_path`` (absolute, new ``.safetensors``), ``steps``, ``rank``,
-``alpha``, ``learning_rate``; optional ``resolution`` (512), ``batch_size`` (1), ``seed`` (0),
-``trigger_word`` (""), ``metadata`` ({str: str}), ``target_modules`` (to_q, to_k, to_v, to_out.0),
-``device`` ("cpu", "cuda" or "auto"; default "cpu").
+``alpha`` (alias ``network_alpha``), ``learning_rate``. Unknown fields are logged and ignored; JSON
+null means "not given".
 
 Protocol: JSON objects, one per line, on STDOUT only (human logs go to stderr)::
 
-    {"event": "start", "total_steps": N}
-    {"event": "progress", "step": i, "total_steps": N, "loss": float}     (i = 1..N)
-    {"event": "done", "output_path": str, "sha256": hex, "num_modules": M, "rank": r, "alpha": a}
+    {"event": "start", "total_steps": N, "arch": "sd15"|"sdxl", "resume_step": k}
+    {"event": "phase", "name": "loading"|"caching"|"training"|"saving", "done": i, "total": n}
+    {"event": "progress", "step": i, "total_steps": N, "loss": f, "smooth_loss": f, "it_s": f, "eta_s": f, "lr": f}
+    {"event": "sample", "step": i, "path": "<absolute png>", "prompt": str}
+    {"event": "checkpoint", "step": i, "path": "<absolute step-<i> folder>"}
+    {"event": "done", "output_path": str, "sha256": hex, "num_modules": M, "rank": r, "alpha": a, "arch": str}
     {"event": "error", "message": str}                                    (exit code 1)
     {"event": "cancelled"}                                                (after SIGTERM/SIGINT, exit 128+signal)
+
+Progress steps are optimizer steps (k+1..N after a resume from step k).
 
 The script works without the pack being importable (e.g. ``custom_nodes/lora-studio``): it registers
 a synthetic package whose ``__path__`` is the pack root and imports ``training.*`` through it,
@@ -27,7 +32,6 @@ import json
 import logging
 import math
 import os
-import re
 import signal
 import sys
 import types
@@ -56,8 +60,12 @@ def bootstrap_package(root: Path | None = None) -> str:
 
 
 if __package__:  # imported as lora_studio.training.worker (or any package name)
+    from . import data as _data
+    from . import models as _models
     from .errors import ConfigError, TrainingCancelled, TrainingError
 else:  # run as a script: reach the sibling modules through the synthetic package
+    _data = importlib.import_module(f"{bootstrap_package()}.training.data")
+    _models = importlib.import_module(f"{bootstrap_package()}.training.models")
     _errors = importlib.import_module(f"{bootstrap_package()}.training.errors")
     ConfigError, TrainingCancelled, TrainingError = (
         _errors.ConfigError,
@@ -65,17 +73,16 @@ else:  # run as a script: reach the sibling modules through the synthetic packag
         _errors.TrainingError,
     )
 
-DEFAULT_TARGET_MODULES: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+TrainItem = _data.TrainItem  # re-exported: the studio and older callers import it from here
+
 MODEL_SUBFOLDERS: tuple[str, ...] = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 DEVICES = ("cpu", "cuda", "auto")
+ARCHS = ("auto", "sd15", "sdxl")
+OPTIMIZERS = ("adamw", "adamw8bit")
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "cosine")
+MIXED_PRECISION = ("no", "fp16", "bf16")
 
 log = logging.getLogger("lora_studio.training.worker")
-
-
-@dataclass(frozen=True)
-class TrainItem:
-    image: Path
-    caption: str
 
 
 @dataclass(frozen=True)
@@ -92,15 +99,52 @@ class TrainConfig:
     seed: int = 0
     trigger_word: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
-    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+    target_modules: tuple[str, ...] | None = None  # None: kohya's default set (every Linear in the transformers)
     device: str = "cpu"
+    arch: str = "auto"  # checked against the weights; "auto" = detected
+    # LoRA layout
+    conv: bool = False  # also the 3x3 convs of the ResNet blocks (kohya conv_dim / LoCon)
+    conv_rank: int | None = None  # default: rank
+    conv_alpha: float | None = None  # default: alpha
+    train_text_encoder: bool = False
+    text_encoder_lr: float | None = None  # default: learning_rate
+    # optimisation
+    optimizer: str = "adamw"
+    lr_scheduler: str = "constant"
+    warmup_steps: int = 0
+    min_snr_gamma: float = 0.0  # 0 = off (5 is the usual value)
+    noise_offset: float = 0.0
+    grad_accum: int = 1
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "bf16"  # GPU only; CPU always trains in fp32
+    max_grad_norm: float = 1.0  # 0 = no clipping
+    # data
+    shuffle_tags: bool = False
+    keep_tokens: int = 1
+    tag_dropout: float = 0.0
+    caption_dropout: float = 0.0
+    flip: bool = False
+    bucketing: bool = True
+    cache_dir: Path | None = None  # latent cache (on disk); None = in memory only
+    # run control
+    checkpoint_dir: Path | None = None
+    checkpoint_every: int = 0  # 0 = no periodic checkpoints
+    resume_from: Path | None = None  # a step-<n> checkpoint folder, or a checkpoint_dir (its latest)
+    sample_every: int = 0  # 0 = no samples
+    sample_dir: Path | None = None
+    sample_prompt: str = ""  # default: the trigger word
+    sample_negative: str = ""
+    sample_steps: int = 12
+    sample_size: int | None = None  # default: resolution
+    sample_guidance: float = 7.0
 
     def caption_for(self, item: TrainItem) -> str:
         """The caption with the trigger word prepended, unless it is empty or already present."""
-        caption, trigger = item.caption.strip(), self.trigger_word.strip()
-        if not trigger or re.search(rf"(?<!\w){re.escape(trigger)}(?!\w)", caption, re.IGNORECASE):
-            return caption
-        return f"{trigger}, {caption}" if caption else trigger
+        return _data.with_trigger(item.caption, self.trigger_word)
+
+    @property
+    def effective_sample_prompt(self) -> str:
+        return self.sample_prompt.strip() or self.trigger_word.strip()
 
 
 # --------------------------------------------------------------------------- config
@@ -119,36 +163,87 @@ def load_config(path: Path) -> TrainConfig:
     return parse_config(raw)
 
 
+_ALIASES = {"network_alpha": "alpha", "network_dim": "rank", "conv_dim": "conv_rank"}
+
+
 def parse_config(raw: Any, *, check_files: bool = True) -> TrainConfig:
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a JSON object")
+    raw = {key: value for key, value in raw.items() if value is not None}  # JSON null = not given
+    for alias, name in _ALIASES.items():
+        if alias in raw:
+            if name in raw and raw[name] != raw[alias]:
+                raise ConfigError(f"{alias} and {name} are the same setting but differ ({raw[alias]} != {raw[name]})")
+            raw[name] = raw.pop(alias)
     for key in sorted(set(raw) - set(TrainConfig.__dataclass_fields__)):
         log.warning("ignoring unknown config field %r", key)
-    raw = {key: value for key, value in raw.items() if value is not None}  # JSON null = not given
+    rank = _get_int(raw, "rank", low=1, high=1024)
+    alpha = _get_number(raw, "alpha")
+    resolution = _get_int(raw, "resolution", default=512, low=32, high=4096)
     config = TrainConfig(
         base_model=Path(_get(raw, "base_model", str)),
         items=_parse_items(raw.get("items")),
         output_path=Path(_get(raw, "output_path", str)),
         steps=_get_int(raw, "steps", low=1),
-        rank=_get_int(raw, "rank", low=1, high=1024),
-        alpha=_get_number(raw, "alpha"),
+        rank=rank,
+        alpha=alpha,
         learning_rate=_get_number(raw, "learning_rate"),
-        resolution=_get_int(raw, "resolution", default=512, low=32, high=4096),
+        resolution=resolution,
         batch_size=_get_int(raw, "batch_size", default=1, low=1, high=1024),
         seed=_get_int(raw, "seed", default=0, low=0, high=2**63 - 1),
         trigger_word=_get(raw, "trigger_word", str, default="", allow_empty=True),
         metadata=_parse_metadata(raw.get("metadata", {})),
-        target_modules=_parse_targets(raw.get("target_modules", list(DEFAULT_TARGET_MODULES))),
-        device=_get(raw, "device", str, default="cpu"),
+        target_modules=_parse_targets(raw["target_modules"]) if "target_modules" in raw else None,
+        device=_choice(raw, "device", DEVICES, "cpu"),
+        arch=_choice(raw, "arch", ARCHS, "auto"),
+        conv=_get(raw, "conv", bool, default=False),
+        conv_rank=_get_int(raw, "conv_rank", default=rank, low=1, high=1024),
+        conv_alpha=_get_number(raw, "conv_alpha", default=alpha),
+        train_text_encoder=_get(raw, "train_text_encoder", bool, default=False),
+        text_encoder_lr=_get_number(raw, "text_encoder_lr", default=None),
+        optimizer=_choice(raw, "optimizer", OPTIMIZERS, "adamw"),
+        lr_scheduler=_choice(raw, "lr_scheduler", LR_SCHEDULERS, "constant"),
+        warmup_steps=_get_int(raw, "warmup_steps", default=0, low=0),
+        min_snr_gamma=_get_number(raw, "min_snr_gamma", default=0.0, allow_zero=True),
+        noise_offset=_get_number(raw, "noise_offset", default=0.0, allow_zero=True, high=1.0),
+        grad_accum=_get_int(raw, "grad_accum", default=1, low=1, high=1024),
+        gradient_checkpointing=_get(raw, "gradient_checkpointing", bool, default=False),
+        mixed_precision=_choice(raw, "mixed_precision", MIXED_PRECISION, "bf16"),
+        max_grad_norm=_get_number(raw, "max_grad_norm", default=1.0, allow_zero=True),
+        shuffle_tags=_get(raw, "shuffle_tags", bool, default=False),
+        keep_tokens=_get_int(raw, "keep_tokens", default=1, low=0, high=255),
+        tag_dropout=_get_number(raw, "tag_dropout", default=0.0, allow_zero=True, high=1.0, below=True),
+        caption_dropout=_get_number(raw, "caption_dropout", default=0.0, allow_zero=True, high=1.0, below=True),
+        flip=_get(raw, "flip", bool, default=False),
+        bucketing=_get(raw, "bucketing", bool, default=True),
+        cache_dir=_get_abs_path(raw, "cache_dir"),
+        checkpoint_dir=_get_abs_path(raw, "checkpoint_dir"),
+        checkpoint_every=_get_int(raw, "checkpoint_every", default=0, low=0),
+        resume_from=_get_abs_path(raw, "resume_from"),
+        sample_every=_get_int(raw, "sample_every", default=0, low=0),
+        sample_dir=_get_abs_path(raw, "sample_dir"),
+        sample_prompt=_get(raw, "sample_prompt", str, default="", allow_empty=True),
+        sample_negative=_get(raw, "sample_negative", str, default="", allow_empty=True),
+        sample_steps=_get_int(raw, "sample_steps", default=12, low=1, high=200),
+        sample_size=_get_int(raw, "sample_size", default=resolution, low=32, high=4096),
+        sample_guidance=_get_number(raw, "sample_guidance", default=7.0, high=50.0),
     )
     if config.resolution % 8:
         raise ConfigError(f"resolution must be a multiple of 8, got {config.resolution}")
-    if config.device not in DEVICES:
-        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {config.device!r}")
+    if config.sample_size and config.sample_size % 8:
+        raise ConfigError(f"sample_size must be a multiple of 8, got {config.sample_size}")
+    if config.checkpoint_every and config.checkpoint_dir is None:
+        raise ConfigError("checkpoint_every needs a checkpoint_dir (the folder for the step-<n>/ checkpoints)")
+    if config.sample_every and config.sample_dir is None:
+        raise ConfigError("sample_every needs a sample_dir (the folder the sample images go to)")
+    if config.sample_every and not config.effective_sample_prompt:
+        raise ConfigError("sample_every needs a sample_prompt (or a trigger_word to use as the prompt)")
     if check_files:
-        check_base_model(config.base_model)
+        check_base_model(config.base_model, config.arch)
         check_output_path(config.output_path)
         check_images(config.items)
+        if config.resume_from is not None and not config.resume_from.is_dir():
+            raise ConfigError(f"resume_from is not a checkpoint folder: {config.resume_from}")
     return config
 
 
@@ -160,7 +255,7 @@ def _get(raw: dict, key: str, kind: type, *, default: Any = _MISSING, allow_empt
     if value is _MISSING:
         raise ConfigError(f"the config is missing the required field {key!r}")
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        expected = {int: "an integer", str: "a string"}.get(kind, kind.__name__)
+        expected = {int: "an integer", str: "a string", bool: "true or false"}.get(kind, kind.__name__)
         raise ConfigError(f"{key} must be {expected}, got {type(value).__name__} {value!r:.60}")
     if kind is str and not allow_empty and not value.strip():
         raise ConfigError(f"{key} must not be empty")
@@ -178,15 +273,43 @@ def _get_int(raw: dict, key: str, *, default: Any = _MISSING, low: int, high: in
     return value
 
 
-def _get_number(raw: dict, key: str) -> float:
-    value = raw.get(key, _MISSING)
+def _get_number(
+    raw: dict,
+    key: str,
+    *,
+    default: Any = _MISSING,
+    allow_zero: bool = False,
+    high: float | None = None,
+    below: bool = False,
+) -> Any:
+    value = raw.get(key, default)
     if value is _MISSING:
         raise ConfigError(f"the config is missing the required field {key!r}")
+    if value is None and default is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{key} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{key} must be a positive number, got {value}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{key} must be a {'non-negative' if allow_zero else 'positive'} number, got {value}")
+    if high is not None and (value >= high if below else value > high):
+        raise ConfigError(f"{key} must be {'below' if below else 'at most'} {high}, got {value}")
     return float(value)
+
+
+def _choice(raw: dict, key: str, choices: tuple[str, ...], default: str) -> str:
+    value = _get(raw, key, str, default=default)
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _get_abs_path(raw: dict, key: str) -> Path | None:
+    value = _get(raw, key, str) if key in raw else None
+    if value is None:
+        return None
+    if not Path(value).is_absolute():
+        raise ConfigError(f"{key} must be an absolute path, got {value!r}")
+    return Path(value)
 
 
 def _parse_items(value: Any) -> tuple[TrainItem, ...]:
@@ -226,19 +349,25 @@ def _parse_targets(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def check_base_model(path: Path) -> None:
+def check_base_model(path: Path, arch: str = "auto") -> str:
+    """The base model exists and is SD1.5 or SDXL (cheap: headers and config files only); returns its arch."""
     if not path.exists():
         raise ConfigError(f"base model not found: {path}")
-    if path.is_file():
-        raise ConfigError(
-            f"single-file checkpoints are not supported yet ({path.name}): base_model must be a "
-            f"diffusers-format SD1.5 folder with {', '.join(s + '/' for s in MODEL_SUBFOLDERS)}"
-        )
-    missing = [name for name in MODEL_SUBFOLDERS if not (path / name).is_dir()]
-    if missing:
-        raise ConfigError(
-            f"base model {path} is not a diffusers-format SD1.5 folder: missing {', '.join(m + '/' for m in missing)}"
-        )
+    if path.is_dir():
+        missing = [name for name in MODEL_SUBFOLDERS if not (path / name).is_dir()]
+        if missing:
+            raise ConfigError(
+                f"base model {path} is not a diffusers-format folder: missing {', '.join(m + '/' for m in missing)}"
+            )
+    try:
+        info = _models.detect_model(path)
+    except ConfigError:
+        raise
+    except TrainingError as exc:
+        raise ConfigError(str(exc)) from None
+    if arch != "auto" and info.arch != arch:
+        raise ConfigError(f"arch is {arch!r} but the base model {path.name} is {info.arch!r}")
+    return info.arch
 
 
 def check_output_path(path: Path) -> None:
@@ -280,9 +409,15 @@ class Protocol:
         self.stream = stream
 
     def emit(self, event: str, **fields: Any) -> None:
+        fields = {key: _finite(value) for key, value in fields.items()}
         line = json.dumps({"event": event, **fields}, allow_nan=False)
         self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/Infinity: a not-yet-known number (ETA before the first step) is sent as null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 class StopFlag:
@@ -350,12 +485,7 @@ def run(config_path: Path, protocol: Protocol, stop: StopFlag) -> int:
         trainer.check_dependencies()
         if stop():
             raise TrainingCancelled()
-        protocol.emit("start", total_steps=config.steps)
-
-        def on_progress(step: int, total: int, loss: float) -> None:
-            protocol.emit("progress", step=step, total_steps=total, loss=loss)
-
-        result = trainer.train(config, on_progress=on_progress, should_stop=stop)
+        result = trainer.train(config, on_event=protocol.emit, should_stop=stop)
     except TrainingCancelled:
         log.warning("training cancelled; no LoRA was written")
         protocol.emit("cancelled")
@@ -375,6 +505,7 @@ def run(config_path: Path, protocol: Protocol, stop: StopFlag) -> int:
         num_modules=result.num_modules,
         rank=result.rank,
         alpha=result.alpha,
+        arch=result.arch,
     )
     return EXIT_OK
 

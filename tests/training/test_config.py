@@ -10,21 +10,19 @@ from pathlib import Path
 
 import pytest
 from lora_studio.training.errors import MISSING_DEPENDENCIES_MESSAGE, ConfigError
-from lora_studio.training.worker import DEFAULT_TARGET_MODULES, TrainConfig, TrainItem, parse_config
+from lora_studio.training.worker import TrainConfig, TrainItem, parse_config
 from PIL import Image
+from support.train_cfg import fake_model_folder
 
 PACK_ROOT = Path(__file__).resolve().parents[2]
 TRAINING_DIR = PACK_ROOT / "training"
-OWN_MODULES = ("__init__.py", "errors.py", "kohya.py", "trainer.py", "worker.py")
-ALLOWED_IMPORTS = {"torch", "diffusers", "peft", "transformers", "safetensors", "numpy", "PIL"}
+OWN_MODULES = ("__init__.py", "errors.py", "kohya.py", "optim.py", "trainer.py", "worker.py")
+ALLOWED_IMPORTS = {"torch", "diffusers", "peft", "transformers", "safetensors", "numpy", "PIL", "bitsandbytes"}
 
 
 @pytest.fixture
 def base_model(tmp_path: Path) -> Path:
-    folder = tmp_path / "model"
-    for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
-        (folder / name).mkdir(parents=True)
-    return folder
+    return fake_model_folder(tmp_path / "model")
 
 
 @pytest.fixture
@@ -52,9 +50,42 @@ def test_minimal_config_gets_defaults(base_model: Path, image: Path) -> None:
     config = parse_config(raw_config(base_model, image))
     assert config.resolution == 512 and config.batch_size == 1 and config.seed == 0
     assert config.alpha == 2.0 and isinstance(config.alpha, float)
-    assert config.target_modules == DEFAULT_TARGET_MODULES == ("to_q", "to_k", "to_v", "to_out.0")
+    assert config.target_modules is None  # kohya's default coverage (targets.unet_lora_targets)
     assert config.items == (TrainItem(image, "1girl, red hair"),)
     assert config.metadata == {} and config.trigger_word == "" and config.device == "cpu"
+    assert config.arch == "auto" and not config.conv and config.conv_rank == 4 and config.conv_alpha == 2.0
+    assert not config.train_text_encoder and config.text_encoder_lr is None
+    assert (config.optimizer, config.lr_scheduler, config.warmup_steps) == ("adamw", "constant", 0)
+    assert (config.min_snr_gamma, config.noise_offset, config.grad_accum) == (0.0, 0.0, 1)
+    assert config.mixed_precision == "bf16" and not config.gradient_checkpointing
+    assert config.bucketing and not config.flip and not config.shuffle_tags and config.keep_tokens == 1
+    assert config.cache_dir is None and config.checkpoint_dir is None and config.resume_from is None
+    assert config.checkpoint_every == 0 and config.sample_every == 0 and config.sample_size == 512
+
+
+def test_all_options_parse(base_model: Path, image: Path, tmp_path: Path) -> None:
+    (tmp_path / "ckpt").mkdir()
+    config = parse_config(
+        raw_config(
+            base_model, image, alpha=None, network_alpha=8, conv=True, conv_rank=8, conv_alpha=4,
+            train_text_encoder=True, text_encoder_lr=5e-5, optimizer="adamw8bit", lr_scheduler="cosine",
+            warmup_steps=3, min_snr_gamma=5, noise_offset=0.05, grad_accum=2, gradient_checkpointing=True,
+            mixed_precision="fp16", shuffle_tags=True, keep_tokens=2, tag_dropout=0.1, caption_dropout=0.05,
+            flip=True, bucketing=False, cache_dir=str(tmp_path / "cache"), checkpoint_dir=str(tmp_path / "ckpt"),
+            checkpoint_every=5, resume_from=str(tmp_path / "ckpt"), sample_every=5, sample_dir=str(tmp_path / "s"),
+            sample_prompt="akane, smile", sample_negative="lowres", sample_steps=4, sample_size=256, arch="sd15",
+        )
+    )
+    assert config.alpha == 8.0 and config.conv and (config.conv_rank, config.conv_alpha) == (8, 4.0)
+    assert config.train_text_encoder and config.text_encoder_lr == 5e-5
+    assert (config.optimizer, config.lr_scheduler, config.warmup_steps) == ("adamw8bit", "cosine", 3)
+    assert (config.min_snr_gamma, config.noise_offset, config.grad_accum) == (5.0, 0.05, 2)
+    assert config.gradient_checkpointing and config.mixed_precision == "fp16"
+    assert config.shuffle_tags and config.keep_tokens == 2 and config.tag_dropout == 0.1
+    assert config.caption_dropout == 0.05 and config.flip and not config.bucketing
+    assert config.cache_dir == tmp_path / "cache" and config.resume_from == tmp_path / "ckpt"
+    assert (config.checkpoint_every, config.sample_every, config.sample_steps, config.sample_size) == (5, 5, 4, 256)
+    assert config.effective_sample_prompt == "akane, smile" and config.arch == "sd15"
 
 
 @pytest.mark.parametrize(
@@ -90,6 +121,23 @@ def test_trigger_word_is_prepended_once(caption: str, expected: str) -> None:
         ({"metadata": {"a": 1}}, "metadata values must be strings"),
         ({"target_modules": []}, "target_modules must be a non-empty list"),
         ({"device": "tpu"}, "device must be one of"),
+        ({"optimizer": "sgd"}, "optimizer must be one of adamw, adamw8bit"),
+        ({"lr_scheduler": "linear"}, "lr_scheduler must be one of"),
+        ({"mixed_precision": "fp8"}, "mixed_precision must be one of"),
+        ({"arch": "sd3"}, "arch must be one of"),
+        ({"arch": "sdxl"}, "arch is 'sdxl' but the base model model is 'sd15'"),
+        ({"flip": "yes"}, "flip must be true or false"),
+        ({"grad_accum": 0}, "grad_accum must be between 1 and 1024"),
+        ({"tag_dropout": 1.0}, "tag_dropout must be below 1.0"),
+        ({"noise_offset": -0.1}, "noise_offset must be a non-negative number"),
+        ({"text_encoder_lr": 0}, "text_encoder_lr must be a positive number"),
+        ({"checkpoint_every": 10}, "checkpoint_every needs a checkpoint_dir"),
+        ({"checkpoint_dir": "ckpt"}, "checkpoint_dir must be an absolute path"),
+        ({"sample_every": 10}, "sample_every needs a sample_dir"),
+        ({"sample_every": 10, "sample_dir": "/tmp/samples"}, "needs a sample_prompt (or a trigger_word"),
+        ({"resume_from": "/nonexistent/ckpt"}, "resume_from is not a checkpoint folder"),
+        ({"alpha": None, "network_alpha": 3, "rank": 4}, None),
+        ({"network_alpha": 3}, "network_alpha and alpha are the same setting but differ"),
         ({"output_path": "relative.safetensors"}, "output_path must be an absolute path"),
     ],
 )
@@ -100,6 +148,9 @@ def test_invalid_fields_have_clear_messages(base_model: Path, image: Path, overr
             raw.pop(key)
         else:
             raw[key] = value
+    if message is None:  # a valid alias
+        assert parse_config(raw).alpha == 3.0
+        return
     with pytest.raises(ConfigError) as info:
         parse_config(raw)
     assert message in str(info.value)
@@ -113,11 +164,24 @@ def test_null_optional_fields_mean_defaults(base_model: Path, image: Path) -> No
     assert config.seed == 0 and config.resolution == 512
 
 
-def test_single_file_checkpoint_is_refused(tmp_path: Path, image: Path) -> None:
+def test_unusable_single_files_are_refused(tmp_path: Path, image: Path) -> None:
     checkpoint = tmp_path / "model.safetensors"
     checkpoint.write_bytes(b"x")
-    with pytest.raises(ConfigError, match="single-file checkpoints are not supported yet.*diffusers-format"):
+    with pytest.raises(ConfigError, match="model.safetensors is not a valid .safetensors file"):
         parse_config(raw_config(checkpoint, image))
+    pickle = tmp_path / "model.ckpt"
+    pickle.write_bytes(b"x")
+    with pytest.raises(ConfigError, match="only .safetensors checkpoints"):
+        parse_config(raw_config(pickle, image))
+
+
+def test_other_architectures_are_refused(tmp_path: Path, image: Path) -> None:
+    folder = fake_model_folder(tmp_path / "sd2")
+    (folder / "text_encoder" / "config.json").write_text('{"hidden_size": 1024, "hidden_act": "gelu"}')
+    (folder / "unet" / "config.json").write_text('{"in_channels": 4, "cross_attention_dim": 1024}')
+    with pytest.raises(ConfigError, match="SD2.x"):
+        parse_config(raw_config(folder, image))
+    assert parse_config(raw_config(fake_model_folder(tmp_path / "xl", "sdxl"), image), check_files=True).arch == "auto"
 
 
 def test_incomplete_model_folder_names_missing_parts(base_model: Path, image: Path) -> None:
@@ -151,7 +215,8 @@ def test_training_package_is_import_light() -> None:
         "import importlib, sys, runpy\n"
         f"ns = runpy.run_path({str(TRAINING_DIR / 'worker.py')!r}, run_name='not_main')\n"
         "pkg = ns['bootstrap_package']()\n"
-        "for name in ('training', 'training.errors', 'training.kohya', 'training.trainer', 'training.worker'):\n"
+        "for name in ('training', 'training.errors', 'training.kohya', 'training.optim', 'training.trainer',"
+        " 'training.worker', 'training.data', 'training.models'):\n"
         "    importlib.import_module(pkg + '.' + name)\n"
         "heavy = [m for m in ('torch', 'diffusers', 'peft', 'transformers', 'safetensors', 'lora_studio')"
         " if m in sys.modules]\n"

@@ -1,7 +1,9 @@
-"""The trainer in-process on the tiny model: image preparation, v-prediction, reproducibility, cancel."""
+"""The trainer in-process on tiny SD1.5 / SDXL models (CPU, 64 px, a few steps each)."""
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -10,108 +12,241 @@ pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
-from lora_studio.training.errors import TrainingCancelled  # noqa: E402
-from lora_studio.training.trainer import load_image_tensor, train  # noqa: E402
+from lora_studio.training import trainer as trainer_module  # noqa: E402
+from lora_studio.training.errors import TrainingCancelled, TrainingError  # noqa: E402
+from lora_studio.training.trainer import train  # noqa: E402
 from lora_studio.training.worker import parse_config  # noqa: E402
-from support.tiny_sd import TINY_RESOLUTION, build_tiny_sd15, tiny_unet_config, write_sample_images
+from support.tiny_sd import build_tiny_sd15, build_tiny_sdxl, write_sample_images  # noqa: E402
+from support.train_cfg import EventLog, item_dicts, train_fields  # noqa: E402
 
 pytestmark = pytest.mark.training
 
 
+@pytest.fixture(scope="module")
+def sd15(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_sd15(tmp_path_factory.mktemp("tiny") / "tiny-sd15")
+
 
 @pytest.fixture(scope="module")
-def vpred_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def vpred(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_sd15(tmp_path_factory.mktemp("tiny") / "tiny-vpred", prediction_type="v_prediction")
 
 
 @pytest.fixture(scope="module")
+def sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_sdxl(tmp_path_factory.mktemp("tiny") / "tiny-sdxl")
+
+
+@pytest.fixture(scope="module")
 def items(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    images = write_sample_images(tmp_path_factory.mktemp("images"), count=2)
-    return [{"image": str(path), "caption": f"picture {i}"} for i, path in enumerate(images)]
+    return item_dicts(write_sample_images(tmp_path_factory.mktemp("images"), count=2))
 
 
-def config_for(model: Path, items: list[dict], output: Path, **overrides):
-    raw = {
-        "base_model": str(model),
-        "items": items,
-        "output_path": str(output),
-        "steps": 2,
-        "rank": 2,
-        "alpha": 1.0,
-        "learning_rate": 1e-3,
-        "resolution": TINY_RESOLUTION,
-        "batch_size": 2,
-        "seed": 11,
-    }
-    raw.update(overrides)
-    return parse_config(raw)
+def run(model: Path, items: list[dict], output: Path, **overrides):
+    events = EventLog()
+    result = train(parse_config(train_fields(model, items, output, **overrides)), on_event=events)
+    return result, events
 
 
-def test_tiny_model_is_sd15_shaped_and_deterministic(tmp_path: Path) -> None:
-    from diffusers import StableDiffusionPipeline
+def load(path: Path) -> dict:
     from safetensors.torch import load_file
-    from transformers import CLIPTokenizer
 
-    first, second = build_tiny_sd15(tmp_path / "a"), build_tiny_sd15(tmp_path / "b")
-    weights = "unet/diffusion_pytorch_model.safetensors"
-    a, b = load_file(str(first / weights)), load_file(str(second / weights))
-    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
-    pipe = StableDiffusionPipeline.from_pretrained(str(first), local_files_only=True, safety_checker=None)
-    assert tuple(pipe.unet.config.down_block_types) == tiny_unet_config()["down_block_types"]
-    assert tuple(pipe.unet.config.up_block_types) == tiny_unet_config()["up_block_types"]
-    tokenizer = CLIPTokenizer.from_pretrained(str(first / "tokenizer"))
-    ids = tokenizer("1girl, RED hair ~ (smile:1.2) #tag", padding="max_length", max_length=77).input_ids
-    assert len(ids) == 77 and ids[0] == tokenizer.bos_token_id
-    text_ids = ids[1 : ids.index(tokenizer.eos_token_id)]
-    assert len(text_ids) > 10 and tokenizer.unk_token_id not in text_ids
+    return load_file(str(path))
 
 
-def test_images_are_resized_cropped_and_scaled(tmp_path: Path) -> None:
+def equal_tensors(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
+def test_overfitting_lowers_the_loss(arch: str, request: pytest.FixtureRequest, items: list[dict], tmp_path: Path):
+    """Same seed, same noise and timesteps: only the learning rate differs, so the losses of the two runs are
+    paired, step by step; learning at 1e-3 must beat (practically) not learning. LoCon (conv) adapters and a
+    large alpha/rank let the tiny random UNet move within a handful of steps."""
+    model = request.getfixturevalue(arch)
+    one = items[:1]
+    common = {"steps": 10, "rank": 4, "alpha": 32.0, "conv": True}
+    learned, events = run(model, one, tmp_path / "learn.safetensors", learning_rate=1e-3, **common)
+    frozen, frozen_events = run(model, one, tmp_path / "frozen.safetensors", learning_rate=1e-9, **common)
+    losses = [e["loss"] for e in events.of("progress")]
+    ratios = [a / b for a, b in zip(losses, [e["loss"] for e in frozen_events.of("progress")], strict=True)]
+    late = ratios[5:]
+    assert all(r < 1.0 for r in late) and sum(late) / len(late) < 0.985, ratios
+    assert events.of("progress")[0]["loss"] == pytest.approx(frozen_events.of("progress")[0]["loss"], rel=1e-6)
+    assert learned.arch == frozen.arch == arch
+    assert events.of("start") == [{"total_steps": 10, "arch": arch, "resume_step": 0}]
+    assert learned.attention == "AttnProcessor2_0"  # PyTorch SDPA
+    keys = load(learned.output_path).keys()
+    assert all(key.startswith("lora_unet_") for key in keys)
+    if arch == "sdxl":
+        assert any(key.startswith("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q") for key in keys)
+
+
+def test_progress_events_and_phases(sd15: Path, items: list[dict], tmp_path: Path) -> None:
+    result, events = run(sd15, items, tmp_path / "out.safetensors", steps=3, lr_scheduler="constant_with_warmup",
+                         warmup_steps=2)
+    names = events.names()
+    assert names[0] == "start" and names[-1] == "phase"
+    phases = [(e["name"], e["done"], e["total"]) for e in events.of("phase")]
+    assert phases[:2] == [("loading", 0, 1), ("loading", 1, 1)]
+    assert ("caching", 2, 2) in phases and ("training", 0, 3) in phases and phases[-1] == ("saving", 1, 1)
+    progress = events.of("progress")
+    assert [e["step"] for e in progress] == [1, 2, 3]
+    for e in progress:
+        assert set(e) == {"step", "total_steps", "loss", "smooth_loss", "it_s", "eta_s", "lr"}
+        assert math.isfinite(e["loss"]) and math.isfinite(e["smooth_loss"]) and e["it_s"] > 0 and e["eta_s"] >= 0
+    assert progress[0]["smooth_loss"] == pytest.approx(progress[0]["loss"])
+    assert [e["lr"] for e in progress] == pytest.approx([5e-4, 1e-3, 1e-3])  # warm-up
+    assert progress[-1]["eta_s"] == 0
+    assert result.smooth_loss == pytest.approx(progress[-1]["smooth_loss"])
+    assert result.num_modules == 120  # kohya default coverage of the tiny SD1.5: 10 transformers x 12 modules
+
+
+def test_v_prediction_training_is_reproducible(vpred: Path, items: list[dict], tmp_path: Path) -> None:
+    first, events_a = run(vpred, items, tmp_path / "one.safetensors", batch_size=2)
+    second, events_b = run(vpred, items, tmp_path / "two.safetensors", batch_size=2)
+    assert [e["loss"] for e in events_a.of("progress")] == [e["loss"] for e in events_b.of("progress")]
+    assert equal_tensors(load(first.output_path), load(second.output_path))
+    assert first.sha256 != second.sha256  # only the timestamps in the header differ
+    assert first.rank == 2 and first.alpha == 1.0
+
+
+def test_min_snr_and_noise_offset_change_the_loss_as_expected(sd15: Path, items: list[dict], tmp_path: Path):
+    """Step 1 sees identical weights, noise and timestep in all three runs (batch of one): min-SNR multiplies
+    the loss by min(snr, gamma) / snr of that timestep, the noise offset changes the target."""
+    import torch
+    from diffusers import DDPMScheduler
+    from lora_studio.training import optim
+
+    def first_loss(name: str, **overrides) -> float:
+        _, events = run(sd15, items[:1], tmp_path / f"{name}.safetensors", steps=1, **overrides)
+        return events.of("progress")[0]["loss"]
+
+    plain = first_loss("plain")
+    weighted = first_loss("snr", min_snr_gamma=1.0)
+    offset = first_loss("offset", noise_offset=0.5)
+    scheduler = DDPMScheduler.from_pretrained(str(sd15), subfolder="scheduler")
+    weights = optim.min_snr_weights(optim.compute_snr(scheduler.alphas_cumprod, torch.arange(1000)), 1.0, "epsilon")
+    ratio = weighted / plain
+    assert ratio <= 1.0 + 1e-6
+    assert (weights - ratio).abs().min() < 1e-4  # exactly the weight of some timestep
+    assert offset != pytest.approx(plain, rel=1e-4)
+
+
+def test_text_encoder_lora_trains_and_exports_te_keys(sd15: Path, sdxl: Path, items: list[dict], tmp_path: Path):
+    for model, prefixes in ((sd15, ("lora_te_",)), (sdxl, ("lora_te1_", "lora_te2_"))):
+        samples = tmp_path / model.name / "samples"
+        result, events = run(model, items, tmp_path / f"{model.name}.safetensors", train_text_encoder=True,
+                             text_encoder_lr=5e-3, shuffle_tags=True, sample_every=2, sample_dir=str(samples),
+                             sample_prompt="akane", sample_steps=1)
+        tensors = load(result.output_path)
+        assert result.text_cache == {}  # trained encoders: never cached
+        assert [e["step"] for e in events.of("sample")] == [2]  # the prompt goes through the LoRA'd encoders
+        assert result.samples[0].is_file()
+        for prefix in prefixes:
+            ups = {k: v for k, v in tensors.items() if k.startswith(prefix) and k.endswith(".lora_up.weight")}
+            layers = {int(re.search(r"_layers_(\d+)_", k)[1]) for k in ups}
+            assert len(layers) >= 2, prefix
+            # lora_up starts at zero, so non-zero = trained. SDXL conditions on the penultimate layer of
+            # CLIP-L: its last layer gets no gradient (as in kohya); every other layer must have learned.
+            last = max(layers) if prefix == "lora_te1_" else None
+            untrained = [k for k, v in ups.items() if v.abs().max() == 0 and f"_layers_{last}_" not in k]
+            assert not untrained, untrained
+        unet_modules = sum(1 for k in tensors if k.startswith("lora_unet_") and k.endswith(".alpha"))
+        assert result.num_modules > unet_modules
+
+
+def test_latent_and_text_caches_hit_on_a_second_run(sd15: Path, items: list[dict], tmp_path: Path, monkeypatch):
+    freed: list[tuple] = []
+    original_loop = trainer_module._Run.loop
+
+    def loop(self):  # what is still loaded when the training loop starts
+        freed.append((self.base.vae, tuple(self.base.text_encoders)))
+        return original_loop(self)
+
+    monkeypatch.setattr(trainer_module._Run, "loop", loop)
+    cache = tmp_path / "cache"
+    first, _ = run(sd15, items, tmp_path / "a.safetensors", flip=True, cache_dir=str(cache))
+    assert freed == [(None, (None,))]  # latents and captions cached: VAE and text encoder released
+    assert first.latent_cache == {"hits": 0, "misses": 4}  # 2 images x both orientations
+    assert first.text_cache["misses"] == 2
+    second, events = run(sd15, items, tmp_path / "b.safetensors", flip=True, cache_dir=str(cache))
+    assert second.latent_cache == {"hits": 4, "misses": 0}  # the VAE encoded nothing
+    assert second.text_cache["misses"] == 0
+    assert ("caching", 4, 4) in [(e["name"], e["done"], e["total"]) for e in events.of("phase")]
+    assert equal_tensors(load(first.output_path), load(second.output_path))
+
+
+def test_gradient_checkpointing_and_accumulation(sd15: Path, items: list[dict], tmp_path: Path, monkeypatch):
+    import torch.utils.checkpoint
+
+    plain, _ = run(sd15, items, tmp_path / "plain.safetensors", steps=2, grad_accum=2)
+    calls: list[int] = []
+    original = torch.utils.checkpoint.checkpoint
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
+    micro: list[int] = []
+    original_micro = trainer_module._Run._micro_step
+    monkeypatch.setattr(
+        trainer_module._Run, "_micro_step", lambda self, b: micro.append(len(b)) or original_micro(self, b)
+    )
+    checkpointed, _ = run(sd15, items, tmp_path / "ckpt.safetensors", steps=2, grad_accum=2,
+                          gradient_checkpointing=True)
+    assert calls, "gradient checkpointing was not used"
+    assert micro == [1, 1, 1, 1]  # 2 optimizer steps x 2 accumulated micro-batches
+    a, b = load(plain.output_path), load(checkpointed.output_path)
+    assert a.keys() == b.keys() and all(a[k].allclose(b[k], atol=1e-6) for k in a)
+
+
+def test_conv_lora_uses_its_own_rank(sd15: Path, items: list[dict], tmp_path: Path) -> None:
+    result, _ = run(sd15, items, tmp_path / "conv.safetensors", steps=1, conv=True, conv_rank=3, conv_alpha=1.5)
+    tensors = load(result.output_path)
+    convs = [k for k, v in tensors.items() if k.endswith(".lora_down.weight") and v.dim() == 4 and v.shape[-1] == 3]
+    assert convs and all(tensors[k].shape[0] == 3 for k in convs)
+    assert all(tensors[k.replace(".lora_down.weight", ".alpha")].item() == 1.5 for k in convs)
+    assert result.num_modules > 120
+
+
+def test_samples_are_rendered_and_reported(sdxl: Path, items: list[dict], tmp_path: Path) -> None:
     from PIL import Image
 
-    path = tmp_path / "wide.png"
-    image = Image.new("RGBA", (200, 100), (0, 0, 0, 0))  # transparent: flattened onto white
-    image.paste((255, 0, 0, 255), (90, 0, 110, 100))  # a red bar in the middle survives the centre crop
-    image.save(path)
-    tensor = load_image_tensor(path, 64)
-    assert tuple(tensor.shape) == (3, 64, 64)
-    assert tensor.min() >= -1 and tensor.max() <= 1
-    assert tensor[:, 0, 0].tolist() == [1.0, 1.0, 1.0]
-    assert tensor[:, 32, 32].tolist() == [1.0, -1.0, -1.0]
+    samples = tmp_path / "job" / "samples"
+    result, events = run(sdxl, items, tmp_path / "s.safetensors", steps=2, sample_every=1, sample_dir=str(samples),
+                         sample_prompt="akane, smile", sample_steps=2, sample_size=64)
+    reported = events.of("sample")
+    assert [e["step"] for e in reported] == [1, 2]
+    assert all(e["prompt"] == "akane, smile" for e in reported)
+    paths = [Path(e["path"]) for e in reported]
+    assert paths == list(result.samples) and all(p.parent == samples for p in paths)
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size == (64, 64)
+    assert sorted(p.name for p in samples.iterdir()) == [p.name for p in paths]  # no temp files left
 
 
-def test_v_prediction_training_is_reproducible(vpred_model: Path, items: list[dict], tmp_path: Path) -> None:
-    from safetensors.torch import load_file
-
-    def run(name: str):
-        losses: list[tuple[int, int, float]] = []
-        config = config_for(vpred_model, items, tmp_path / f"{name}.safetensors")
-        result = train(config, on_progress=lambda *event: losses.append(event))
-        return result, losses, load_file(str(result.output_path))
-
-    runs = [run("one"), run("two")]
-    (first, losses_a, tensors_a), (second, losses_b, tensors_b) = runs
-    assert [step for step, _, _ in losses_a] == [1, 2] and all(total == 2 for _, total, _ in losses_a)
-    assert losses_a == losses_b
-    assert tensors_a.keys() == tensors_b.keys() and all(tensors_a[k].equal(tensors_b[k]) for k in tensors_a)
-    assert first.num_modules == 80 and first.rank == 2 and first.alpha == 1.0
-    assert first.sha256 != second.sha256  # only the timestamps in the header differ
-
-
-def test_stop_request_during_training_saves_nothing(vpred_model: Path, items: list[dict], tmp_path: Path) -> None:
+def test_stop_request_during_training_saves_nothing(sd15: Path, items: list[dict], tmp_path: Path) -> None:
     out_dir = tmp_path / "loras"
-    steps: list[int] = []
-    config = config_for(vpred_model, items, out_dir / "never.safetensors", steps=50)
+    events = EventLog(stop_after=("progress", 2))
+    config = parse_config(train_fields(sd15, items, out_dir / "never.safetensors", steps=50))
     with pytest.raises(TrainingCancelled):
-        train(config, on_progress=lambda step, *_: steps.append(step), should_stop=lambda: len(steps) >= 2)
-    assert steps == [1, 2]
+        train(config, on_event=events, should_stop=events.should_stop)
+    assert [e["step"] for e in events.of("progress")] == [1, 2]
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
 
 
-def test_stop_request_before_loading_touches_nothing(vpred_model: Path, items: list[dict], tmp_path: Path) -> None:
+def test_stop_request_before_loading_touches_nothing(sd15: Path, items: list[dict], tmp_path: Path) -> None:
     """A SIGTERM while torch imports or the model loads: cancelled before anything is loaded or written."""
-    calls: list[int] = []
-    config = config_for(vpred_model, items, tmp_path / "loras" / "never.safetensors")
+    events = EventLog()
+    config = parse_config(train_fields(sd15, items, tmp_path / "loras" / "never.safetensors"))
     with pytest.raises(TrainingCancelled):
-        train(config, on_progress=lambda step, *_: calls.append(step), should_stop=lambda: True)
-    assert calls == [] and not (tmp_path / "loras").exists()
+        train(config, on_event=events, should_stop=lambda: True)
+    assert events.events == [] and not (tmp_path / "loras").exists()
+
+
+def test_unmatched_target_modules_are_an_error(sd15: Path, items: list[dict], tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="no UNet module matches target_modules"):
+        run(sd15, items, tmp_path / "x.safetensors", target_modules=["not_a_layer"])
