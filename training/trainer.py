@@ -425,6 +425,10 @@ class _Run:
                 encoder.train()
                 modules[f"te{index}"] = encoder
         optim.cast_trainable_to_fp32(list(modules.values()))
+        if self.precision.autocast_dtype is not None:
+            _no_peft_input_casting(modules.values())
+        if self.device.type == "cuda":  # cuDNN's convolutions want NHWC: no layout conversions around each one
+            unet.to(memory_format=torch.channels_last)
         if config.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
             for name, module in modules.items():
@@ -913,3 +917,14 @@ def train(
         return run.save_output(final_loss)
     finally:
         run.close()
+
+
+def _no_peft_input_casting(modules: Any) -> None:
+    """Under autocast, peft would cast every activation to the fp32 LoRA weights' dtype and autocast would cast it
+    straight back: two extra kernels per LoRA module per pass. Autocast alone picks the matmul dtype."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in modules:
+        for layer in module.modules():
+            if isinstance(layer, BaseTunerLayer) and hasattr(layer, "cast_input_dtype_enabled"):
+                layer.cast_input_dtype_enabled = False
