@@ -53,7 +53,14 @@ def comfyui_host(settings_output: Path | None = None) -> Host:
         extra_model_dirs=lambda: diffusers_dirs()[1:],
         checkpoint_dirs=checkpoint_dirs,
         comfyui_shares_device=True,
+        clip_tokenizer_dir=_sd1_tokenizer(folder_paths),
     )
+
+
+def _sd1_tokenizer(folder_paths) -> Path | None:
+    """`<ComfyUI>/comfy/sd1_tokenizer`, found from ComfyUI itself (the pack may be a symlink living elsewhere)."""
+    folder = Path(getattr(folder_paths, "base_path", "")) / "comfy" / "sd1_tokenizer"
+    return folder if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file() else None
 
 
 def attach() -> None:

@@ -30,6 +30,8 @@ class Host:
     checkpoint_dirs: Callable[[], list[Path]] = field(default=lambda: [])
     # inside ComfyUI training shares its GPU: ComfyUI must unload its models and be idle first
     comfyui_shares_device: bool = False
+    # ComfyUI's own CLIP tokenizer files (comfy/sd1_tokenizer): single-file checkpoints carry none
+    clip_tokenizer_dir: Path | None = None
 
     def model_dirs(self) -> list[Path]:
         return [self.models_dir, *self.extra_model_dirs()]

@@ -321,6 +321,8 @@ class TrainingService:
     def _run_worker(self, ctx: JobContext, work: Path, total: int) -> tuple[dict, TrainState]:
         log_tail: deque[str] = deque(maxlen=40)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        if self.host.clip_tokenizer_dir is not None:  # ComfyUI's tokenizer files, for single-file checkpoints
+            env.setdefault("LORA_STUDIO_CLIP_TOKENIZER", str(self.host.clip_tokenizer_dir))
         state = TrainState(total_steps=total, work=work, resumed_from_job=ctx.payload.get("resumed_from_job"))
         with open(work / "worker.log", "w", encoding="utf-8") as log_file:
             proc = subprocess.Popen([sys.executable, str(WORKER), str(work / "config.json")], stdout=subprocess.PIPE,
