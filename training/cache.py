@@ -19,20 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from .data import PREPROCESS_VERSION, Bucket, PreparedImage, TrainItem, load_for_bucket
+from .kohya import sha256_file
 
 log = logging.getLogger("lora_studio.training.cache")
 
 CACHE_FORMAT = 1
 EncodeFn = Callable[[PreparedImage], tuple[Any, Any]]  # -> (mean, std) of the VAE's latent distribution
 EncodeBatchFn = Callable[[list[PreparedImage]], tuple[Any, Any]]  # -> (mean, std), each (B, C, h, w)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _key(fields: dict[str, Any]) -> str:
@@ -89,7 +82,7 @@ class LatentCache:
         stat = os.stat(path)
         memo = (str(path), stat.st_size, stat.st_mtime_ns)
         if memo not in self._hashes:
-            self._hashes[memo] = file_sha256(Path(path))
+            self._hashes[memo] = sha256_file(Path(path))
         return self._hashes[memo]
 
     def key(self, item: TrainItem, bucket: Bucket, flip: bool) -> str:
