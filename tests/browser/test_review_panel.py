@@ -1,7 +1,8 @@
 """The review features of the web panel, end to end: batch decisions and undo (Approvals tab), an
-ingest job started from the browser (Ingest tab), learned negative terms left out (Characters tab),
-caption edits and moving an image to another character. Each test seeds its own project through
-the HTTP API and checks the SQLite database underneath."""
+ingest job started from the browser (Ingest tab) and followed through the events socket or, when
+it is silent, by polling, learned negative terms left out (Characters tab), caption edits, moving an
+image to another character, and the project's unassigned pool. Each test seeds its own project
+through the HTTP API and checks the SQLite database underneath."""
 
 from __future__ import annotations
 
@@ -209,3 +210,114 @@ def test_caption_edit_and_move_to_another_character(page, studio_server):
                          expected=[(rin["id"],)]) == [(rin["id"],)]
     page.get_by_test_id("character-select").select_option(str(rin["id"]))
     expect(page.get_by_test_id(f"pending-card-{two['id']}")).to_be_visible()
+
+
+def start_import_job(page, server, name: str) -> int:
+    """Put one new picture in ComfyUI's output folder, open a new character's Ingest tab, import
+    everything from the output folder; returns the job's id as the panel shows it."""
+    from playwright.sync_api import expect
+
+    folder = server.output_dir / "follow"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.png").write_bytes(noise_png(random.randrange(1 << 30)))
+    project, (mika,), _ = seed(server)
+    open_panel(page, server, project, mika, tab="ingest")
+    page.get_by_test_id("import-outputs-all").click()
+    job = page.locator('[data-testid^="ingest-job-"]')
+    expect(job).to_have_count(1)
+    return int(job.get_attribute("data-testid").rsplit("-", 1)[1])
+
+
+def test_a_job_is_followed_through_its_events(page, studio_server):
+    """With GET /jobs/{id} refused, the job still reaches its end in the panel: through the events
+    socket (panel_jobfollow.js), including events that came before the start request's answer."""
+    import re
+
+    from playwright.sync_api import expect
+
+    refused = []
+
+    def refuse(route):
+        if route.request.method == "GET":
+            refused.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/lora-studio/v1/jobs/\d+$"), refuse)
+    job_id = start_import_job(page, studio_server, "ComfyUI_events_00001_")
+    expect(page.get_by_test_id(f"ingest-status-{job_id}")).to_have_text("succeeded · 100%")
+    expect(page.get_by_test_id(f"ingest-result-{job_id}")).not_to_have_attribute("data-created", "0")
+    assert call(studio_server, "GET", f"/jobs/{job_id}")["status"] == "succeeded"
+
+
+def test_a_job_is_polled_when_the_socket_is_silent(page, studio_server):
+    """The events socket answered by Playwright and never speaking: polling brings the job to its end."""
+    from playwright.sync_api import expect
+
+    sockets = []
+    page.route_web_socket("**/lora-studio/v1/events", lambda ws: sockets.append(ws))  # never connected through
+    polled = []
+    page.on("request", lambda req: polled.append(req.url) if "/lora-studio/v1/jobs/" in req.url else None)
+    job_id = start_import_job(page, studio_server, "ComfyUI_polled_00001_")
+    expect(page.get_by_test_id(f"ingest-status-{job_id}")).to_have_text("succeeded · 100%")
+    assert sockets, "the page did not open the events websocket"
+    assert any(url.endswith(f"/lora-studio/v1/jobs/{job_id}") for url in polled), polled
+
+
+def upload_to_pool(server, project_id: int, files: dict[str, bytes]) -> list[dict]:
+    """POST images to the project's unassigned pool (202, a job) and wait for the job's result."""
+    boundary = uuid.uuid4().hex
+    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+                    f"Content-Type: image/png\r\n\r\n".encode() + content + b"\r\n" for name, content in files.items())
+    body += f"--{boundary}--\r\n".encode()
+    req = urllib.request.Request(f"{server.api}/projects/{project_id}/images", data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        job = json.loads(r.read())
+    deadline = time.monotonic() + 30
+    while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        job = call(server, "GET", f"/jobs/{job['id']}")
+    assert job["status"] == "succeeded", job
+    assert not job["result"]["skipped"], job["result"]
+    return job["result"]["created"]
+
+
+def test_the_unassigned_pool_in_approvals(page, studio_server):
+    """"(unassigned)" in the character picker shows the project's pool; an image moves from the pool
+    to a character and from a character back to the pool."""
+    from playwright.sync_api import expect
+
+    project, (mika, rin), (kept,) = seed(studio_server, 1, characters=2)
+    (loose,) = upload_to_pool(studio_server, project["id"], {"loose.png": noise_png(random.randrange(1 << 30))})
+    assert loose["character_id"] is None
+    open_panel(page, studio_server, project, mika)
+    expect(page.get_by_test_id(f"pending-card-{kept['id']}")).to_be_visible()
+
+    page.get_by_test_id("character-select").select_option("unassigned")
+    expect(page.get_by_test_id("pool-label")).to_contain_text(project["name"])
+    expect(page.get_by_test_id(f"pending-card-{loose['id']}")).to_be_visible()
+    expect(page.get_by_test_id(f"pending-card-{kept['id']}")).to_have_count(0)
+    expect(page.get_by_test_id("ssot-box")).to_be_hidden()  # no character: no SSOT prompt
+    page.get_by_test_id(f"select-{loose['id']}").check()
+    expect(page.get_by_test_id("batch-approve")).to_be_disabled()  # approving needs a character
+    expect(page.get_by_test_id("batch-reject")).to_be_enabled()
+
+    page.get_by_test_id(f"move-{loose['id']}").select_option(str(rin["id"]))
+    expect(page.get_by_test_id(f"pending-card-{loose['id']}")).to_have_count(0)
+    expect(page.get_by_test_id("pending-empty")).to_be_visible()
+    assert db_eventually(studio_server, "SELECT character_id FROM images WHERE id = ?", loose["id"],
+                         expected=[(rin["id"],)]) == [(rin["id"],)]
+
+    # and back: from a character to the pool
+    page.get_by_test_id("character-select").select_option(str(mika["id"]))
+    page.get_by_test_id(f"move-{kept['id']}").select_option("unassigned")
+    expect(page.get_by_test_id(f"pending-card-{kept['id']}")).to_have_count(0)
+    assert db_eventually(studio_server, "SELECT character_id FROM images WHERE id = ?", kept["id"],
+                         expected=[(None,)]) == [(None,)]
+    page.get_by_test_id("character-select").select_option("unassigned")
+    expect(page.get_by_test_id(f"pending-card-{kept['id']}")).to_be_visible()
+    page.reload()  # the choice of the pool is remembered like a character's
+    expect(page.get_by_test_id("character-select")).to_have_value("unassigned")
+    expect(page.get_by_test_id(f"pending-card-{kept['id']}")).to_be_visible()

@@ -19,6 +19,7 @@
 import { h } from "./panel_dom.js";
 import { injectStyle } from "./panel_style.js";
 import { makeApi } from "./panel_api.js";
+import { jobFollower } from "./panel_jobfollow.js";
 import { approvalsSection } from "./panel_approvals.js";
 import { charactersSection } from "./panel_characters.js";
 import { ingestSection } from "./panel_ingest.js";
@@ -28,6 +29,7 @@ import { gallerySection } from "./panel_gallery.js";
 
 const STORE_KEY = "lora-studio.panel.v1";
 const JOB_EVENT = "lora_studio.job";
+const UNASSIGNED = "unassigned"; // the character picker's value for the project's unassigned pool
 const TABS = [
   ["approvals", "Approvals"],
   ["characters", "Characters"],
@@ -69,6 +71,7 @@ export function mountPanel(root, host) {
     characters: [],
     projectId: store.projectId ?? null,
     characterId: store.characterId ?? null,
+    unassigned: store.unassigned === true, // "(unassigned)" chosen: the project's pool, no character
     categories: { ...DEFAULT_CATEGORIES },
     destroyed: false,
   };
@@ -91,6 +94,8 @@ export function mountPanel(root, host) {
     toast,
     showError,
     character: () => state.characters.find((c) => c.id === state.characterId) || null,
+    // the project whose unassigned pool is chosen in the character picker (then character() is null)
+    unassignedProject: () => (state.unassigned && state.projects.find((p) => p.id === state.projectId)) || null,
     project: () => state.projects.find((p) => p.id === state.projectId) || null,
     charactersOfProject: () => state.characters.filter((c) => c.project_id === state.projectId),
     reloadCharacters: () => reloadCharacters(),
@@ -101,7 +106,12 @@ export function mountPanel(root, host) {
     isActive: (id) => state.tab === id && !state.destroyed && root.isConnected,
     // follow a job in the Ingest tab (progress, cancel, result); used by the Gallery's imports
     trackJob: (job) => sections.ingest.track(job),
+    // the one job follower (panel_jobfollow.js): job events from the socket, polling as fallback
+    jobs: null,
   };
+  const jobs = jobFollower({ api, isStopped: () => state.destroyed });
+  ctx.jobs = jobs;
+  cleanups.push(() => jobs.destroy());
 
   // header: title, pickers, tabs
   const healthText = h("span", { class: "ls-muted", testid: "health" });
@@ -140,7 +150,8 @@ export function mountPanel(root, host) {
   root.replaceChildren(h("div", { class: "ls-root", testid: "lora-studio-panel" }, head, body));
 
   function persist() {
-    saveStore({ tab: state.tab, projectId: state.projectId, characterId: state.characterId });
+    saveStore({ tab: state.tab, projectId: state.projectId, characterId: state.characterId,
+      unassigned: state.unassigned });
   }
 
   function showTab(id) {
@@ -178,16 +189,19 @@ export function mountPanel(root, host) {
       ? chars.map((c) => h("option", { value: String(c.id) },
         `${c.name} (${(c.counts && c.counts.pending) || 0} pending)`))
       : [h("option", { value: "" }, "No characters yet")];
+    if (state.projectId != null) charOptions.push(h("option", { value: UNASSIGNED }, "(unassigned)"));
     characterSelect.replaceChildren(...charOptions);
-    characterSelect.value = state.characterId == null ? "" : String(state.characterId);
+    characterSelect.value = state.unassigned ? UNASSIGNED : state.characterId == null ? "" : String(state.characterId);
   }
 
   function fixSelection() {
     if (!state.projects.some((p) => p.id === state.projectId)) {
       state.projectId = state.projects.length ? state.projects[0].id : null;
     }
+    if (state.projectId == null) state.unassigned = false;
     const chars = ctx.charactersOfProject();
-    if (!chars.some((c) => c.id === state.characterId)) {
+    if (state.unassigned) state.characterId = null;
+    else if (!chars.some((c) => c.id === state.characterId)) {
       state.characterId = chars.length ? chars[0].id : null;
     }
   }
@@ -197,6 +211,7 @@ export function mountPanel(root, host) {
     if (!c) return;
     state.projectId = c.project_id;
     state.characterId = c.id;
+    state.unassigned = false;
     selectionChanged();
   }
 
@@ -218,12 +233,12 @@ export function mountPanel(root, host) {
 
   async function reloadCharacters() {
     const data = await api.get("/characters");
-    const before = `${state.projectId}/${state.characterId}`;
+    const before = `${state.projectId}/${state.characterId}/${state.unassigned}`;
     state.characters = data.items || [];
     fixSelection();
     renderPickers();
     for (const section of Object.values(sections)) if (section.countsChanged) section.countsChanged();
-    if (`${state.projectId}/${state.characterId}` !== before) selectionChanged();
+    if (`${state.projectId}/${state.characterId}/${state.unassigned}` !== before) selectionChanged();
   }
 
   async function reloadProjects(selectId) {
@@ -237,10 +252,12 @@ export function mountPanel(root, host) {
     state.projectId = projectSelect.value ? Number(projectSelect.value) : null;
     const chars = ctx.charactersOfProject();
     state.characterId = chars.length ? chars[0].id : null;
+    state.unassigned = false;
     selectionChanged();
   });
   characterSelect.addEventListener("change", () => {
-    state.characterId = characterSelect.value ? Number(characterSelect.value) : null;
+    state.unassigned = characterSelect.value === UNASSIGNED;
+    state.characterId = characterSelect.value && !state.unassigned ? Number(characterSelect.value) : null;
     selectionChanged();
   });
   refreshButton.addEventListener("click", () => initialLoad());
@@ -264,9 +281,11 @@ export function mountPanel(root, host) {
     selectionChanged();
   }
 
-  // server events (job progress); the training and ingest sections also poll
+  // server events (job progress): first to the job follower, then to the tabs (which pick up jobs
+  // started elsewhere); followed jobs are polled while their events do not come
   const onJobEvent = (job) => {
     if (state.destroyed || !job || typeof job !== "object") return;
+    jobs.push(job);
     for (const section of Object.values(sections)) {
       if (!section.onJob) continue;
       try {

@@ -2,12 +2,17 @@
 // (pending by default) and an order, a checkbox per card with "select all on page", batch approve /
 // reject (one transaction, POST /images/decisions), and Undo of the character's last decision batch.
 // The cards themselves live in panel_review_card.js; the "Classify project" and "Auto-review" jobs
-// in panel_classify.js (the grid reloads when one of them ends).
+// in panel_classify.js (the grid reloads when one of them ends). On top, the character's SSOT
+// design / negative prompt, editable while reviewing, with the effective negative prompt
+// (panel_ssot.js; it is reloaded after rejections, which teach it new terms). With "(unassigned)"
+// chosen in the character picker, the grid shows the project's unassigned pool instead (images
+// without a character: move them to one, or reject them; approving needs a character).
 
 import { h } from "./panel_dom.js";
 import { PAGE_SIZE } from "./panel_api.js";
 import { reviewCard, rejectFields } from "./panel_review_card.js";
 import { autoJobControls } from "./panel_classify.js";
+import { ssotEditor } from "./panel_ssot.js";
 
 const COUNTED = ["pending", "approved"]; // the statuses the character list counts
 
@@ -28,6 +33,8 @@ export function approvalsSection(ctx) {
   const { api } = ctx;
   const pendingCount = h("span", { testid: "pending-count" }, "0");
   const approvedCount = h("span", { testid: "approved-count" }, "0");
+  const counts = h("span", {}, pendingCount, " pending · ", approvedCount, " approved");
+  const poolLabel = h("span", { testid: "pool-label", hidden: true });
   const statusFilter = h("select", { testid: "status-filter", "aria-label": "Status", title: "Status" },
     ...[["pending", "Pending"], ["approved", "Approved"], ["rejected", "Rejected"], ["all", "All"]]
       .map(([v, label]) => h("option", { value: v }, label)));
@@ -65,19 +72,24 @@ export function approvalsSection(ctx) {
   buildBatchFields();
   let fieldsFor = ctx.state.categories;
 
+  const ssot = ssotEditor(ctx);
+
   // classify / auto-review jobs: images may have been moved or decided when one ends
   const autoJobs = autoJobControls(ctx, {
     onFinished() { // also after a failure or a cancel: the images done before it stay done
       ctx.markStale("characters");
       ctx.reloadCharacters().catch(() => {});
-      if (ctx.isActive("approvals")) load(true);
-      else ctx.markStale("approvals");
+      if (ctx.isActive("approvals")) {
+        load(true);
+        ssot.reloadPrompt();
+      } else ctx.markStale("approvals");
     },
   });
 
   const el = h("section", { class: "ls-section" },
+    ssot.el,
     h("div", { class: "ls-row", style: "justify-content: space-between" },
-      h("span", {}, pendingCount, " pending · ", approvedCount, " approved"),
+      h("span", {}, counts, poolLabel),
       h("span", { class: "ls-row" }, ...autoJobs.buttons, statusFilter, orderFilter, refresh)),
     autoJobs.el,
     h("div", { class: "ls-row ls-batchbar", testid: "batch-bar" },
@@ -94,10 +106,15 @@ export function approvalsSection(ctx) {
   let moveKey = "";
 
   const matches = (status) => statusFilter.value === "all" || statusFilter.value === status;
+  const pool = () => ctx.unassignedProject(); // the project whose unassigned pool is shown, or null
 
   function countsChanged() {
     autoJobs.update();
     const c = ctx.character();
+    const p = pool();
+    counts.hidden = !!p;
+    poolLabel.hidden = !p;
+    poolLabel.textContent = p ? `Unassigned images of ${p.name}` : "";
     pendingCount.textContent = String(c && c.counts ? c.counts.pending || 0 : 0);
     approvedCount.textContent = String(c && c.counts ? c.counts.approved || 0 : 0);
     const key = ctx.state.characters.map((x) => `${x.id}:${x.name}:${x.project_id}`).join("|");
@@ -112,7 +129,8 @@ export function approvalsSection(ctx) {
     const none = grid.children.length === 0;
     empty.hidden = !none || loading;
     const status = statusFilter.value;
-    if (!c) empty.textContent = "Choose or create a character (Characters tab).";
+    if (pool()) empty.textContent = `No ${status === "all" ? "" : `${status} `}unassigned images in this project.`;
+    else if (!c) empty.textContent = "Choose or create a character (Characters tab).";
     else if (status === "pending") empty.textContent = "No pending images. Upload some in the Ingest tab.";
     else empty.textContent = status === "all" ? "No images yet." : `No ${status} images.`;
     more.hidden = !cursor;
@@ -123,7 +141,7 @@ export function approvalsSection(ctx) {
     for (const id of Array.from(selected)) if (!cards.has(id)) selected.delete(id);
     const n = selected.size;
     selectedCount.textContent = `${n} selected`;
-    batchApprove.disabled = n === 0;
+    batchApprove.disabled = n === 0 || !!pool(); // an approved image needs a character
     batchReject.disabled = n === 0;
     batchReset.disabled = n === 0;
     selectAll.checked = n > 0 && n === cards.size;
@@ -133,6 +151,7 @@ export function approvalsSection(ctx) {
 
   function moveOptions(image) {
     const others = ctx.state.characters.filter((c) => c.id !== image.character_id);
+    const toPool = image.character_id == null ? [] : [h("option", { value: "unassigned" }, "(unassigned pool)")];
     const byProject = new Map();
     for (const c of others) {
       if (!byProject.has(c.project_id)) byProject.set(c.project_id, []);
@@ -144,7 +163,7 @@ export function approvalsSection(ctx) {
       groups.push(h("optgroup", { label: project ? project.name : `project ${pid}` },
         ...chars.map((c) => h("option", { value: String(c.id) }, c.name))));
     }
-    return groups;
+    return [...toPool, ...groups];
   }
 
   const hooks = {
@@ -164,7 +183,9 @@ export function approvalsSection(ctx) {
       ctx.adjustCounts(before.character_id, statusDelta(before.status, null));
       ctx.adjustCounts(image.character_id, statusDelta(null, image.status));
       const target = ctx.state.characters.find((c) => c.id === image.character_id);
-      ctx.toast("success", "Image moved", `#${image.id} → ${target ? target.name : `character ${image.character_id}`}`);
+      const where = image.character_id == null ? "unassigned pool"
+        : target ? target.name : `character ${image.character_id}`;
+      ctx.toast("success", "Image moved", `#${image.id} → ${where}`);
       afterRemoval();
     },
     moveOptions,
@@ -194,11 +215,13 @@ export function approvalsSection(ctx) {
   function applyImages(images) {
     const c = ctx.character();
     const delta = {};
+    let feedbackChanged = false; // a rejection (or its reversal) changes the learned negative terms
     for (const image of images || []) {
       const id = Number(image.id);
       const entry = cards.get(id);
       if (!entry) continue;
       addDelta(delta, statusDelta(entry.image.status, image.status));
+      if ((entry.image.status === "rejected") !== (image.status === "rejected")) feedbackChanged = true;
       selected.delete(id);
       if (matches(image.status)) {
         const old = entry.card.el;
@@ -208,6 +231,7 @@ export function approvalsSection(ctx) {
       }
     }
     if (c && Object.keys(delta).length) ctx.adjustCounts(c.id, delta);
+    if (feedbackChanged) ssot.reloadPrompt();
     updateBatchBar();
     afterRemoval();
   }
@@ -228,16 +252,18 @@ export function approvalsSection(ctx) {
     }
     countsChanged();
     updateBatchBar();
-    if (!c) {
+    const p = pool();
+    if (!c && !p) {
       updateEmpty();
       return;
     }
     const params = new URLSearchParams({ status: statusFilter.value, order: orderFilter.value, limit: String(PAGE_SIZE) });
+    if (p) params.set("unassigned", "true");
     if (cursor) params.set("cursor", String(cursor));
     loading = true;
     more.disabled = true;
     try {
-      const page = await api.get(`/characters/${c.id}/images?${params}`);
+      const page = await api.get(p ? `/projects/${p.id}/images?${params}` : `/characters/${c.id}/images?${params}`);
       if (token !== seq) return;
       for (const image of page.items || []) {
         if (cards.has(Number(image.id))) continue;
@@ -328,6 +354,7 @@ export function approvalsSection(ctx) {
       ctx.toast("success", "Undone", `${n} decision(s) reverted`);
       ctx.markStale("characters");
       await ctx.reloadCharacters().catch(() => {});
+      ssot.reloadPrompt();
       await load(true);
     } catch (e) {
       if (e.status === 409) ctx.toast("info", "Nothing to undo", e.message);
@@ -343,11 +370,11 @@ export function approvalsSection(ctx) {
   return {
     el,
     refresh() {
+      ssot.refresh();
       autoJobs.pickUpRunning();
       return load(true);
     },
     countsChanged,
-    onJob: (job) => autoJobs.onJob(job),
     destroy: () => autoJobs.destroy(),
   };
 }

@@ -1,16 +1,17 @@
 // LoRA Studio panel: the "Classify project" and "Auto-review" buttons of the Approvals tab. Each
 // starts a job on the server (POST /projects/{id}/classify, POST /characters/{id}/auto-review);
 // the job is handed to the Ingest tab's job list (ctx.trackJob: progress bar, Cancel) and is also
-// followed here, where a short status line shows its progress and, once it has ended, its result.
-// `onFinished(job)` runs once per job when it ends (the Approvals tab reloads its grid then).
+// followed here (ctx.jobs, panel_jobfollow.js), where a short status line shows its progress and,
+// once it has ended, its result. `onFinished(job)` runs once per job when it ends (the Approvals
+// tab reloads its grid then).
 //
 // Declarations only (ComfyUI imports every .js file of the pack). API text goes through
 // textContent (the `h` helper), never innerHTML.
 
 import { h } from "./panel_dom.js";
-import { ACTIVE_JOB, AUTO_KINDS, autoJobSummary } from "./panel_jobs.js";
+import { ACTIVE_JOB, isNewerJob, renderJobRow } from "./panel_jobfollow.js";
+import { AUTO_KINDS, autoJobSummary } from "./panel_jobs.js";
 
-const POLL_MS = 1000;
 const LABELS = { classify: "Classify", auto_review: "Auto-review" };
 const list = (value) => (Array.isArray(value) ? value : []);
 
@@ -26,9 +27,8 @@ export function autoJobControls(ctx, { onFinished = () => {} } = {}) {
 
   const jobs = new Map(); // id -> latest job record
   const reported = new Set();
-  const timers = new Map(); // id -> timeout
+  const unfollow = new Map(); // id -> stop following (ctx.jobs)
   let starting = 0; // requests in flight
-  let stopped = false;
 
   const projectOf = (job) => Number(job && job.payload && job.payload.project_id);
   const activeFor = (kind, test) => Array.from(jobs.values()).some((j) => j.kind === kind && ACTIVE_JOB.has(j.status) && test(j));
@@ -43,28 +43,17 @@ export function autoJobControls(ctx, { onFinished = () => {} } = {}) {
 
   function renderJob(job) {
     const id = Number(job.id);
-    const pct = Math.round(Math.max(0, Math.min(1, Number(job.progress) || 0)) * 100);
-    const active = ACTIVE_JOB.has(job.status);
-    let detail = "";
-    if (active) detail = job.message || "";
-    else if (job.status === "succeeded") detail = autoJobSummary(job);
-    else detail = job.error || job.message || "";
     const failures = job.status === "succeeded" ? list(job.result && job.result.failed) : [];
-    return h("div", { class: "ls-autojob", testid: `auto-job-${id}`, "data-status": job.status, "data-kind": job.kind },
-      h("span", {}, `#${id} ${LABELS[job.kind] || job.kind} `),
-      h("span", { class: `ls-status-${job.status}`, testid: `auto-job-status-${id}` },
-        active ? `${job.status} · ${pct}%` : job.status),
-      active ? h("div", { class: "ls-bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100",
-        "aria-valuenow": String(pct), testid: `auto-job-progress-${id}` }, h("div", { style: `width: ${pct}%` })) : null,
-      detail ? h("span", { class: job.status === "failed" ? "ls-error" : "ls-muted", testid: `auto-job-result-${id}` },
-        detail) : null,
+    const result = job.status === "succeeded" ? h("span", {},
+      h("span", { class: "ls-muted", testid: `auto-job-result-${id}` }, autoJobSummary(job)),
       failures.length ? h("details", { class: "ls-muted" }, h("summary", {}, "failures"),
         ...failures.slice(0, 50).map((f) => h("div", {},
-          `#${(f && f.image_id) ?? "?"}: ${(f && f.reason) || ""}`))) : null,
-      active ? null : h("button", { class: "ls-chip-x", title: "Hide", "aria-label": "Hide", onclick: () => {
+          `#${(f && f.image_id) ?? "?"}: ${(f && f.reason) || ""}`))) : null) : null;
+    return renderJobRow(job, { prefix: "auto-job", label: LABELS[job.kind] || job.kind, compact: true, result,
+      onDismiss: () => {
         jobs.delete(id);
         render();
-      } }, "×"));
+      } });
   }
 
   function render() {
@@ -79,13 +68,11 @@ export function autoJobControls(ctx, { onFinished = () => {} } = {}) {
     const id = Number(job.id);
     const old = jobs.get(id);
     if (!old) return; // only the jobs followed here
-    if (old.updated_at && job.updated_at && old.updated_at > job.updated_at) return;
-    if (!ACTIVE_JOB.has(old.status) && ACTIVE_JOB.has(job.status)) return; // an older state
+    if (!isNewerJob(old, job)) return;
     jobs.set(id, job);
     render();
     if (!ACTIVE_JOB.has(job.status)) {
-      clearTimeout(timers.get(id));
-      timers.delete(id);
+      unfollow.delete(id);
       if (!reported.has(id)) {
         reported.add(id);
         report(job);
@@ -110,34 +97,21 @@ export function autoJobControls(ctx, { onFinished = () => {} } = {}) {
     }
   }
 
-  function schedule(id) {
-    if (stopped || timers.has(id)) return;
-    timers.set(id, setTimeout(() => poll(id), POLL_MS));
-  }
-
-  async function poll(id) {
-    timers.delete(id);
-    if (stopped || ctx.state.destroyed) return;
-    try {
-      upsert(await api.get(`/jobs/${id}`));
-    } catch (e) {
-      if (e.status === 404) { // gone: stop following it
-        jobs.delete(id);
-        render();
-        return;
-      }
-    }
-    const job = jobs.get(id);
-    if (job && ACTIVE_JOB.has(job.status)) schedule(id);
-  }
-
   function follow(job) {
     const id = Number(job.id);
     if (jobs.has(id)) return;
     jobs.set(id, job);
     render();
-    if (ACTIVE_JOB.has(job.status)) schedule(id);
-    else upsert(job);
+    if (!ACTIVE_JOB.has(job.status)) { // it ended before it could be followed
+      reported.add(id);
+      report(job);
+      return;
+    }
+    unfollow.set(id, ctx.jobs.follow(job, upsert, { onGone: () => { // the server no longer has it
+      unfollow.delete(id);
+      jobs.delete(id);
+      render();
+    } }));
   }
 
   async function start(what, path) {
@@ -194,11 +168,9 @@ export function autoJobControls(ctx, { onFinished = () => {} } = {}) {
     el: status,
     update,
     pickUpRunning,
-    onJob: (job) => upsert(job),
     destroy() {
-      stopped = true;
-      for (const t of timers.values()) clearTimeout(t);
-      timers.clear();
+      for (const stop of unfollow.values()) stop();
+      unfollow.clear();
     },
   };
 }

@@ -1,6 +1,8 @@
 // LoRA Studio panel, Ingest tab: upload images for the selected character, and the ingest jobs:
 // frames of an uploaded video, a video/image from a URL, images from ComfyUI's output folder.
 // Each job is followed with a progress bar, a Cancel button and its result (panel_jobs.js).
+// An image upload is a job too (kind ingest_images): the request answers 202 with the job once the
+// files are on the server; its result {created, skipped} is shown when it ends.
 
 import { h, numberOrUndefined } from "./panel_dom.js";
 import { jobTracker, isIngestKind, resultCounts, ACTIVE_JOB } from "./panel_jobs.js";
@@ -19,6 +21,7 @@ export function ingestSection(ctx) {
   const skipped = h("div", { class: "ls-list", testid: "ingest-skipped" });
   const drop = h("div", { class: "ls-drop", testid: "ingest-drop" }, "Drop images here or choose files below");
   let dropped = null;
+  const uploadJobs = new Set(); // ids of upload jobs started by the Upload button (it reports them)
   const createdBox = h("div", { class: "ls-box", hidden: true }, h("h3", {}, "Added"), created);
   const skippedBox = h("div", { class: "ls-box", hidden: true }, h("h3", {}, "Skipped"), skipped);
 
@@ -58,7 +61,13 @@ export function ingestSection(ctx) {
         const form = new FormData();
         for (const f of chosen.slice(i, i + UPLOAD_BATCH)) form.append("files", f, f.name);
         if (caption.value.trim()) form.append("caption", caption.value.trim());
-        const answer = await api.post(`/characters/${c.id}/images`, form);
+        const started = await api.post(`/characters/${c.id}/images`, form);
+        uploadJobs.add(Number(started.id));
+        tracker.track(started);
+        status.textContent = `Adding ${Math.min(i + UPLOAD_BATCH, chosen.length)} / ${chosen.length} (job #${started.id})…`;
+        const job = await jobEnd(started);
+        if (job.status === "failed") throw new Error(job.error || `upload job #${job.id} failed`);
+        const answer = (job.result && typeof job.result === "object") ? job.result : {};
         for (const image of answer.created || []) {
           nCreated += 1;
           const name = (image.metadata && image.metadata.original_name) || `image ${image.id}`;
@@ -68,6 +77,7 @@ export function ingestSection(ctx) {
           nSkipped += 1;
           skipped.append(h("div", { class: "ls-error" }, `✗ ${skip.filename}: ${skip.reason}`));
         }
+        if (job.status === "cancelled") throw new Error(`upload job #${job.id} was cancelled`);
       }
       status.textContent = `${nCreated} added as pending, ${nSkipped} skipped.`;
       ctx.toast(nCreated ? "success" : "warn", "Upload finished", status.textContent);
@@ -87,9 +97,19 @@ export function ingestSection(ctx) {
     }
   });
 
+  /** The job's final state (succeeded, failed or cancelled). */
+  function jobEnd(job) {
+    if (!ACTIVE_JOB.has(job.status)) return Promise.resolve(job);
+    return new Promise((resolve, reject) => {
+      ctx.jobs.follow(job, (j) => { if (!ACTIVE_JOB.has(j.status)) resolve(j); },
+        { onGone: () => reject(new Error(`upload job #${job.id} no longer exists`)) });
+    });
+  }
+
   // ingest jobs
   const tracker = jobTracker(ctx, {
     onFinished(job) {
+      if (uploadJobs.has(Number(job.id))) return; // the Upload button reports its own jobs
       if (!isIngestKind(job.kind)) { // classify / auto-review: the Approvals tab reports them
         ctx.reloadCharacters().catch(() => {});
         return;

@@ -1,17 +1,19 @@
-// LoRA Studio panel: follows the ingest jobs (video frames, URL fetches, imports from ComfyUI's
-// output folder) with a progress bar, a Cancel button and the result. A job is updated by the
-// server's job events (onJob) and by polling GET /jobs/{id} every second until it finishes.
+// LoRA Studio panel: the Ingest tab's list of jobs (video frames, URL fetches, imports from
+// ComfyUI's output folder, and the classify / auto-review jobs started in Approvals) with a
+// progress bar, a Cancel button and the result. Following (job events, polling as fallback) and
+// the row itself come from panel_jobfollow.js (ctx.jobs, renderJobRow).
 //
 // Declarations only (ComfyUI imports every .js file of the pack). API text goes through
 // textContent (the `h` helper), never innerHTML.
 
 import { h } from "./panel_dom.js";
+import { ACTIVE_JOB, isNewerJob, renderJobRow } from "./panel_jobfollow.js";
 
-export const ACTIVE_JOB = new Set(["queued", "running"]);
-const POLL_MS = 1000;
+export { ACTIVE_JOB }; // historical import path (panel_ingest.js, panel_training.js)
 const KEEP = 20; // jobs shown
 const KIND_LABELS = {
   import_outputs: "Import from ComfyUI output",
+  ingest_images: "Image upload",
   ingest_video: "Video frames",
   ingest_url: "Video/image from URL",
   classify: "Classify project",
@@ -60,12 +62,10 @@ export function resultCounts(result) {
  * it was queued or running, when it ends (succeeded, failed or cancelled).
  */
 export function jobTracker(ctx, { testid = "ingest-jobs", onFinished = () => {} } = {}) {
-  const { api } = ctx;
   const jobs = new Map(); // id -> job
   const followed = new Set(); // ids seen queued/running (or started here)
   const reported = new Set();
-  const timers = new Map(); // id -> timeout
-  let stopped = false;
+  const unfollow = new Map(); // id -> stop following (ctx.jobs)
 
   const list = h("div", { class: "ls-list", testid });
   const clear = h("button", { class: "ls-btn", testid: `${testid}-clear`, title: "Hide finished jobs" }, "Clear finished");
@@ -77,46 +77,27 @@ export function jobTracker(ctx, { testid = "ingest-jobs", onFinished = () => {} 
     render();
   });
 
-  function renderJob(job) {
+  const cancelJob = (job) => ctx.jobs.cancel(job.id).catch((e) => {
+    ctx.showError(e, "Cannot cancel the job");
+    throw e;
+  });
+
+  function resultOf(job) {
     const id = Number(job.id);
-    const pct = Math.round(Math.max(0, Math.min(1, Number(job.progress) || 0)) * 100);
-    const active = ACTIVE_JOB.has(job.status);
-    const cancel = active ? h("button", { class: "ls-btn", testid: `ingest-cancel-${id}`,
-      disabled: !!job.cancel_requested }, job.cancel_requested ? "Cancelling…" : "Cancel") : null;
-    if (cancel) {
-      cancel.addEventListener("click", async () => {
-        cancel.disabled = true;
-        try {
-          upsert(await api.post(`/jobs/${id}/cancel`));
-        } catch (e) {
-          cancel.disabled = false;
-          ctx.showError(e, "Cannot cancel the job");
-        }
-      });
-    }
-    let result = null;
-    if (job.status === "succeeded" && AUTO_KINDS.has(job.kind)) {
-      result = h("div", { testid: `ingest-result-${id}` }, autoJobSummary(job));
-    } else if (job.status === "succeeded") {
-      const { created, skipped, skippedList, frames } = resultCounts(job.result);
-      result = h("div", { testid: `ingest-result-${id}`, "data-created": String(created), "data-skipped": String(skipped) },
-        frames == null ? "" : `${frames} frame(s) taken → `, `${created} created (pending), ${skipped} skipped`,
-        skippedList.length ? h("details", { class: "ls-muted" }, h("summary", {}, "skipped"),
-          ...skippedList.slice(0, 50).map((s) => h("div", {},
-            `${(s && (s.filename || s.path || s.name)) || "?"}: ${(s && s.reason) || ""}`))) : null);
-    }
+    if (job.status !== "succeeded") return null;
+    if (AUTO_KINDS.has(job.kind)) return h("div", { testid: `ingest-result-${id}` }, autoJobSummary(job));
+    const { created, skipped, skippedList, frames } = resultCounts(job.result);
+    return h("div", { testid: `ingest-result-${id}`, "data-created": String(created), "data-skipped": String(skipped) },
+      frames == null ? "" : `${frames} frame(s) taken → `, `${created} created (pending), ${skipped} skipped`,
+      skippedList.length ? h("details", { class: "ls-muted" }, h("summary", {}, "skipped"),
+        ...skippedList.slice(0, 50).map((s) => h("div", {},
+          `${(s && (s.filename || s.path || s.name)) || "?"}: ${(s && s.reason) || ""}`))) : null);
+  }
+
+  function renderJob(job) {
     const character = ctx.state.characters.find((c) => c.id === job.character_id);
-    return h("div", { class: "ls-job", testid: `ingest-job-${id}`, "data-status": job.status },
-      h("div", { class: "ls-job-head" },
-        h("span", {}, `#${id} ${KIND_LABELS[job.kind] || job.kind || "job"} `,
-          h("span", { class: "ls-muted" }, character ? character.name : "")),
-        h("span", { class: `ls-status-${job.status}`, testid: `ingest-status-${id}` }, `${job.status} · ${pct}%`),
-        cancel),
-      h("div", { class: "ls-bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100",
-        "aria-valuenow": String(pct), testid: `ingest-progress-${id}` }, h("div", { style: `width: ${pct}%` })),
-      job.message ? h("div", { class: "ls-muted" }, job.message) : null,
-      job.error ? h("div", { class: "ls-error" }, job.error) : null,
-      result);
+    return renderJobRow(job, { prefix: "ingest", rowPrefix: "ingest-job", label: KIND_LABELS[job.kind],
+      sublabel: character ? character.name : "", result: resultOf(job), onCancel: cancelJob });
   }
 
   function render() {
@@ -128,17 +109,14 @@ export function jobTracker(ctx, { testid = "ingest-jobs", onFinished = () => {} 
   function upsert(job) {
     if (!job || job.id == null) return;
     const id = Number(job.id);
-    const old = jobs.get(id);
-    if (old && old.updated_at && job.updated_at && old.updated_at > job.updated_at) return;
-    if (old && !ACTIVE_JOB.has(old.status) && ACTIVE_JOB.has(job.status)) return; // an older state
+    if (!isNewerJob(jobs.get(id), job)) return;
     jobs.set(id, job);
     if (ACTIVE_JOB.has(job.status)) followed.add(id);
     const current = list.querySelector(`[data-testid="ingest-job-${id}"]`);
     if (current) current.replaceWith(renderJob(job));
     else render();
     if (!ACTIVE_JOB.has(job.status)) {
-      clearTimeout(timers.get(id));
-      timers.delete(id);
+      unfollow.delete(id);
       if (followed.has(id) && !reported.has(id)) {
         reported.add(id);
         try {
@@ -150,25 +128,10 @@ export function jobTracker(ctx, { testid = "ingest-jobs", onFinished = () => {} 
     }
   }
 
-  function schedule(id) {
-    if (stopped || timers.has(id)) return;
-    timers.set(id, setTimeout(() => poll(id), POLL_MS));
-  }
-
-  async function poll(id) {
-    timers.delete(id);
-    if (stopped || ctx.state.destroyed) return;
-    try {
-      upsert(await api.get(`/jobs/${id}`));
-    } catch (e) {
-      if (e.status === 404) { // gone: stop following it
-        jobs.delete(id);
-        render();
-        return;
-      }
-    }
-    const job = jobs.get(id);
-    if (job && ACTIVE_JOB.has(job.status)) schedule(id);
+  function gone(id) { // the server no longer has it: stop showing it
+    unfollow.delete(id);
+    jobs.delete(id);
+    render();
   }
 
   render();
@@ -178,23 +141,24 @@ export function jobTracker(ctx, { testid = "ingest-jobs", onFinished = () => {} 
     /** Follow a job the panel started (or found running). */
     track(job) {
       if (!job || job.id == null) return;
-      followed.add(Number(job.id));
-      upsert(job);
-      if (ACTIVE_JOB.has(job.status)) schedule(Number(job.id));
-    },
-    /** A job event: updates a followed job, and picks up running ingest jobs of `characterId`. */
-    onJob(job, characterId) {
-      if (!job || job.id == null) return;
       const id = Number(job.id);
-      if (jobs.has(id)) upsert(job);
-      else if (isIngestKind(job.kind) && ACTIVE_JOB.has(job.status) && job.character_id === characterId) this.track(job);
+      followed.add(id);
+      upsert(job);
+      const latest = jobs.get(id);
+      if (latest && ACTIVE_JOB.has(latest.status) && !unfollow.has(id)) {
+        unfollow.set(id, ctx.jobs.follow(latest, upsert, { onGone: gone }));
+      }
+    },
+    /** A job event: picks up running ingest jobs of `characterId` (followed ones come through ctx.jobs). */
+    onJob(job, characterId) {
+      if (!job || job.id == null || jobs.has(Number(job.id))) return;
+      if (isIngestKind(job.kind) && ACTIVE_JOB.has(job.status) && job.character_id === characterId) this.track(job);
     },
     has: (id) => jobs.has(Number(id)),
     active: () => Array.from(jobs.values()).filter((j) => ACTIVE_JOB.has(j.status)),
     destroy() {
-      stopped = true;
-      for (const t of timers.values()) clearTimeout(t);
-      timers.clear();
+      for (const stop of unfollow.values()) stop();
+      unfollow.clear();
     },
   };
 }

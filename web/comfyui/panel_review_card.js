@@ -6,7 +6,8 @@
 //   hooks.onDecided(images)            image records after a decision (status changed or not)
 //   hooks.onMoved(image, before)       the image record after a reassign, and the one before
 //   hooks.onCaption(image)             the image record after a caption edit
-//   hooks.moveOptions(image) -> [<option>|<optgroup>]  choices for "Move to…"
+//   hooks.moveOptions(image) -> [<option>|<optgroup>]  choices for "Move to…" (a character's id, or
+//                                      "unassigned": the project's unassigned pool)
 //
 // Declarations only (ComfyUI imports every .js file of the pack). API text goes through
 // textContent (the `h` helper), never innerHTML.
@@ -98,6 +99,11 @@ export function reviewCard(ctx, image, hooks) {
 
   buttons.push(approve, reject, reset, confirm, cancel, saveCaption, move, caption);
 
+  const sug = image.suggestion && image.suggestion.character_id != null ? image.suggestion : null;
+  const sugChar = sug ? ctx.state.characters.find((c) => c.id === sug.character_id) : null;
+  const suggestion = sug ? h("div", { class: "ls-muted", testid: `suggestion-${id}`,
+    title: "The classifier's suggestion" }, `suggested: ${sugChar ? sugChar.name : `character ${sug.character_id}`}`
+    + ` · ${Math.round((Number(sug.confidence) || 0) * 100)}%`) : null;
   const meta = [`#${id}`, image.width && image.height ? `${image.width}×${image.height}` : "", image.source || ""]
     .filter(Boolean).join(" · ");
   const cardEl = h("div", { class: "ls-card", testid: cardTestId(image), "data-image-id": String(id),
@@ -110,7 +116,7 @@ export function reviewCard(ctx, image, hooks) {
     h("div", { class: "ls-muted" }, meta,
       image.status !== "pending" ? h("span", { class: `ls-badge ls-status-${image.status}` }, ` ${image.status}`) : null,
       image.file_missing ? h("span", { class: "ls-error" }, " · file missing") : null),
-    caption, h("div", { class: "ls-actions" }, saveCaption),
+    suggestion, caption, h("div", { class: "ls-actions" }, saveCaption),
     h("div", { class: "ls-actions" }, approve, reject, reset),
     form, move));
 
@@ -179,11 +185,12 @@ export function reviewCard(ctx, image, hooks) {
   });
 
   move.addEventListener("change", async () => {
+    const toPool = move.value === "unassigned"; // back to the project's unassigned pool
     const target = Number(move.value);
-    if (!move.value || !Number.isFinite(target)) return;
+    if (!move.value || (!toPool && !Number.isFinite(target))) return;
     setBusy(true);
     try {
-      const moved = await api.post(`/images/${id}/reassign`, { character_id: target });
+      const moved = await api.post(`/images/${id}/reassign`, toPool ? { unassigned: true } : { character_id: target });
       hooks.onMoved(moved, image);
     } catch (e) {
       setBusy(false);

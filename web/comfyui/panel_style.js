@@ -94,6 +94,11 @@ a.ls-btn { text-decoration: none; display: inline-block; }
 .ls-gimport { margin: 0 6px 6px; font-size: 12px; padding: 2px 6px; }
 .ls-autojob { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; font-size: 12px; }
 .ls-autojob .ls-bar { width: 90px; }
+details.ls-ssot { display: block; }
+details.ls-ssot > summary { cursor: pointer; }
+details.ls-ssot > :not(summary) { margin-top: 6px; }
+.ls-ssot .ls-pre { max-height: 7em; overflow: auto; }
+.ls-root .ls-ssot textarea { min-height: 38px; }
 .ls-gitem .ls-caption { padding: 4px 6px; color: var(--ls-muted); overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 `;
 

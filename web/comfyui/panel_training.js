@@ -1,44 +1,137 @@
-// LoRA Studio panel, Training tab: start a LoRA training, follow the jobs.
+// LoRA Studio panel, Training tab: start a LoRA training (sensible defaults, advanced options
+// folded away), follow its runs (step, loss, it/s, ETA, sample images), cancel, resume from the
+// last checkpoint, and list the character's LoRAs and past runs. Declarations only at import.
 
 import { h, numberOrUndefined } from "./panel_dom.js";
+import { ACTIVE_JOB, isActiveJob, isNewerJob, renderJobRow } from "./panel_jobfollow.js";
 import { AUTO_KINDS, isIngestKind } from "./panel_jobs.js";
 
-const ACTIVE_JOB = new Set(["queued", "running"]);
+const TRAIN_KIND = "train";
+
+export function formatSeconds(seconds) {
+  const s = Math.max(0, Math.round(Number(seconds) || 0));
+  if (s >= 3600) return `${Math.floor(s / 3600)}h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
+  if (s >= 60) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
+  return `${s}s`;
+}
+
+/** The pieces of a training job's progress record (job.result.progress), for display. */
+export function trainStats(job) {
+  const result = (job && job.result) || {};
+  const p = result.progress || {};
+  const total = Number(p.total_steps) || Number(job && job.payload && job.payload.steps) || 0;
+  const loss = p.smooth_loss != null ? p.smooth_loss : p.loss;
+  return {
+    step: `${Number(p.step) || 0}/${total}`,
+    loss: loss != null && Number.isFinite(Number(loss)) ? Number(loss).toFixed(4) : "–",
+    speed: `${p.it_s ? Number(p.it_s).toFixed(2) : "–"} it/s`,
+    eta: p.eta_s != null && isActiveJob(job) ? formatSeconds(p.eta_s) : "–",
+  };
+}
+
+function input(testid, value, attrs = {}) {
+  return h("input", { type: "number", value: value === undefined ? "" : String(value), testid, style: "width: 90px",
+    ...attrs });
+}
+
+function checkbox(testid, checked = false) {
+  return h("input", { type: "checkbox", testid, checked });
+}
+
+function select(testid, options, value) {
+  const el = h("select", { testid }, ...options.map((o) => h("option", { value: o }, o)));
+  el.value = value;
+  return el;
+}
 
 export function trainingSection(ctx) {
   const { api } = ctx;
   const jobs = new Map();
+  const following = new Set();
   const info = h("div", { class: "ls-muted", testid: "train-info" });
   const baseModel = h("select", { testid: "train-base-model", style: "min-width: 160px" });
-  const steps = h("input", { type: "number", value: "1000", min: 1, max: 100000, testid: "train-steps" });
-  const rank = h("input", { type: "number", value: "32", min: 1, max: 256, testid: "train-rank" });
+  const steps = input("train-steps", 1500, { min: 1, max: 100000 });
+  const rank = input("train-rank", 16, { min: 1, max: 256 });
   const lr = h("input", { type: "text", value: "1e-4", testid: "train-lr", style: "width: 80px" });
-  const resolution = h("input", { type: "number", value: "512", min: 32, max: 2048, step: 32, testid: "train-resolution" });
   const start = h("button", { class: "ls-btn ls-primary", testid: "train-start" }, "Start training");
   const modelHint = h("div", { class: "ls-muted", testid: "train-models-hint", hidden: true },
-    "No base models found. Put a diffusers model folder in the models folder (see the README).");
+    "No base models found. Put an SD1.5 or SDXL .safetensors checkpoint (or a diffusers folder) in the models "
+    + "folder (see the README).");
+
+  // advanced options: blank = the server's default for the model
+  const adv = {
+    resolution: input("train-resolution", "", { min: 64, max: 2048, step: 64, placeholder: "auto" }),
+    alpha: input("train-alpha", 8, { min: 0.5, max: 1024, step: 0.5 }),
+    batch_size: input("train-batch-size", 1, { min: 1, max: 64 }),
+    lr_scheduler: select("train-scheduler", ["cosine", "constant", "constant_with_warmup"], "cosine"),
+    warmup_steps: input("train-warmup", "", { min: 0, placeholder: "auto" }),
+    min_snr_gamma: input("train-min-snr", 5, { min: 0, max: 100, step: 0.5 }),
+    noise_offset: input("train-noise-offset", 0, { min: 0, max: 1, step: 0.01 }),
+    train_text_encoder: checkbox("train-text-encoder"),
+    text_encoder_lr: h("input", { type: "text", value: "", placeholder: "5e-5", testid: "train-te-lr",
+      style: "width: 80px" }),
+    conv: checkbox("train-conv"),
+    flip: checkbox("train-flip"),
+    shuffle_tags: checkbox("train-shuffle-tags"),
+    keep_tokens: input("train-keep-tokens", 1, { min: 0, max: 75 }),
+    caption_dropout: input("train-caption-dropout", 0, { min: 0, max: 0.99, step: 0.05 }),
+    sample_every: input("train-sample-every", 250, { min: 0 }),
+    checkpoint_every: input("train-checkpoint-every", 250, { min: 0 }),
+    seed: input("train-seed", 0, { min: 0 }),
+    device: select("train-device", ["auto", "cuda", "cpu"], "auto"),
+  };
+  const INTEGER = new Set(["resolution", "batch_size", "warmup_steps", "keep_tokens", "sample_every",
+    "checkpoint_every", "seed"]);
+  const label = (text, el) => h("label", {}, text, el);
+  const checkLabel = (text, el) => h("label", { class: "ls-check" }, el, text);
+  const advanced = h("details", { class: "ls-ssot", testid: "train-advanced" },
+    h("summary", {}, "Advanced options"),
+    h("div", { class: "ls-row" }, label("Resolution", adv.resolution), label("Alpha", adv.alpha),
+      label("Batch size", adv.batch_size), label("LR schedule", adv.lr_scheduler), label("Warm-up steps", adv.warmup_steps),
+      label("Min-SNR γ", adv.min_snr_gamma), label("Noise offset", adv.noise_offset)),
+    h("div", { class: "ls-row" }, checkLabel("Train text encoder", adv.train_text_encoder),
+      label("Text encoder LR", adv.text_encoder_lr), checkLabel("Conv layers (LoCon)", adv.conv),
+      checkLabel("Flip images", adv.flip), checkLabel("Shuffle tags", adv.shuffle_tags),
+      label("Keep tokens", adv.keep_tokens), label("Caption dropout", adv.caption_dropout)),
+    h("div", { class: "ls-row" }, label("Sample every", adv.sample_every),
+      label("Checkpoint every", adv.checkpoint_every), label("Seed", adv.seed), label("Device", adv.device)));
+
+  const runs = h("div", { class: "ls-list", testid: "train-runs" });
   const loras = h("div", { class: "ls-list", testid: "lora-list" });
   const onlyThis = h("input", { type: "checkbox", testid: "job-filter-character" });
   const jobList = h("div", { class: "ls-list", testid: "job-list" });
+
+  function requestBody() {
+    const body = { base_model: baseModel.value };
+    const s = numberOrUndefined(steps);
+    const r = numberOrUndefined(rank);
+    const l = numberOrUndefined(lr);
+    if (s !== undefined) body.steps = Math.round(s);
+    if (r !== undefined) body.rank = Math.round(r);
+    if (l !== undefined) body.learning_rate = l;
+    for (const [key, el] of Object.entries(adv)) {
+      if (el.type === "checkbox") {
+        if (el.checked) body[key] = true;
+      } else if (el.tagName === "SELECT") {
+        body[key] = el.value;
+      } else {
+        const v = numberOrUndefined(el);
+        if (v !== undefined) body[key] = INTEGER.has(key) ? Math.round(v) : v;
+      }
+    }
+    return body;
+  }
 
   start.addEventListener("click", async () => {
     const c = ctx.character();
     if (!c) return ctx.toast("warn", "Training", "Choose a character first.");
     if (!baseModel.value) return ctx.toast("warn", "Training", "No base model is available.");
-    const body = { base_model: baseModel.value };
-    const s = numberOrUndefined(steps);
-    const r = numberOrUndefined(rank);
-    const l = numberOrUndefined(lr);
-    const res = numberOrUndefined(resolution);
-    if (s !== undefined) body.steps = Math.round(s);
-    if (r !== undefined) body.rank = Math.round(r);
-    if (l !== undefined) body.learning_rate = l;
-    if (res !== undefined) body.resolution = Math.round(res);
     start.disabled = true;
     try {
-      const job = await api.post(`/characters/${c.id}/train`, body);
+      const job = await api.post(`/characters/${c.id}/train`, requestBody());
       ctx.toast("success", "Training queued", `job #${job.id}`);
       upsert(job);
+      follow(job);
     } catch (e) {
       ctx.showError(e, "Cannot start training");
     } finally {
@@ -46,37 +139,81 @@ export function trainingSection(ctx) {
     }
   });
 
+  function follow(job) {
+    if (!ctx.jobs || following.has(job.id) || !isActiveJob(job)) return;
+    following.add(job.id);
+    ctx.jobs.follow(job, upsert, { onGone: (id) => { following.delete(id); jobs.delete(id); renderAll(); } });
+  }
+
   function characterName(id) {
     const c = ctx.state.characters.find((x) => x.id === id);
     return c ? c.name : id == null ? "" : `character ${id}`;
   }
 
-  function renderJob(job) {
-    const id = Number(job.id);
-    const pct = Math.round(Math.max(0, Math.min(1, Number(job.progress) || 0)) * 100);
-    const active = ACTIVE_JOB.has(job.status);
-    const cancel = active ? h("button", { class: "ls-btn", testid: `job-cancel-${id}`,
-      disabled: !!job.cancel_requested }, job.cancel_requested ? "Cancelling…" : "Cancel") : null;
-    if (cancel) {
-      cancel.addEventListener("click", async () => {
-        cancel.disabled = true;
-        try {
-          upsert(await api.post(`/jobs/${id}/cancel`));
-        } catch (e) {
-          cancel.disabled = false;
-          ctx.showError(e, "Cannot cancel the job");
-        }
-      });
+  const cancelJob = async (job) => {
+    try {
+      upsert(ctx.jobs ? await ctx.jobs.cancel(job.id) : await api.post(`/jobs/${job.id}/cancel`));
+    } catch (e) {
+      ctx.showError(e, "Cannot cancel the job");
+      throw e;
     }
-    return h("div", { class: "ls-job", testid: `job-${id}`, "data-status": job.status },
-      h("div", { class: "ls-job-head" },
-        h("span", {}, `#${id} ${job.kind} `, h("span", { class: "ls-muted" }, characterName(job.character_id))),
-        h("span", { class: `ls-status-${job.status}`, testid: `job-status-${id}` }, `${job.status} · ${pct}%`),
-        cancel),
-      h("div", { class: "ls-bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100",
-        "aria-valuenow": String(pct), testid: `job-progress-${id}` }, h("div", { style: `width: ${pct}%` })),
-      job.message ? h("div", { class: "ls-muted" }, job.message) : null,
-      job.error ? h("div", { class: "ls-error" }, job.error) : null);
+  };
+
+  async function resume(job, button) {
+    button.disabled = true;
+    try {
+      const next = await api.post(`/train/${job.id}/resume`);
+      ctx.toast("success", "Training resumed", `job #${next.id} continues #${job.id}`);
+      upsert(next);
+      follow(next);
+    } catch (e) {
+      button.disabled = false;
+      ctx.showError(e, "Cannot resume the training");
+    }
+  }
+
+  /** Step, loss, speed, ETA, samples, the LoRA written, Resume: what a training run adds to its row. */
+  function runDetails(job) {
+    const id = Number(job.id);
+    const result = job.result || {};
+    const stats = trainStats(job);
+    const samples = (result.samples || []).filter((s) => s && s.file);
+    const resumeButton = ["failed", "cancelled"].includes(job.status) && result.checkpoint
+      ? h("button", { class: "ls-btn", testid: `train-resume-${id}` }, `Resume from step ${result.checkpoint.step}`)
+      : null;
+    if (resumeButton) resumeButton.addEventListener("click", () => resume(job, resumeButton));
+    return h("div", { class: "ls-train-run" },
+      h("div", { class: "ls-row" },
+        h("span", { testid: `train-step-${id}` }, `step ${stats.step}`),
+        h("span", { testid: `train-loss-${id}` }, `loss ${stats.loss}`),
+        h("span", { testid: `train-speed-${id}` }, stats.speed),
+        h("span", { testid: `train-eta-${id}` }, `ETA ${stats.eta}`),
+        result.resumed_from_job ? h("span", { class: "ls-muted" }, `resumed from #${result.resumed_from_job}`) : null,
+        result.file_name ? h("strong", { testid: `train-lora-${id}` }, result.file_name) : null,
+        resumeButton),
+      samples.length ? h("div", { class: "ls-row", testid: `train-samples-${id}` }, ...samples.map((s) =>
+        h("figure", { style: "margin: 0; text-align: center" },
+          h("img", { src: api.url(`/jobs/${id}/samples/${encodeURIComponent(s.file)}`), alt: s.prompt || "sample",
+            title: s.prompt || "", loading: "lazy", testid: `train-sample-${id}-${Number(s.step)}`,
+            style: "width: 128px; height: 128px; object-fit: contain; background: var(--ls-input)" }),
+          h("figcaption", { class: "ls-muted" }, `step ${Number(s.step)}`)))) : null);
+  }
+
+  function renderRun(job) {
+    return renderJobRow(job, { prefix: "run", label: "training", sublabel: (job.payload || {}).base_model || "",
+      onCancel: cancelJob, result: runDetails(job) });
+  }
+
+  function renderJob(job) {
+    return renderJobRow(job, { prefix: "job", sublabel: characterName(job.character_id), onCancel: cancelJob });
+  }
+
+  function renderRuns() {
+    const c = ctx.character();
+    const items = c ? Array.from(jobs.values()).filter((j) => j.kind === TRAIN_KIND && j.character_id === c.id)
+      .sort((a, b) => b.id - a.id).slice(0, 20) : [];
+    runs.replaceChildren(...(items.length ? items.map(renderRun)
+      : [h("div", { class: "ls-muted" }, c ? "No training runs yet." : "Choose a character.")]));
   }
 
   function renderJobs() {
@@ -87,21 +224,36 @@ export function trainingSection(ctx) {
     jobList.replaceChildren(...(items.length ? items.map(renderJob) : [h("div", { class: "ls-muted" }, "No jobs yet.")]));
   }
 
+  function renderAll() {
+    renderRuns();
+    renderJobs();
+  }
+
   function upsert(job) {
+    if (!job || job.id == null) return;
     const old = jobs.get(job.id);
-    if (old && old.updated_at && job.updated_at && old.updated_at > job.updated_at) return;
+    if (old && !isNewerJob(old, job) && !(job.result && !old.result)) return;
     jobs.set(job.id, job);
-    const current = jobList.querySelector(`[data-testid="job-${Number(job.id)}"]`);
-    if (current) current.replaceWith(renderJob(job));
+    const row = jobList.querySelector(`[data-testid="job-${Number(job.id)}"]`);
+    if (row) row.replaceWith(renderJob(job));
     else renderJobs();
-    // ingest jobs are reported by the Ingest tab (panel_jobs.js), not twice
+    const c = ctx.character();
+    if (job.kind === TRAIN_KIND && c && job.character_id === c.id) {
+      const run = runs.querySelector(`[data-testid="run-${Number(job.id)}"]`);
+      if (run) run.replaceWith(renderRun(job));
+      else renderRuns();
+    }
+    if (isActiveJob(job) && job.kind === TRAIN_KIND) follow(job);
+    // ingest and automatic jobs are reported by their own tabs, not twice
     const finished = old && ACTIVE_JOB.has(old.status) && !ACTIVE_JOB.has(job.status) && !isIngestKind(job.kind)
       && !AUTO_KINDS.has(job.kind);
     if (finished && job.status === "succeeded") {
       ctx.toast("success", "Job finished", `#${job.id} ${job.kind}`);
-      const c = ctx.character();
-      if (c && job.character_id === c.id) loadLoras();
-      ctx.reloadCharacters().catch(() => {});
+      // the character's current LoRA changes with a training: reload it before listing the LoRAs
+      Promise.resolve(ctx.reloadCharacters()).catch(() => {}).then(() => {
+        const now = ctx.character();
+        if (now && job.character_id === now.id) loadLoras();
+      });
     } else if (finished && job.status === "failed") {
       ctx.toast("error", `Job #${job.id} failed`, job.error || job.message || "");
     }
@@ -109,9 +261,11 @@ export function trainingSection(ctx) {
 
   async function loadJobs() {
     try {
-      const data = await api.get("/jobs?limit=30");
-      for (const job of data.items || []) upsert(job);
-      renderJobs();
+      const c = ctx.character();
+      const [all, mine] = await Promise.all([api.get("/jobs?limit=30"),
+        c ? api.get(`/jobs?kind=${TRAIN_KIND}&character_id=${c.id}&limit=20`) : Promise.resolve({ items: [] })]);
+      for (const job of [...(all.items || []), ...(mine.items || [])]) upsert(job);
+      renderAll();
     } catch (e) {
       /* polling: stay quiet, the next tick retries */
     }
@@ -120,12 +274,13 @@ export function trainingSection(ctx) {
   async function loadModels() {
     try {
       const data = await api.get("/models");
-      const names = data.base_models || [];
+      const items = data.items || (data.base_models || []).map((name) => ({ name }));
       const keep = baseModel.value;
-      baseModel.replaceChildren(...names.map((n) => h("option", { value: n }, n)));
-      if (names.includes(keep)) baseModel.value = keep;
-      modelHint.hidden = names.length > 0;
-      start.disabled = names.length === 0;
+      baseModel.replaceChildren(...items.map((m) => h("option", { value: m.name },
+        m.source === "single_file" ? `${m.name}` : m.source === "diffusers" ? `${m.name} (diffusers)` : m.name)));
+      if (items.some((m) => m.name === keep)) baseModel.value = keep;
+      modelHint.hidden = items.length > 0;
+      start.disabled = items.length === 0;
     } catch (e) {
       ctx.showError(e, "Cannot list base models");
     }
@@ -142,7 +297,9 @@ export function trainingSection(ctx) {
       const items = data.items || [];
       loras.replaceChildren(...(items.length ? items.map((l) => h("div", { class: "ls-row", testid: "lora-item" },
         h("strong", {}, l.file_name),
-        h("span", { class: "ls-muted" }, `rank ${l.rank} · ${l.steps} steps · ${l.created_at || ""}`)))
+        h("span", { class: "ls-muted" }, `rank ${l.rank} · alpha ${l.alpha} · ${l.steps} steps · ${l.image_count} images`
+          + `${l.job_id ? ` · job #${l.job_id}` : ""} · ${l.created_at || ""}`),
+        c.current_lora_id === l.id ? h("span", { class: "ls-status-succeeded" }, "current") : null))
         : [h("div", { class: "ls-muted" }, "No LoRA trained yet.")]));
     } catch (e) {
       ctx.showError(e, "Cannot list LoRAs");
@@ -162,9 +319,10 @@ export function trainingSection(ctx) {
   const el = h("section", { class: "ls-section" },
     h("div", { class: "ls-box" }, h("h3", {}, "New training"), info,
       h("div", { class: "ls-row" },
-        h("label", {}, "Base model", baseModel), h("label", {}, "Steps", steps), h("label", {}, "Rank", rank),
-        h("label", {}, "Learning rate", lr), h("label", {}, "Resolution", resolution)),
+        label("Base model", baseModel), label("Steps", steps), label("Rank", rank), label("Learning rate", lr)),
+      advanced,
       modelHint, h("div", { class: "ls-row" }, start)),
+    h("div", { class: "ls-box" }, h("h3", {}, "Training runs of this character"), runs),
     h("div", { class: "ls-box" }, h("h3", {}, "LoRAs of this character"), loras),
     h("div", { class: "ls-box" },
       h("div", { class: "ls-row", style: "justify-content: space-between" }, h("h3", {}, "Jobs"),
@@ -177,6 +335,7 @@ export function trainingSection(ctx) {
       countsChanged();
       loadModels();
       loadLoras();
+      renderRuns();
       loadJobs();
     },
     countsChanged,

@@ -1,0 +1,146 @@
+"""The Training tab end to end: a real tiny training started from the browser (advanced options
+unfolded), its progress (step, loss, it/s, ETA) and sample images shown as they come, the LoRA in
+the character's list; then a long run cancelled and resumed from its checkpoint."""
+
+from __future__ import annotations
+
+import io
+import random
+import re
+import uuid
+
+import pytest
+from PIL import Image
+from support.processes import clean_env, studio_process
+from support.studio_http import call, db_rows, open_panel, upload
+
+pytestmark = [pytest.mark.browser, pytest.mark.training]
+
+
+def noise_png(seed: int, size: int = 64) -> bytes:
+    rnd = random.Random(seed)
+    img = Image.new("RGB", (size, size))
+    img.putdata([(rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)) for _ in range(size * size)])
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+class Server:
+    def __init__(self, base_url, data_dir):
+        self.base_url, self.data_dir = base_url, data_dir
+
+    @property
+    def api(self):
+        return self.base_url + "/lora-studio/v1"
+
+    @property
+    def database(self):
+        return self.data_dir / "lora_studio.sqlite3"
+
+
+@pytest.fixture(scope="module")
+def training_server(tmp_path_factory):
+    """The standalone studio with a tiny SD1.5 model in its models folder and a minimum of two
+    approved images (the settings, through the environment)."""
+    pytest.importorskip("diffusers")
+    from support.tiny_sd import build_tiny_sd15
+
+    root = tmp_path_factory.mktemp("training")
+    data = root / "data"
+    build_tiny_sd15(data / "models" / "tiny-sd15")
+    env = clean_env(LORA_STUDIO_MIN_APPROVED_IMAGES="2", OMP_NUM_THREADS="1")
+    with studio_process(root, data, "--loras-dir", str(root / "loras"), env=env) as base:
+        yield Server(base, data)
+
+
+def seed_character(server):
+    tag = uuid.uuid4().hex[:8]
+    project = call(server, "POST", "/projects", {"name": f"Train {tag}"})
+    character = call(server, "POST", f"/projects/{project['id']}/characters",
+                      {"name": f"Aiko {tag}", "design_prompt": "1girl, silver hair", "trigger_word": "aikotnk"})
+    base = random.Random(tag).randrange(1 << 30)
+    created = upload(server, character["id"], {f"img{i}.png": noise_png(base + i) for i in range(2)})["created"]
+    for image in created:
+        call(server, "POST", f"/images/{image['id']}/approve")
+    return project, character
+
+
+def newest_run_id(page) -> int:
+    row = page.locator('[data-testid="train-runs"] [data-testid^="run-"][data-status]').first
+    row.wait_for()
+    return int(re.fullmatch(r"run-(\d+)", row.get_attribute("data-testid")).group(1))
+
+
+def test_start_a_tiny_training_and_watch_it_finish(page, training_server):
+    from playwright.sync_api import expect
+
+    project, character = seed_character(training_server)
+    open_panel(page, training_server, project, character, tab="training")
+    expect(page.get_by_test_id("train-base-model")).to_have_value("tiny-sd15")
+    expect(page.get_by_test_id("train-steps")).to_have_value("1500")  # defaults for a character LoRA
+    expect(page.get_by_test_id("train-rank")).to_have_value("16")
+    expect(page.get_by_test_id("train-resolution")).to_be_hidden()  # folded away
+    page.get_by_test_id("train-steps").fill("6")
+    page.get_by_test_id("train-rank").fill("4")
+    page.get_by_test_id("train-advanced").locator("summary").click()
+    page.get_by_test_id("train-resolution").fill("64")
+    page.get_by_test_id("train-sample-every").fill("3")
+    page.get_by_test_id("train-checkpoint-every").fill("3")
+    page.get_by_test_id("train-device").select_option("cpu")
+    page.get_by_test_id("train-start").click()
+
+    job_id = newest_run_id(page)
+    status = page.get_by_test_id(f"run-status-{job_id}")
+    expect(status).to_have_text("succeeded · 100%", timeout=240_000)
+    expect(page.get_by_test_id(f"train-step-{job_id}")).to_have_text("step 6/6")
+    expect(page.get_by_test_id(f"train-loss-{job_id}")).to_have_text(re.compile(r"loss \d+\.\d{4}"))
+    expect(page.get_by_test_id(f"train-speed-{job_id}")).to_have_text(re.compile(r"\d+\.\d\d it/s"))
+    # the sample images, loaded from the server
+    for step in (3, 6):
+        img = page.get_by_test_id(f"train-sample-{job_id}-{step}")
+        expect(img).to_be_visible()
+        page.wait_for_function("(el) => el.complete && el.naturalWidth === 64", arg=img.element_handle())
+    assert "aikotnk" in page.get_by_test_id(f"train-sample-{job_id}-3").get_attribute("title")
+    # the LoRA in the run and in the character's list
+    lora_name = page.get_by_test_id(f"train-lora-{job_id}").text_content()
+    assert lora_name.endswith("-v1.safetensors")
+    expect(page.get_by_test_id("lora-item").filter(has_text=lora_name)).to_contain_text("current")
+    assert db_rows(training_server, "SELECT file_name FROM lora_models WHERE job_id = ?", job_id) == [(lora_name,)]
+
+
+def test_cancel_a_run_and_resume_it_from_its_checkpoint(page, training_server):
+    from playwright.sync_api import expect
+
+    project, character = seed_character(training_server)
+    open_panel(page, training_server, project, character, tab="training")
+    expect(page.get_by_test_id("train-base-model")).to_have_value("tiny-sd15")
+    page.get_by_test_id("train-steps").fill("3000")
+    page.get_by_test_id("train-rank").fill("4")
+    page.get_by_test_id("train-advanced").locator("summary").click()
+    page.get_by_test_id("train-resolution").fill("64")
+    page.get_by_test_id("train-sample-every").fill("0")
+    page.get_by_test_id("train-checkpoint-every").fill("2")
+    page.get_by_test_id("train-device").select_option("cpu")
+    page.get_by_test_id("train-start").click()
+
+    job_id = newest_run_id(page)
+    step = page.get_by_test_id(f"train-step-{job_id}")
+    expect(step).to_have_text(re.compile(r"step ([3-9]|\d\d+)/3000"), timeout=240_000)  # it moves, past a checkpoint
+    expect(page.get_by_test_id(f"train-eta-{job_id}")).to_have_text(re.compile(r"ETA \d+"))
+    page.get_by_test_id(f"run-cancel-{job_id}").click()
+    expect(page.get_by_test_id(f"run-status-{job_id}")).to_have_text(re.compile(r"^cancelled"), timeout=120_000)
+    resume = page.get_by_test_id(f"train-resume-{job_id}")
+    expect(resume).to_have_text(re.compile(r"Resume from step \d+"))
+    resume.click()
+    page.wait_for_function("""(id) => {
+      const row = document.querySelector('[data-testid="train-runs"] [data-testid^="run-"][data-status]');
+      return row && row.dataset.testid !== `run-${id}`;
+    }""", arg=job_id)
+    new_id = newest_run_id(page)
+    assert new_id > job_id
+    expect(page.get_by_test_id(f"run-{new_id}")).to_contain_text(f"resumed from #{job_id}", timeout=240_000)
+    page.get_by_test_id(f"run-cancel-{new_id}").click()
+    expect(page.get_by_test_id(f"run-status-{new_id}")).to_have_text(re.compile(r"^cancelled"), timeout=120_000)
+    assert db_rows(training_server, "SELECT count(*) FROM lora_models l JOIN characters c ON c.id = l.character_id "
+                                    "WHERE c.id = ?", character["id"]) == [(0,)]
