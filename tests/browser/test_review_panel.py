@@ -321,3 +321,21 @@ def test_the_unassigned_pool_in_approvals(page, studio_server):
     page.reload()  # the choice of the pool is remembered like a character's
     expect(page.get_by_test_id("character-select")).to_have_value("unassigned")
     expect(page.get_by_test_id(f"pending-card-{kept['id']}")).to_be_visible()
+
+
+def test_ingest_tab_uploads_into_the_unassigned_pool(page, studio_server):
+    """With "(unassigned)" chosen, the Ingest tab sends uploads to the project's pool (no character)."""
+    from playwright.sync_api import expect
+
+    project, (mika,), _ = seed(studio_server, 0)
+    open_panel(page, studio_server, project, mika)
+    page.get_by_test_id("character-select").select_option("unassigned")
+    page.get_by_test_id("tab-ingest").click()
+    expect(page.get_by_test_id("ingest-target")).to_contain_text("unassigned pool")
+    page.get_by_test_id("ingest-files").set_input_files([
+        {"name": "pool.png", "mimeType": "image/png", "buffer": noise_png(random.randrange(1 << 30))}])
+    page.get_by_test_id("ingest-upload").click()
+    expect(page.get_by_test_id("ingest-status")).to_contain_text("1 added as pending, 0 skipped")
+    rows = db_rows(studio_server, "SELECT character_id, project_id, status FROM images WHERE project_id = ?",
+                   project["id"])
+    assert rows == [(None, project["id"], "pending")]

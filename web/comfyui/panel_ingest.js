@@ -25,6 +25,15 @@ export function ingestSection(ctx) {
   const createdBox = h("div", { class: "ls-box", hidden: true }, h("h3", {}, "Added"), created);
   const skippedBox = h("div", { class: "ls-box", hidden: true }, h("h3", {}, "Skipped"), skipped);
 
+  /** Where ingested images go: the selected character, or the project's unassigned pool (Approvals' picker). */
+  function dest() {
+    const c = ctx.character();
+    if (c) return { path: `/characters/${c.id}`, name: c.name, characterId: c.id, projectId: c.project_id };
+    const p = ctx.unassignedProject ? ctx.unassignedProject() : null;
+    if (p) return { path: `/projects/${p.id}`, name: `the unassigned pool of ${p.name}`, characterId: null, projectId: p.id };
+    return null;
+  }
+
   drop.addEventListener("click", () => files.click());
 
   drop.addEventListener("dragover", (ev) => {
@@ -44,8 +53,8 @@ export function ingestSection(ctx) {
   });
 
   upload.addEventListener("click", async () => {
-    const c = ctx.character();
-    if (!c) return ctx.toast("warn", "Ingest", "Choose a character first.");
+    const d = dest();
+    if (!d) return ctx.toast("warn", "Ingest", "Choose a character (or the unassigned pool) first.");
     const chosen = dropped || Array.from(files.files || []);
     if (!chosen.length) return ctx.toast("warn", "Ingest", "Choose some images first.");
     upload.disabled = true;
@@ -61,7 +70,7 @@ export function ingestSection(ctx) {
         const form = new FormData();
         for (const f of chosen.slice(i, i + UPLOAD_BATCH)) form.append("files", f, f.name);
         if (caption.value.trim()) form.append("caption", caption.value.trim());
-        const started = await api.post(`/characters/${c.id}/images`, form);
+        const started = await api.post(`${d.path}/images`, form);
         uploadJobs.add(Number(started.id));
         tracker.track(started);
         status.textContent = `Adding ${Math.min(i + UPLOAD_BATCH, chosen.length)} / ${chosen.length} (job #${started.id})…`;
@@ -91,7 +100,7 @@ export function ingestSection(ctx) {
       createdBox.hidden = nCreated === 0;
       skippedBox.hidden = nSkipped === 0;
       if (nCreated) {
-        ctx.adjustCounts(c.id, { pending: nCreated });
+        if (d.characterId != null) ctx.adjustCounts(d.characterId, { pending: nCreated });
         ctx.markStale("approvals");
       }
     }
@@ -137,14 +146,14 @@ export function ingestSection(ctx) {
   }
 
   async function startJob(button, what, call) {
-    const c = ctx.character();
-    if (!c) {
-      ctx.toast("warn", "Ingest", "Choose a character first.");
+    const d = dest();
+    if (!d) {
+      ctx.toast("warn", "Ingest", "Choose a character (or the unassigned pool) first.");
       return null;
     }
     button.disabled = true;
     try {
-      const job = await call(c);
+      const job = await call(d);
       tracker.track(job);
       ctx.toast("info", `${what} started`, `job #${job.id}`);
       return job;
@@ -152,7 +161,7 @@ export function ingestSection(ctx) {
       ctx.showError(routeError(e, what), `${what} failed`);
       return null;
     } finally {
-      button.disabled = !ctx.character();
+      button.disabled = !dest();
     }
   }
 
@@ -166,13 +175,13 @@ export function ingestSection(ctx) {
   videoSubmit.addEventListener("click", async () => {
     const file = videoFile.files && videoFile.files[0];
     if (!file) return ctx.toast("warn", "Video", "Choose a video file first.");
-    const job = await startJob(videoSubmit, "Video ingest", (c) => {
+    const job = await startJob(videoSubmit, "Video ingest", (d) => {
       const form = new FormData();
       form.append("file", file, file.name);
       const max = numberOrUndefined(videoMax);
       if (max !== undefined) form.append("max_frames", String(Math.round(max)));
       if (videoCaption.value.trim()) form.append("caption", videoCaption.value.trim());
-      return api.post(`/characters/${c.id}/ingest/video`, form);
+      return api.post(`${d.path}/ingest/video`, form);
     });
     if (job) videoFile.value = "";
   });
@@ -188,12 +197,12 @@ export function ingestSection(ctx) {
   const submitUrl = async () => {
     const url = urlInput.value.trim();
     if (!url) return ctx.toast("warn", "URL", "Enter a URL first.");
-    const job = await startJob(urlSubmit, "URL ingest", (c) => {
+    const job = await startJob(urlSubmit, "URL ingest", (d) => {
       const body = { url };
       const max = numberOrUndefined(urlMax);
       if (max !== undefined) body.max_frames = Math.round(max);
       if (urlCaption.value.trim()) body.caption = urlCaption.value.trim();
-      return api.post(`/characters/${c.id}/ingest/url`, body);
+      return api.post(`${d.path}/ingest/url`, body);
     });
     if (job) urlInput.value = "";
   };
@@ -206,7 +215,7 @@ export function ingestSection(ctx) {
   const importAll = h("button", { class: "ls-btn ls-primary", testid: "import-outputs-all" },
     "Import all from ComfyUI output");
   importAll.addEventListener("click", () => startJob(importAll, "Import from ComfyUI output",
-    (c) => api.post(`/characters/${c.id}/import-outputs`, { all: true })));
+    (d) => api.post(`${d.path}/import-outputs`, { all: true })));
 
   const jobButtons = [videoSubmit, urlSubmit, importAll];
 
@@ -227,14 +236,20 @@ export function ingestSection(ctx) {
       h("div", { class: "ls-row" }, importAll)),
     tracker.el);
 
+  /** Does this job put its images where `d` points (a character, or a project's pool)? */
+  function sameDest(job, d) {
+    if (d.characterId != null) return job.character_id === d.characterId;
+    return job.character_id == null && !!job.payload && job.payload.project_id === d.projectId;
+  }
+
   async function pickUpRunning() {
     // ingest jobs of this character that run already (started elsewhere, or before a reload)
-    const c = ctx.character();
-    if (!c) return;
+    const d = dest();
+    if (!d) return;
     try {
       const data = await api.get("/jobs?limit=50");
       for (const job of data.items || []) {
-        if (isIngestKind(job.kind) && ACTIVE_JOB.has(job.status) && job.character_id === c.id && !tracker.has(job.id)) {
+        if (isIngestKind(job.kind) && ACTIVE_JOB.has(job.status) && sameDest(job, d) && !tracker.has(job.id)) {
           tracker.track(job);
         }
       }
@@ -246,16 +261,17 @@ export function ingestSection(ctx) {
   return {
     el,
     refresh() {
-      const c = ctx.character();
-      target.textContent = c ? `Images go to ${c.name} as pending (review them in Approvals).` : "Choose a character first.";
-      upload.disabled = !c;
-      for (const b of jobButtons) b.disabled = !c;
+      const d = dest();
+      target.textContent = d ? `Images go to ${d.name} as pending (${d.characterId == null ? "sort" : "review"} them in Approvals).`
+        : "Choose a character (or a project's unassigned pool in Approvals) first.";
+      upload.disabled = !d;
+      for (const b of jobButtons) b.disabled = !d;
       pickUpRunning();
     },
     track: (job) => tracker.track(job),
     onJob: (job) => {
-      const c = ctx.character();
-      tracker.onJob(job, c ? c.id : null);
+      const d = dest();
+      if (d && sameDest(job, d)) tracker.onJob(job, job.character_id);
     },
     destroy: () => tracker.destroy(),
   };
