@@ -159,6 +159,8 @@ async def test_output_import_and_video_into_the_pool(client, settings, tmp_path)
 async def test_reconcile_adopts_and_flags_files_of_the_pool(client, settings):
     p = await make_project(client, "Moon")
     await make_character(client, p["id"], "Aiko")
+    for startup in (await get(client, "/jobs?kind=reconcile"))["items"]:  # else it may adopt the file first
+        await finished(client, startup)
     folder = settings.effective_datasets_dir / "moon" / "_unassigned" / "images"
     folder.mkdir(parents=True)
     (folder / "found.png").write_bytes(image_bytes(seed=950))
