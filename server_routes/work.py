@@ -36,7 +36,8 @@ async def cancel_job(r: Req):
 async def models(r: Req):
     def listing(s):
         items = s.training.base_model_list()
-        return {"base_models": [m["name"] for m in items], "items": items}
+        return {"base_models": [m["name"] for m in items], "items": items,
+                "min_approved_images": s.training.min_images}
 
     return await r.call(listing)
 

@@ -144,3 +144,16 @@ def test_cancel_a_run_and_resume_it_from_its_checkpoint(page, training_server):
     expect(page.get_by_test_id(f"run-status-{new_id}")).to_have_text(re.compile(r"^cancelled"), timeout=120_000)
     assert db_rows(training_server, "SELECT count(*) FROM lora_models l JOIN characters c ON c.id = l.character_id "
                                     "WHERE c.id = ?", character["id"]) == [(0,)]
+
+
+def test_too_few_approved_images_are_said_before_starting(page, training_server):
+    """The form says how many approved images the gate wants (GET /models) instead of failing on Start."""
+    from playwright.sync_api import expect
+
+    tag = uuid.uuid4().hex[:8]
+    project = call(training_server, "POST", "/projects", {"name": f"Few {tag}"})
+    character = call(training_server, "POST", f"/projects/{project['id']}/characters", {"name": f"Mio {tag}"})
+    (image,) = upload(training_server, character["id"], {"one.png": noise_png(random.randrange(1 << 30))})["created"]
+    call(training_server, "POST", f"/images/{image['id']}/approve")
+    open_panel(page, training_server, project, character, tab="training")
+    expect(page.get_by_test_id("train-info")).to_contain_text("has 1 approved image(s); training needs at least 2")

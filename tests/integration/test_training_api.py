@@ -66,6 +66,7 @@ async def test_training_gates_and_defaults(client, settings, monkeypatch):
     url = f"{V1}/characters/{c2['id']}/train"
     listing = await (await client.get(f"{V1}/models")).json()
     assert listing["base_models"] == ["real-sd15", "single.safetensors"]
+    assert listing["min_approved_images"] == 2  # the gate, so the panel can say it before a run is refused
     assert {m["name"]: m["source"] for m in listing["items"]} == {"real-sd15": "diffusers",
                                                                    "single.safetensors": "single_file"}
     await assert_error(await client.post(url, json={"base_model": "missing"}), 404)

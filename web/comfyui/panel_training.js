@@ -49,6 +49,7 @@ export function trainingSection(ctx) {
   const jobs = new Map();
   const following = new Set();
   const info = h("div", { class: "ls-muted", testid: "train-info" });
+  let minImages = null; // the server's gate (GET /models), known once the models are listed
   const baseModel = h("select", { testid: "train-base-model", style: "min-width: 160px" });
   const steps = input("train-steps", 1500, { min: 1, max: 100000 });
   const rank = input("train-rank", 16, { min: 1, max: 256 });
@@ -281,6 +282,8 @@ export function trainingSection(ctx) {
       if (items.some((m) => m.name === keep)) baseModel.value = keep;
       modelHint.hidden = items.length > 0;
       start.disabled = items.length === 0;
+      if (Number.isInteger(data.min_approved_images)) minImages = data.min_approved_images;
+      countsChanged();
     } catch (e) {
       ctx.showError(e, "Cannot list base models");
     }
@@ -308,9 +311,12 @@ export function trainingSection(ctx) {
 
   function countsChanged() {
     const c = ctx.character();
-    info.textContent = c
-      ? `${c.name}: ${(c.counts && c.counts.approved) || 0} approved image(s) will be trained on.`
-      : "Choose a character first.";
+    const approved = (c && c.counts && c.counts.approved) || 0;
+    const tooFew = !!c && minImages !== null && approved < minImages;
+    info.classList.toggle("ls-error", tooFew);
+    info.textContent = !c ? "Choose a character first."
+      : tooFew ? `${c.name} has ${approved} approved image(s); training needs at least ${minImages}: approve more in Approvals.`
+        : `${c.name}: ${approved} approved image(s) will be trained on.`;
   }
 
   onlyThis.addEventListener("change", renderJobs);
