@@ -537,6 +537,8 @@ def _materialize(module, state: dict, what: str, dtype) -> Any:
     """Load ``state`` into a meta-built module strictly, then fill the non-persistent buffers."""
     import torch
 
+    # cast here, not with module.to() afterwards: that copies every weight once more, and diffusers warns for it
+    state = {k: v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v for k, v in state.items()}
     result = module.load_state_dict(state, strict=False, assign=True)
     if result.missing_keys or result.unexpected_keys:
         raise TrainingError(
