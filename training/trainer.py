@@ -50,6 +50,10 @@ CHECKPOINT_KEEP = 2
 CHECKPOINT_PREFIX = "step-"
 EMA_BETA = 0.9
 VAE_BATCH = 4
+LATENT_CHUNK = 256  # items encoded/read per round while caching
+# Cached latents are kept in RAM up to this size (SDXL at 1024 px: ~0.5 MiB per image and orientation); beyond
+# it they are read from the on-disk cache per batch instead.
+LATENTS_IN_MEMORY_MB = int(os.environ.get("LORA_STUDIO_LATENTS_IN_MEMORY_MB", "2048"))
 
 EventCallback = Callable[..., None]  # on_event(event, /, **fields); a phase event has a field 'name'
 StopCheck = Callable[[], bool]
@@ -74,6 +78,7 @@ class TrainResult:
     checkpoints: tuple[Path, ...] = ()
     optimizer: str = ""
     precision: str = "no"
+    latents_in_memory: bool = True  # False: too many for RAM, read from the on-disk cache per batch
 
 
 # --------------------------------------------------------------------------- dependencies
@@ -344,11 +349,36 @@ class _Run:
         def progress(done: int, total: int) -> None:
             self.emit("phase", name="caching", done=done, total=total)
 
-        entries = self.latent_cache.get_or_encode_many(requests, encode, batch_size=VAE_BATCH, on_progress=progress)
-        self.latents = {(i, flip): entries[i * len(flips) + k] for i in range(len(self.items))
-                        for k, flip in enumerate(flips)}
+        keys = [(i, flip) for i in range(len(self.items)) for flip in flips]
+        budget = LATENTS_IN_MEMORY_MB * 2**20
+        self.latents: dict[tuple[int, bool], dict] = {}
+        self.latents_in_memory, held = True, 0
+        for start in range(0, len(requests), LATENT_CHUNK):  # chunks: a huge dataset never sits in RAM whole
+            chunk = requests[start : start + LATENT_CHUNK]
+            entries = self.latent_cache.get_or_encode_many(
+                chunk, encode, batch_size=VAE_BATCH,
+                on_progress=lambda done, _total, base=start: progress(base + done, len(requests)))
+            if not self.latents_in_memory:
+                continue
+            for key, entry in zip(keys[start : start + LATENT_CHUNK], entries, strict=True):
+                self.latents[key] = entry
+                held += 2 * entry["mean"].numel() * entry["mean"].element_size()  # mean + std
+            if held > budget:
+                log.info("cached latents exceed %d MiB: reading them from %s per batch", LATENTS_IN_MEMORY_MB,
+                         self.latent_cache.root)
+                self.latents_in_memory, self.latents = False, {}
+        self.latent_stats = {"hits": self.latent_cache.hits, "misses": self.latent_cache.misses}
         self.scale = float(_models().latent_scale(self.base))
         log.info("latents: %d cached, %d encoded", self.latent_cache.hits, self.latent_cache.misses)
+
+    def _latent(self, index: int, flip: bool) -> dict:
+        if self.latents_in_memory:
+            return self.latents[(index, flip)]
+        entry = self.latent_cache.get(self.items[index], self.buckets[index], flip)
+        if entry is None:
+            raise TrainingError(f"the cached latents of {self.items[index].image} disappeared from "
+                                f"{self.latent_cache.root} during training")
+        return entry
 
     def _setup_text(self) -> None:
         """Text conditioning: cached per item when the encoders are frozen and the captions never change."""
@@ -485,7 +515,7 @@ class _Run:
 
         config = self.config
         flips = [bool(config.flip and self.py_rng.random() < 0.5) for _ in batch]
-        entries = [self.latents[(i, flip)] for i, flip in zip(batch, flips, strict=True)]
+        entries = [self._latent(i, flip) for i, flip in zip(batch, flips, strict=True)]
         mean = torch.stack([e["mean"] for e in entries])
         std = torch.stack([e["std"] for e in entries])
         latents = (mean + std * torch.randn(mean.shape, generator=self.generator)) * self.scale
@@ -862,7 +892,8 @@ class _Run:
             steps=config.steps,
             resumed_from=self.resume.step if self.resume else 0,
             attention=self.attention,
-            latent_cache={"hits": self.latent_cache.hits, "misses": self.latent_cache.misses},
+            latent_cache=dict(self.latent_stats),
+            latents_in_memory=self.latents_in_memory,
             text_cache={"hits": self.text_cache.hits, "misses": self.text_cache.misses} if self.text_cache else {},
             samples=tuple(self.samples),
             checkpoints=tuple(self.checkpoints),

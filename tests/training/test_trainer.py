@@ -250,3 +250,16 @@ def test_stop_request_before_loading_touches_nothing(sd15: Path, items: list[dic
 def test_unmatched_target_modules_are_an_error(sd15: Path, items: list[dict], tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="no UNet module matches target_modules"):
         run(sd15, items, tmp_path / "x.safetensors", target_modules=["not_a_layer"])
+
+
+def test_latents_beyond_the_memory_budget_are_read_from_the_disk_cache(
+    sd15: Path, items: list[dict], tmp_path: Path, monkeypatch
+) -> None:
+    """A dataset whose latents do not fit the RAM budget trains from the on-disk cache, to the same result."""
+    common = {"steps": 3, "flip": True, "shuffle_tags": True, "cache_dir": str(tmp_path / "cache")}
+    in_memory, _ = run(sd15, items, tmp_path / "memory.safetensors", **common)
+    monkeypatch.setattr(trainer_module, "LATENTS_IN_MEMORY_MB", 0)
+    from_disk, _ = run(sd15, items, tmp_path / "disk.safetensors", **common)
+    assert in_memory.latents_in_memory and not from_disk.latents_in_memory
+    assert from_disk.latent_cache == {"hits": 4, "misses": 0}  # the caching phase: all on disk already
+    assert equal_tensors(load(tmp_path / "memory.safetensors"), load(tmp_path / "disk.safetensors"))
