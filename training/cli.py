@@ -143,6 +143,7 @@ def run_character(args: argparse.Namespace) -> int:
     from ..core.jobs import JOB_EVENT
     from ..core.settings import load_settings
     from ..studio import Studio
+    from .service import progress_text
 
     if not args.base_model:
         print("lora_studio: --base-model is required with --character", file=sys.stderr)
@@ -194,6 +195,8 @@ def run_character(args: argparse.Namespace) -> int:
     finally:
         studio.close()
     if job["status"] == "succeeded":
+        # the last progress line may have been skipped (one per second at most): the final figures, always
+        print(progress_text(job["result"].get("progress") or {}, job["payload"]["steps"], eta=False))
         print(f"wrote {job['result']['file_name']} into {settings.effective_loras_dir}")
         return 0
     print(f"lora_studio: training {job['status']}: {job['error'] or job['message']}", file=sys.stderr)

@@ -6,7 +6,6 @@ through the HTTP API and checks the SQLite database underneath."""
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import time
@@ -15,7 +14,7 @@ import urllib.request
 import uuid
 
 import pytest
-from PIL import Image
+from support.images import noise_png
 from support.studio_http import call, db_rows, open_panel
 from support.studio_http import upload as upload_files
 
@@ -23,19 +22,6 @@ pytestmark = pytest.mark.browser
 
 
 # --- seeding through the HTTP API ------------------------------------------------------------
-
-
-
-def noise_png(seed: int, size: int = 64) -> bytes:
-    """A PNG of random pixels: two seeds give pictures far apart for the near-duplicate check."""
-    rnd = random.Random(seed)
-    img = Image.new("RGB", (size, size))
-    img.putdata([(rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)) for _ in range(size * size)])
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
 
 
 def upload(server, character_id: int, files: dict[str, bytes]) -> list[dict]:
@@ -55,10 +41,6 @@ def seed(server, n_images: int = 0, characters: int = 1):
     created = upload(server, chars[0]["id"], {f"img{i}.png": noise_png(base + i) for i in range(n_images)}) \
         if n_images else []
     return project, chars, created
-
-
-
-
 
 
 def db_eventually(server, sql: str, *args, expected, timeout: float = 10.0):

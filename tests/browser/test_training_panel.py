@@ -4,26 +4,18 @@ the character's list; then a long run cancelled and resumed from its checkpoint.
 
 from __future__ import annotations
 
-import io
 import random
 import re
 import uuid
 
 import pytest
-from PIL import Image
+from support.images import noise_png
 from support.processes import clean_env, studio_process
 from support.studio_http import call, db_rows, open_panel, upload
 
 pytestmark = [pytest.mark.browser, pytest.mark.training]
 
 
-def noise_png(seed: int, size: int = 64) -> bytes:
-    rnd = random.Random(seed)
-    img = Image.new("RGB", (size, size))
-    img.putdata([(rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)) for _ in range(size * size)])
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
 
 
 class Server:

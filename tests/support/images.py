@@ -30,3 +30,11 @@ def encode(im: Image.Image, fmt: str = "PNG", **options) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format=fmt, **options)
     return buf.getvalue()
+
+
+def noise_png(seed: int, size: int = 64) -> bytes:
+    """A PNG of random pixels: two seeds give pictures far apart for the near-duplicate check."""
+    rnd = random.Random(seed)
+    img = Image.new("RGB", (size, size))
+    img.putdata([(rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)) for _ in range(size * size)])
+    return encode(img, "PNG")
