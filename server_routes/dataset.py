@@ -66,7 +66,8 @@ def image_filters(r: Req, **scope) -> dict:
     unassigned = r.q("unassigned")
     if unassigned not in (None, "", "true", "false"):
         raise InvalidInput("'unassigned' must be true or false")
-    return {**scope, "unassigned": None if not unassigned else unassigned == "true", "status": None if status == "all" else status, "source": r.q("source"),
+    return {**scope, "unassigned": None if not unassigned else unassigned == "true",
+            "status": None if status == "all" else status, "source": r.q("source"),
             "min_confidence": min_confidence,
             "since": r.q("since"), "until": r.q("until"), "order": r.q("order"),
             "has_caption": None if not has_caption else has_caption == "true"}
