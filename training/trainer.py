@@ -28,7 +28,6 @@ import math
 import os
 import random
 import secrets
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import data, optim
+from .checkpoints import CHECKPOINT_FORMAT, CheckpointInfo, find_checkpoint, remove_stale_temp, write_checkpoint_atomic
 from .errors import MissingDependenciesError, TrainingCancelled, TrainingError
 
 if TYPE_CHECKING:
@@ -45,9 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("lora_studio.training.trainer")
 
 REQUIRED_MODULES: tuple[str, ...] = ("torch", "diffusers", "peft", "transformers", "safetensors")
-CHECKPOINT_FORMAT = 1
-CHECKPOINT_KEEP = 2
-CHECKPOINT_PREFIX = "step-"
 EMA_BETA = 0.9
 VAE_BATCH = 4
 LATENT_CHUNK = 256  # items encoded/read per round while caching
@@ -130,101 +127,6 @@ def _models() -> Any:
     from . import models
 
     return models
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    path: Path
-    step: int
-    meta: dict
-
-
-def _read_checkpoint_meta(folder: Path) -> CheckpointInfo | None:
-    try:
-        meta = json.loads((folder / "checkpoint.json").read_text(encoding="utf-8"))
-        step = int(meta["step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if meta.get("format") != CHECKPOINT_FORMAT or not (folder / "state.pt").is_file():
-        return None
-    return CheckpointInfo(folder, step, meta)
-
-
-def list_checkpoints(root: Path) -> list[CheckpointInfo]:
-    """Complete ``step-<n>`` checkpoints under ``root``, oldest first (temp folders of a killed write are skipped)."""
-    if not root.is_dir():
-        return []
-    found = []
-    for child in root.iterdir():
-        if child.is_dir() and child.name.startswith(CHECKPOINT_PREFIX):
-            info = _read_checkpoint_meta(child)
-            if info is not None:
-                found.append(info)
-    return sorted(found, key=lambda info: info.step)
-
-
-def find_checkpoint(path: Path) -> CheckpointInfo:
-    """``path`` is a checkpoint folder, or a checkpoint_dir whose latest complete checkpoint is used."""
-    info = _read_checkpoint_meta(path)
-    if info is not None:
-        return info
-    found = list_checkpoints(path)
-    if not found:
-        raise TrainingError(f"resume_from has no usable checkpoint: {path}")
-    return found[-1]
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
-
-
-def write_checkpoint_atomic(root: Path, step: int, write: Callable[[Path], None], keep: int = CHECKPOINT_KEEP) -> Path:
-    """``write(tmp_folder)`` fills a hidden temp folder, which is then renamed to ``step-<n>``; older
-    checkpoints beyond the last ``keep`` are removed only after that. A kill at any point leaves the
-    previous checkpoints intact (a stray temp folder is ignored by ``list_checkpoints`` and removed later)."""
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{CHECKPOINT_PREFIX}{step}"
-    tmp = root / f".{CHECKPOINT_PREFIX}{step}.{secrets.token_hex(4)}.tmp"
-    tmp.mkdir()
-    try:
-        write(tmp)
-        for child in tmp.iterdir():
-            _fsync_file(child)
-        _fsync_dir(tmp)
-        if final.exists():  # the same step written by an earlier (resumed-over) run
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old.path, ignore_errors=True)
-    return final
-
-
-def _remove_stale_temp(root: Path) -> None:
-    if root.is_dir():
-        for child in root.iterdir():
-            if child.name.startswith(f".{CHECKPOINT_PREFIX}") and child.name.endswith(".tmp"):
-                shutil.rmtree(child, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the run
@@ -936,7 +838,7 @@ def train(
     _import_stack()
     _check_stop(stop)  # importing torch & co. takes seconds: a stop may have arrived meanwhile
     if config.checkpoint_dir is not None:
-        _remove_stale_temp(config.checkpoint_dir)
+        remove_stale_temp(config.checkpoint_dir)
     run = _Run(config, emit, stop)
     try:
         run.prepare(arch)

@@ -248,22 +248,10 @@ def test_a_job_is_polled_when_the_socket_is_silent(page, studio_server):
 
 
 def upload_to_pool(server, project_id: int, files: dict[str, bytes]) -> list[dict]:
-    """POST images to the project's unassigned pool (202, a job) and wait for the job's result."""
-    boundary = uuid.uuid4().hex
-    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
-                    f"Content-Type: image/png\r\n\r\n".encode() + content + b"\r\n" for name, content in files.items())
-    body += f"--{boundary}--\r\n".encode()
-    req = urllib.request.Request(f"{server.api}/projects/{project_id}/images", data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        job = json.loads(r.read())
-    deadline = time.monotonic() + 30
-    while job["status"] in ("queued", "running") and time.monotonic() < deadline:
-        time.sleep(0.05)
-        job = call(server, "GET", f"/jobs/{job['id']}")
-    assert job["status"] == "succeeded", job
-    assert not job["result"]["skipped"], job["result"]
-    return job["result"]["created"]
+    """POST images to the project's unassigned pool (202, a job) and return the images the job created."""
+    answer = upload_files(server, None, files, project_id=project_id)
+    assert not answer["skipped"], answer
+    return answer["created"]
 
 
 def test_the_unassigned_pool_in_approvals(page, studio_server):

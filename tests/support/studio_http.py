@@ -19,15 +19,18 @@ def call(server, method: str, path: str, body: dict | None = None):
         return json.loads(r.read())
 
 
-def upload(server, character_id: int, files: dict[str, bytes], caption: str = "") -> dict:
-    """POST the files as multipart (field "files"), wait for the ingest job, return {created, skipped}."""
+def upload(server, character_id: int | None, files: dict[str, bytes], caption: str = "",
+           project_id: int | None = None) -> dict:
+    """POST the files as multipart (field "files") to the character, or (character_id None) to the project's
+    unassigned pool; wait for the ingest job, return {created, skipped}."""
     boundary = uuid.uuid4().hex
     parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
              f"Content-Type: image/png\r\n\r\n".encode() + content + b"\r\n" for name, content in files.items()]
     if caption:
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="caption"\r\n\r\n{caption}\r\n'.encode())
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    req = urllib.request.Request(f"{server.api}/characters/{character_id}/images", data=body, method="POST",
+    target = f"/characters/{character_id}" if character_id is not None else f"/projects/{project_id}"
+    req = urllib.request.Request(f"{server.api}{target}/images", data=body, method="POST",
                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     with urllib.request.urlopen(req, timeout=10) as r:
         job = json.loads(r.read())

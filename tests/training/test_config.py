@@ -16,7 +16,8 @@ from support.train_cfg import fake_model_folder
 
 PACK_ROOT = Path(__file__).resolve().parents[2]
 TRAINING_DIR = PACK_ROOT / "training"
-OWN_MODULES = ("__init__.py", "errors.py", "kohya.py", "optim.py", "trainer.py", "worker.py")
+OWN_MODULES = ("__init__.py", "errors.py", "kohya.py", "optim.py", "trainer.py", "worker.py", "checkpoints.py", "targets.py",
+               "models.py")
 ALLOWED_IMPORTS = {"torch", "diffusers", "peft", "transformers", "safetensors", "numpy", "PIL", "bitsandbytes"}
 
 
