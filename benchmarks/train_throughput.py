@@ -10,7 +10,11 @@ memory is its own), with the same rank, alpha, learning rate, batch size, resolu
 - ``ours``: ``training.trainer.train`` with a ``TrainConfig`` built from a dict as the worker does,
   LoRA on the baseline's targets (the like-for-like ratio);
 - ``ours-kohya``: the same with the trainer's default targets (kohya's: every Linear / 1x1 conv in the
-  transformer blocks).
+  transformer blocks);
+- ``ours-compile``: ``ours`` with ``compile`` on (``torch.compile`` of the UNet step; not in the default
+  list, its first compile takes minutes on a CPU). Its compile time, inside step 1 (a warm-up step), is
+  shown as a one-off cost; Inductor's cache is a fresh folder per benchmark run, so round 1 compiles cold
+  and later rounds find the cache as a second training run would.
 
 Per variant: steps/s and images/s over the timed steps (``--warmup`` steps excluded), the one-off
 time before the first step (model loading, and for ours the caching), end-to-end wall time including
@@ -36,7 +40,7 @@ the profiler's records). ``--baseline-workers N`` gives the baseline N persisten
 usage: python benchmarks/train_throughput.py [--model small|tiny] [--steps 20] [--warmup 3] [--threads 2] [--rounds 3]
        python benchmarks/train_throughput.py --full [--device cuda] [--steps 20] [--batch 4]
        python benchmarks/train_throughput.py --full --steps 2 --device cpu          (smoke run: 256 px, batch 1; slow)
-       options: --variants baseline,ours,ours-kohya  --set gradient_checkpointing=true  --profile ours
+       options: --variants baseline,ours,ours-kohya,ours-compile  --set gradient_checkpointing=true  --profile ours
                 --baseline-workers 4  --model-dir /tmp/sd15 (build once, reuse)  --peak-tflops 989
 """
 
@@ -58,7 +62,8 @@ HERE = Path(__file__).resolve().parent
 BASELINE_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 # kohya's default (every Linear / 1x1 conv inside Transformer2DModel), as peft name suffixes: used for FLOPs
 KOHYA_SUFFIXES = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
-VARIANTS = ("baseline", "ours", "ours-kohya")
+VARIANTS = ("baseline", "ours", "ours-kohya", "ours-compile")
+DEFAULT_VARIANTS = ("baseline", "ours", "ours-kohya")
 # Peak dense bf16 tensor FLOP/s (no sparsity), by a substring of torch.cuda.get_device_name(); first match wins.
 PEAK_BF16_TFLOPS = (
     ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("GH200", 989.0), ("H200", 989.0), ("H100", 989.0),
@@ -198,8 +203,10 @@ def _ours_config(spec: dict, variant: str) -> dict:
         "learning_rate": spec["learning_rate"], "resolution": spec["resolution"], "batch_size": spec["batch_size"],
         "seed": spec["seed"], "device": spec["device"], "mixed_precision": spec["mixed_precision"],
     }
-    if variant == "ours":
+    if variant in ("ours", "ours-compile"):
         raw["target_modules"] = list(BASELINE_TARGETS)
+    if variant == "ours-compile":
+        raw["compile"] = True
     raw.update(spec.get("ours_overrides", {}))
     return raw
 
@@ -233,6 +240,8 @@ class _Events:
             self.loss = float(event.get("loss", float("nan")))
         elif name == "phase" and (not self.phases or self.phases[-1][0] != event.get("name")):
             self.phases.append((str(event.get("name")), now))
+        elif name == "phase" and event.get("name") == "compiling" and event.get("done") == event.get("total"):
+            self.phases.append(("training", now))  # the compiled step 1 ends: training goes on
 
 
 def _import_trainer() -> tuple[Any, Any]:
@@ -352,7 +361,8 @@ def run_child(variant: str, spec_path: Path) -> None:
         if "training" in phases:  # the trainer says when its loading / caching end
             result["load_s"] = phases.get("loading", 0.0)
             result["caching_s"] = phases.get("caching", 0.0)
-            result["setup_s"] = sum(v for k, v in phases.items() if k in ("loading", "caching"))
+            result["compile_s"] = phases.get("compiling")  # step 1 with its compile, None when not compiled
+            result["setup_s"] = sum(v for k, v in phases.items() if k in ("loading", "caching", "compiling"))
         else:  # an older trainer: everything before step 1, less one steady-state step
             result["setup_s"] = max(0.0, first_step_at - step_s)
             result["load_s"], result["caching_s"] = None, None
@@ -375,7 +385,8 @@ def run_variant(variant: str, spec: dict, work: Path, verbose: bool) -> dict:
     spec_path = work / f"spec-{variant}.json"
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DIFFUSERS_NO_ADVISORY_WARNINGS="1",
-               TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(spec["threads"]))
+               TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(spec["threads"]),
+               TORCHINDUCTOR_CACHE_DIR=spec["compile_cache"])
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--spec", str(spec_path)]
     proc = subprocess.run(cmd, env=env, text=True, stdout=subprocess.PIPE,
                           stderr=None if verbose else subprocess.PIPE)
@@ -402,7 +413,8 @@ def report(results: dict[str, dict], flops: dict[str, dict], args: argparse.Name
         ("CPU ms/step (process time)", lambda r, v: f"{1000 * r['cpu_step_s']:.1f}"),
         ("before step 1: load (s)", lambda r, v: _fmt(r.get("load_s"), ".2f")),
         ("before step 1: caching (s)", lambda r, v: _fmt(r.get("caching_s"), ".2f")),
-        ("before step 1: total (s)", lambda r, v: f"{r['setup_s']:.2f}"),
+        ("one-off: compile, in step 1 (s)", lambda r, v: _fmt(r.get("compile_s"), ".2f")),
+        ("one-off total (s)", lambda r, v: f"{r['setup_s']:.2f}"),
         ("caching per step (ms, amortised)", lambda r, v: _fmt(
             None if r.get("caching_s") is None else 1000 * r["caching_s"] / steps, ".1f")),
         (f"end-to-end {steps} steps (s)", lambda r, v: f"{r['total_s']:.2f}"),
@@ -447,7 +459,7 @@ def report(results: dict[str, dict], flops: dict[str, dict], args: argparse.Name
         extra = r["setup_s"] - base["setup_s"]
         saved = base["step_s"] - r["step_s"]
         if extra > 0 and saved > 0:
-            print(f"  its extra one-off time before step 1 ({extra:.2f} s) is paid back after {extra / saved:.0f} steps")
+            print(f"  its extra one-off time ({extra:.2f} s) is paid back after {extra / saved:.0f} steps")
 
 
 def main() -> None:
@@ -467,7 +479,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mixed-precision", default="bf16", choices=("bf16", "fp16", "no"), help="GPU only")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads, same for all")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"any of {', '.join(VARIANTS)}")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved runs of each variant (the median is shown)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                     help="extra TrainConfig field for our variants, e.g. gradient_checkpointing=true")
@@ -524,15 +536,17 @@ def main() -> None:
             "batch_size": batch, "seed": args.seed, "device": device, "mixed_precision": mixed,
             "threads": args.threads, "ours_overrides": overrides, "profile": profiled,
             "baseline_workers": args.baseline_workers,
-            "profile_out": str(work / "profile.txt"),
+            "profile_out": str(work / "profile.txt"), "compile_cache": str(work / "inductor-cache"),
         }
         runs: dict[str, list[dict]] = {v: [] for v in variants}
         for round_no in range(args.rounds):  # interleaved, so a busy spell on a shared machine hits all alike
             for variant in variants:
                 t = time.perf_counter()
                 runs[variant].append(run_variant(variant, spec, work, args.verbose))
+                compiled = runs[variant][-1].get("compile_s")
                 print(f"  round {round_no + 1}, {variant}: {1 / runs[variant][-1]['step_s']:.3f} steps/s, "
-                      f"done in {time.perf_counter() - t:.1f} s")
+                      f"done in {time.perf_counter() - t:.1f} s"
+                      + (f" (step 1 with the compile: {compiled:.1f} s)" if compiled is not None else ""))
         # every figure of a variant comes from one run: its median run by steps/s
         results = {v: sorted(rs, key=lambda r: r["step_s"])[len(rs) // 2] for v, rs in runs.items()}
         flops = {v: count_flops(model_dir, batch, resolution, BASELINE_TARGETS if v != "ours-kohya" else KOHYA_SUFFIXES,

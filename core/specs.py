@@ -98,6 +98,8 @@ TRAIN_SPEC: Spec = {
     "noise_offset": Field(float, min=0.0, max=1.0),
     "grad_accum": Field(int, min=1, max=1024),
     "gradient_checkpointing": Field(bool),
+    "compile": Field(bool, description="torch.compile the UNet: faster steps after a one-off compile (minutes the "
+                     "first time, cached on disk; needs a C++ compiler on a CPU, Triton on a GPU)"),
     "mixed_precision": Field(str, choices=("no", "fp16", "bf16"), description="GPU only; fp32 on a CPU"),
     "checkpoint_every": Field(int, min=0, max=100000, description="save a resumable checkpoint every N steps (0 = off)"),
     "sample_every": Field(int, min=0, max=100000, description="render a sample image every N steps (0 = off)"),

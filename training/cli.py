@@ -36,7 +36,7 @@ OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("min_snr_gamma", float, "min-SNR gamma (0: off)"),
     ("mixed_precision", str, "no | fp16 | bf16 (GPU)"),
 )
-FLAGS = ("train_text_encoder", "flip", "gradient_checkpointing")
+FLAGS = ("train_text_encoder", "flip", "gradient_checkpointing", "compile")
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:

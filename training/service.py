@@ -54,8 +54,8 @@ PASSED_THROUGH = ("steps", "rank", "alpha", "learning_rate", "resolution", "batc
                   "bucketing", "flip", "shuffle_tags", "keep_tokens", "tag_dropout", "caption_dropout",
                   "train_text_encoder", "text_encoder_lr", "conv", "conv_rank", "conv_alpha", "optimizer",
                   "lr_scheduler", "warmup_steps", "min_snr_gamma", "noise_offset", "grad_accum",
-                  "gradient_checkpointing", "mixed_precision", "checkpoint_every", "sample_every", "sample_steps",
-                  "sample_size")
+                  "gradient_checkpointing", "compile", "mixed_precision", "checkpoint_every", "sample_every",
+                  "sample_steps", "sample_size")
 
 
 def lora_dict(row: Any) -> dict:
@@ -401,6 +401,7 @@ class TrainState:
         self.resume_step = 0
         self.final: dict | None = None
         self.error: str | None = None
+        self.warnings: list[str] = []
 
     def apply(self, event: dict) -> bool:
         """Take one event in; True when it should reach the job at once (not throttled)."""
@@ -440,6 +441,12 @@ class TrainState:
         if kind == "cancelled":
             self.phase = {"name": "cancelled"}
             return True
+        if kind == "warning":
+            message = str(event.get("message") or "")[:500]
+            if message and message not in self.warnings and len(self.warnings) < 20:
+                self.warnings.append(message)
+                log.warning("training: %s", message)
+            return True
         return False
 
     def _add_sample(self, event: dict) -> None:
@@ -466,7 +473,8 @@ class TrainState:
     def message(self) -> str:
         name = self.phase.get("name")
         labels = {"starting": "starting the training process", "loading": "loading the base model",
-                  "caching": "caching latents", "saving": "saving the LoRA"}
+                  "caching": "caching latents", "compiling": "compiling the UNet (torch.compile)",
+                  "saving": "saving the LoRA"}
         if name in labels:
             label = labels[name]
             total = self.phase.get("total") or 0
@@ -476,6 +484,7 @@ class TrainState:
     def snapshot(self) -> dict:
         return {"progress": dict(self.progress), "phase": dict(self.phase), "samples": list(self.samples),
                 "checkpoint": self.checkpoint, "arch": self.arch, "resume_step": self.resume_step,
+                "warnings": list(self.warnings),
                 "resumed_from_job": self.resumed_from_job, "pid": self.pid}
 
 

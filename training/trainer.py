@@ -76,6 +76,7 @@ class TrainResult:
     optimizer: str = ""
     precision: str = "no"
     latents_in_memory: bool = True  # False: too many for RAM, read from the on-disk cache per batch
+    compiled: bool = False  # the UNet step ran through torch.compile (False also when compiling failed)
 
 
 # --------------------------------------------------------------------------- dependencies
@@ -202,6 +203,7 @@ class _Run:
         self._add_lora()
         self._setup_optimizer()
         self.attention = self._check_attention()
+        self._setup_compile()
 
     def _load_base(self) -> Any:
         import torch
@@ -410,6 +412,31 @@ class _Run:
             kinds = {type(p).__name__ for p in unet.attn_processors.values()}
         return ", ".join(sorted(kinds))
 
+    def _setup_compile(self) -> None:
+        """Opt-in ``torch.compile`` of the UNet: a wrapper that shares the module's parameters, used for the
+        training step only (samples, checkpoints and the export use the module itself). The first step
+        compiles (minutes on a CPU the first time; Inductor caches the result on disk), later steps run fused
+        kernels. Each new bucket shape compiles once more."""
+        self.compiled_unet = None
+        self.compile_pending = False
+        if not self.config.compile:
+            return
+        import torch
+
+        self.compiled_unet = torch.compile(self.base.unet)
+        self.compile_pending = True
+
+    def _unet(self) -> Any:
+        return self.compiled_unet if self.compiled_unet is not None else self.base.unet
+
+    def _random_state(self) -> tuple:
+        return self.generator.get_state(), self.py_rng.getstate(), self.sampler.state_dict()
+
+    def _set_random_state(self, state: tuple) -> None:
+        self.generator.set_state(state[0])
+        self.py_rng.setstate(state[1])
+        self.sampler.load_state_dict(state[2])
+
     # ---------------------------------------------------------------- the step
 
     def _batch_inputs(self, batch: list[int]) -> dict[str, Any]:
@@ -469,7 +496,7 @@ class _Run:
             added = {"text_embeds": text.pooled.to(device, dtype), "time_ids": inputs["time_ids"].to(device, dtype)}
         autocast = self.precision.autocast_dtype
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            pred = self.base.unet(
+            pred = self._unet()(
                 noisy.to(device, dtype),
                 timesteps.to(device),
                 encoder_hidden_states=text.hidden.to(device, dtype),
@@ -482,6 +509,31 @@ class _Run:
         return optim.weighted_mse(pred, target.to(device), weights)
 
     def _optimizer_step(self) -> float:
+        """One optimizer step; with torch.compile, a compiler failure (no working C++ compiler or Triton, an
+        unsupported op) falls back to the plain UNet and redoes the step from the same random state."""
+        if self.compiled_unet is None:
+            return self._plain_optimizer_step()
+        from torch._dynamo.exc import TorchDynamoException
+
+        state = self._random_state()
+        if self.compile_pending:
+            self.emit("phase", name="compiling", done=0, total=1)
+        try:
+            loss = self._plain_optimizer_step()
+        except TorchDynamoException as exc:
+            reason = _compile_error_text(exc)
+            log.warning("torch.compile failed, training without it: %s", reason)
+            self.emit("warning", message=f"torch.compile failed, training without it: {reason}")
+            self.optimizer.zero_grad(set_to_none=True)
+            self._set_random_state(state)
+            self.compiled_unet = None
+            loss = self._plain_optimizer_step()
+        if self.compile_pending:
+            self.compile_pending = False
+            self.emit("phase", name="compiling", done=1, total=1)
+        return loss
+
+    def _plain_optimizer_step(self) -> float:
         import torch
 
         config = self.config
@@ -515,6 +567,7 @@ class _Run:
         loss = float("nan")
         while self.step < config.steps:
             lr = float(self.optimizer.param_groups[0]["lr"])
+            compiling = self.compile_pending
             loss = self._optimizer_step()
             self.step += 1
             if not math.isfinite(loss):
@@ -522,10 +575,15 @@ class _Run:
                     f"training diverged at step {self.step} (loss is {loss}): try a lower learning_rate"
                 )
             smooth = self.ema.update(loss)
-            elapsed = max(time.perf_counter() - started, 1e-9)
-            it_s = (self.step - first) / elapsed
-            self.emit("progress", step=self.step, total_steps=config.steps, loss=loss, smooth_loss=smooth,
-                      it_s=it_s, eta_s=(config.steps - self.step) / it_s, lr=lr)
+            now = time.perf_counter()
+            speed = {}
+            if compiling:  # the compile's minutes say nothing about the speed of the steps that follow
+                first, started = self.step, now
+            else:
+                it_s = (self.step - first) / max(now - started, 1e-9)
+                speed = {"it_s": it_s, "eta_s": (config.steps - self.step) / it_s}
+            self.emit("progress", step=self.step, total_steps=config.steps, loss=loss, smooth_loss=smooth, lr=lr,
+                      **speed)
             if config.sample_every and self.step % config.sample_every == 0:
                 self.sample()
             if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.steps:
@@ -801,6 +859,7 @@ class _Run:
             checkpoints=tuple(self.checkpoints),
             optimizer=self.optimizer_name,
             precision=self.precision.mode,
+            compiled=self.compiled_unet is not None,
         )
 
     def close(self) -> None:
@@ -850,6 +909,14 @@ def train(
         return run.save_output(final_loss)
     finally:
         run.close()
+
+
+def _compile_error_text(exc: BaseException) -> str:
+    """One line for the user: the compiler's own error (Dynamo wraps it), not the wrapper's header."""
+    inner = getattr(exc, "inner_exception", None)
+    text = f"{type(inner).__name__}: {inner}" if inner is not None else str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def _no_peft_input_casting(modules: Any) -> None:

@@ -9,15 +9,17 @@ null means "not given".
 Protocol: JSON objects, one per line, on STDOUT only (human logs go to stderr)::
 
     {"event": "start", "total_steps": N, "arch": "sd15"|"sdxl", "resume_step": k}
-    {"event": "phase", "name": "loading"|"caching"|"training"|"saving", "done": i, "total": n}
+    {"event": "phase", "name": "loading"|"caching"|"training"|"compiling"|"saving", "done": i, "total": n}
     {"event": "progress", "step": i, "total_steps": N, "loss": f, "smooth_loss": f, "it_s": f, "eta_s": f, "lr": f}
+    {"event": "warning", "message": str}                                  (the run goes on, e.g. without torch.compile)
     {"event": "sample", "step": i, "path": "<absolute png>", "prompt": str}
     {"event": "checkpoint", "step": i, "path": "<absolute step-<i> folder>"}
     {"event": "done", "output_path": str, "sha256": hex, "num_modules": M, "rank": r, "alpha": a, "arch": str}
     {"event": "error", "message": str}                                    (exit code 1)
     {"event": "cancelled"}                                                (after SIGTERM/SIGINT, exit 128+signal)
 
-Progress steps are optimizer steps (k+1..N after a resume from step k).
+Progress steps are optimizer steps (k+1..N after a resume from step k). The step that compiles the UNet
+(``compile``: phase "compiling" around it) reports no it_s / eta_s; the speed counts from the next step.
 
 The script works without the pack being importable (e.g. ``custom_nodes/lora-studio``): it registers
 a synthetic package whose ``__path__`` is the pack root and imports ``training.*`` through it,
@@ -116,6 +118,7 @@ class TrainConfig:
     noise_offset: float = 0.0
     grad_accum: int = 1
     gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile the UNet step (one-off compile, then faster steps)
     mixed_precision: str = "bf16"  # GPU only; CPU always trains in fp32
     max_grad_norm: float = 1.0  # 0 = no clipping
     # data
@@ -208,6 +211,7 @@ def parse_config(raw: Any, *, check_files: bool = True) -> TrainConfig:
         noise_offset=_get_number(raw, "noise_offset", default=0.0, allow_zero=True, high=1.0),
         grad_accum=_get_int(raw, "grad_accum", default=1, low=1, high=1024),
         gradient_checkpointing=_get(raw, "gradient_checkpointing", bool, default=False),
+        compile=_get(raw, "compile", bool, default=False),
         mixed_precision=_choice(raw, "mixed_precision", MIXED_PRECISION, "bf16"),
         max_grad_norm=_get_number(raw, "max_grad_norm", default=1.0, allow_zero=True),
         shuffle_tags=_get(raw, "shuffle_tags", bool, default=False),
@@ -481,6 +485,8 @@ def run(config_path: Path, protocol: Protocol, stop: StopFlag) -> int:
     """Validate, train, report; returns the process exit code."""
     try:
         config = load_config(config_path)
+        if config.compile and config.cache_dir is not None:  # Inductor's compiled kernels, kept for the next run
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(config.cache_dir / "torch_compile"))
         trainer = import_trainer()
         trainer.check_dependencies()
         if stop():

@@ -34,14 +34,15 @@ class Server:
 @pytest.fixture(scope="module")
 def training_server(tmp_path_factory):
     """The standalone studio with a tiny SD1.5 model in its models folder and a minimum of two
-    approved images (the settings, through the environment)."""
+    approved images (the settings, through the environment). Its C++ compiler is missing (CXX), so a run
+    with torch.compile ticked must fall back to the plain UNet and say so."""
     pytest.importorskip("diffusers")
     from support.tiny_sd import build_tiny_sd15
 
     root = tmp_path_factory.mktemp("training")
     data = root / "data"
     build_tiny_sd15(data / "models" / "tiny-sd15")
-    env = clean_env(LORA_STUDIO_MIN_APPROVED_IMAGES="2", OMP_NUM_THREADS="1")
+    env = clean_env(LORA_STUDIO_MIN_APPROVED_IMAGES="2", OMP_NUM_THREADS="1", CXX=str(root / "no-such-g++"))
     with studio_process(root, data, "--loras-dir", str(root / "loras"), env=env) as base:
         yield Server(base, data)
 
@@ -80,11 +81,14 @@ def test_start_a_tiny_training_and_watch_it_finish(page, training_server):
     page.get_by_test_id("train-sample-every").fill("3")
     page.get_by_test_id("train-checkpoint-every").fill("3")
     page.get_by_test_id("train-device").select_option("cpu")
+    page.get_by_test_id("train-compile").check()  # no working compiler on this server: falls back
     page.get_by_test_id("train-start").click()
 
     job_id = newest_run_id(page)
     status = page.get_by_test_id(f"run-status-{job_id}")
     expect(status).to_have_text("succeeded · 100%", timeout=240_000)
+    expect(page.get_by_test_id(f"train-warnings-{job_id}")).to_contain_text(
+        "torch.compile failed, training without it: InvalidCxxCompiler")
     expect(page.get_by_test_id(f"train-step-{job_id}")).to_have_text("step 6/6")
     expect(page.get_by_test_id(f"train-loss-{job_id}")).to_have_text(re.compile(r"loss \d+\.\d{4}"))
     expect(page.get_by_test_id(f"train-speed-{job_id}")).to_have_text(re.compile(r"\d+\.\d\d it/s"))

@@ -58,7 +58,7 @@ def test_minimal_config_gets_defaults(base_model: Path, image: Path) -> None:
     assert not config.train_text_encoder and config.text_encoder_lr is None
     assert (config.optimizer, config.lr_scheduler, config.warmup_steps) == ("adamw", "constant", 0)
     assert (config.min_snr_gamma, config.noise_offset, config.grad_accum) == (0.0, 0.0, 1)
-    assert config.mixed_precision == "bf16" and not config.gradient_checkpointing
+    assert config.mixed_precision == "bf16" and not config.gradient_checkpointing and not config.compile
     assert config.bucketing and not config.flip and not config.shuffle_tags and config.keep_tokens == 1
     assert config.cache_dir is None and config.checkpoint_dir is None and config.resume_from is None
     assert config.checkpoint_every == 0 and config.sample_every == 0 and config.sample_size == 512
@@ -71,7 +71,7 @@ def test_all_options_parse(base_model: Path, image: Path, tmp_path: Path) -> Non
             base_model, image, alpha=None, network_alpha=8, conv=True, conv_rank=8, conv_alpha=4,
             train_text_encoder=True, text_encoder_lr=5e-5, optimizer="adamw8bit", lr_scheduler="cosine",
             warmup_steps=3, min_snr_gamma=5, noise_offset=0.05, grad_accum=2, gradient_checkpointing=True,
-            mixed_precision="fp16", shuffle_tags=True, keep_tokens=2, tag_dropout=0.1, caption_dropout=0.05,
+            compile=True, mixed_precision="fp16", shuffle_tags=True, keep_tokens=2, tag_dropout=0.1, caption_dropout=0.05,
             flip=True, bucketing=False, cache_dir=str(tmp_path / "cache"), checkpoint_dir=str(tmp_path / "ckpt"),
             checkpoint_every=5, resume_from=str(tmp_path / "ckpt"), sample_every=5, sample_dir=str(tmp_path / "s"),
             sample_prompt="akane, smile", sample_negative="lowres", sample_steps=4, sample_size=256, arch="sd15",
@@ -81,7 +81,7 @@ def test_all_options_parse(base_model: Path, image: Path, tmp_path: Path) -> Non
     assert config.train_text_encoder and config.text_encoder_lr == 5e-5
     assert (config.optimizer, config.lr_scheduler, config.warmup_steps) == ("adamw8bit", "cosine", 3)
     assert (config.min_snr_gamma, config.noise_offset, config.grad_accum) == (5.0, 0.05, 2)
-    assert config.gradient_checkpointing and config.mixed_precision == "fp16"
+    assert config.gradient_checkpointing and config.compile and config.mixed_precision == "fp16"
     assert config.shuffle_tags and config.keep_tokens == 2 and config.tag_dropout == 0.1
     assert config.caption_dropout == 0.05 and config.flip and not config.bucketing
     assert config.cache_dir == tmp_path / "cache" and config.resume_from == tmp_path / "ckpt"

@@ -263,3 +263,61 @@ def test_latents_beyond_the_memory_budget_are_read_from_the_disk_cache(
     assert in_memory.latents_in_memory and not from_disk.latents_in_memory
     assert from_disk.latent_cache == {"hits": 4, "misses": 0}  # the caching phase: all on disk already
     assert equal_tensors(load(tmp_path / "memory.safetensors"), load(tmp_path / "disk.safetensors"))
+
+
+def test_compiled_unet_trains_like_the_plain_one(sd15: Path, items: list[dict], tmp_path: Path) -> None:
+    """``compile``: the UNet step runs through torch.compile (Inductor, real C++ kernels on the CPU), reports a
+    'compiling' phase around the first step, and learns what the plain UNet learns. Inductor reorders float
+    maths (gradients differ by ~4e-4 relative here) and Adam's first steps move each weight by +-lr whatever
+    the gradient's size, so the small gradients can flip: the learned deltas agree in direction, not bit for bit.
+    """
+    import torch
+    from torch._dynamo.utils import counters
+
+    lr = 1e-4
+    plain, plain_events = run(sd15, items, tmp_path / "plain.safetensors", steps=2, learning_rate=lr)
+    graphs = counters["stats"]["unique_graphs"]
+    compiled, events = run(sd15, items, tmp_path / "compiled.safetensors", steps=2, learning_rate=lr, compile=True)
+    assert counters["stats"]["unique_graphs"] > graphs, "torch.compile traced nothing"
+    assert compiled.compiled and not plain.compiled
+    assert [(e["name"], e["done"]) for e in events.of("phase") if e["name"] == "compiling"] == [
+        ("compiling", 0), ("compiling", 1)]
+    progress = events.of("progress")
+    assert "it_s" not in progress[0] and progress[1]["it_s"] > 0  # speed counts from the step after the compile
+    assert [e["loss"] for e in progress] == pytest.approx([e["loss"] for e in plain_events.of("progress")], rel=1e-3)
+    a, b = load(plain.output_path), load(compiled.output_path)
+    assert a.keys() == b.keys()
+    ups = [k for k in a if k.endswith(".lora_up.weight")]  # zero at the start: what was learned
+    learned_plain = torch.cat([a[k].flatten() for k in ups])
+    learned_compiled = torch.cat([b[k].flatten() for k in ups])
+    assert learned_compiled.abs().max() > lr, "the compiled run did not learn"
+    assert torch.nn.functional.cosine_similarity(learned_plain, learned_compiled, dim=0) > 0.8
+    assert not events.of("warning")
+
+
+def test_a_failing_compile_falls_back_to_the_plain_unet(sd15: Path, items: list[dict], tmp_path: Path, monkeypatch):
+    """No working compiler (or an unsupported op): a warning, then the same step redone without torch.compile
+    from the same random state, so the result is the plain run's. Here the failure comes in the second
+    accumulated micro-batch, after the first one's backward already ran."""
+    import torch
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    calls: list[int] = []
+
+    def broken_compile(model, **_kwargs):
+        def call(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:
+                raise BackendCompilerFailed(broken_compile, RuntimeError("no working C++ compiler"), None)
+            return model(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    plain, _ = run(sd15, items, tmp_path / "plain.safetensors", steps=2, grad_accum=2)
+    fallback, events = run(sd15, items, tmp_path / "fallback.safetensors", steps=2, grad_accum=2, compile=True)
+    assert len(calls) == 2
+    assert not fallback.compiled
+    warnings = events.of("warning")
+    assert len(warnings) == 1 and "no working C++ compiler" in warnings[0]["message"]
+    assert equal_tensors(load(plain.output_path), load(fallback.output_path))

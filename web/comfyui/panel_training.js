@@ -73,6 +73,7 @@ export function trainingSection(ctx) {
       style: "width: 80px" }),
     conv: checkbox("train-conv"),
     flip: checkbox("train-flip"),
+    compile: checkbox("train-compile"),
     shuffle_tags: checkbox("train-shuffle-tags"),
     keep_tokens: input("train-keep-tokens", 1, { min: 0, max: 75 }),
     caption_dropout: input("train-caption-dropout", 0, { min: 0, max: 0.99, step: 0.05 }),
@@ -93,6 +94,9 @@ export function trainingSection(ctx) {
     h("div", { class: "ls-row" }, checkLabel("Train text encoder", adv.train_text_encoder),
       label("Text encoder LR", adv.text_encoder_lr), checkLabel("Conv layers (LoCon)", adv.conv),
       checkLabel("Flip images", adv.flip), checkLabel("Shuffle tags", adv.shuffle_tags),
+      h("label", { class: "ls-check", title: "Faster steps after a one-off compile of the UNet (minutes the first "
+        + "time, cached on disk). Needs Triton on a GPU or a C++ compiler on a CPU; without one the run goes on "
+        + "uncompiled." }, adv.compile, "torch.compile"),
       label("Keep tokens", adv.keep_tokens), label("Caption dropout", adv.caption_dropout)),
     h("div", { class: "ls-row" }, label("Sample every", adv.sample_every),
       label("Checkpoint every", adv.checkpoint_every), label("Seed", adv.seed), label("Device", adv.device)));
@@ -192,6 +196,8 @@ export function trainingSection(ctx) {
         result.resumed_from_job ? h("span", { class: "ls-muted" }, `resumed from #${result.resumed_from_job}`) : null,
         result.file_name ? h("strong", { testid: `train-lora-${id}` }, result.file_name) : null,
         resumeButton),
+      (result.warnings || []).length ? h("div", { class: "ls-muted", testid: `train-warnings-${id}` },
+        ...result.warnings.map((w) => h("div", {}, `⚠ ${w}`))) : null,
       samples.length ? h("div", { class: "ls-row", testid: `train-samples-${id}` }, ...samples.map((s) =>
         h("figure", { style: "margin: 0; text-align: center" },
           h("img", { src: api.url(`/jobs/${id}/samples/${encodeURIComponent(s.file)}`), alt: s.prompt || "sample",
