@@ -42,6 +42,7 @@ usage: python benchmarks/train_throughput.py [--model small|tiny] [--steps 20] [
        python benchmarks/train_throughput.py --full --steps 2 --device cpu          (smoke run: 256 px, batch 1; slow)
        options: --variants baseline,ours,ours-kohya,ours-compile  --set gradient_checkpointing=true  --profile ours
                 --baseline-workers 4  --model-dir /tmp/sd15 (build once, reuse)  --peak-tflops 989
+                --compile-cache /tmp/inductor (reuse compiled kernels across runs)
 """
 
 from __future__ import annotations
@@ -488,6 +489,8 @@ def main() -> None:
     ap.add_argument("--baseline-workers", type=int, default=0,
                     help="DataLoader workers for the baseline (its script's default is 0: images decoded in the loop)")
     ap.add_argument("--model-dir", type=Path, help="build the model here, or reuse the one an earlier run built")
+    ap.add_argument("--compile-cache", type=Path,
+                    help="Inductor's cache folder for ours-compile (default: a fresh one per run, so round 1 is cold)")
     ap.add_argument("--verbose", action="store_true", help="show the subprocesses' logs")
     ap.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     ap.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
@@ -536,7 +539,7 @@ def main() -> None:
             "batch_size": batch, "seed": args.seed, "device": device, "mixed_precision": mixed,
             "threads": args.threads, "ours_overrides": overrides, "profile": profiled,
             "baseline_workers": args.baseline_workers,
-            "profile_out": str(work / "profile.txt"), "compile_cache": str(work / "inductor-cache"),
+            "profile_out": str(work / "profile.txt"), "compile_cache": str(args.compile_cache or work / "inductor-cache"),
         }
         runs: dict[str, list[dict]] = {v: [] for v in variants}
         for round_no in range(args.rounds):  # interleaved, so a busy spell on a shared machine hits all alike
@@ -553,6 +556,14 @@ def main() -> None:
                                 with_encoders=v == "baseline") for v in variants}
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         report(results, flops, args, spec)
+        if args.rounds > 1 and "baseline" in runs:
+            print("\nratios within each round (paired: the same minutes of a shared machine), steps/s:")
+            for v in variants:
+                if v == "baseline":
+                    continue
+                paired = [b["step_s"] / r["step_s"] for b, r in zip(runs["baseline"], runs[v], strict=True)]
+                print(f"  {v} / baseline: " + ", ".join(f"{x:.2f}×" for x in paired)
+                      + f"; median {statistics.median(paired):.2f}×")
         for variant in profiled:
             path = work / f"profile-{variant}.txt"
             if path.exists():

@@ -140,10 +140,29 @@ def test_inputs_list_checkpoints_and_diffusers_folders_and_advanced_options(stud
     inputs = TrainLoRA.INPUT_TYPES()
     assert inputs["required"]["base_model"][0] == ["anime.safetensors", "sd15-folder"]
     assert inputs["required"]["project"][0] == ["moon"] and inputs["required"]["character"][0][0] == "aiko"
-    assert set(inputs["optional"]) == {"resolution", "network_alpha", "train_text_encoder", "sample_every"}
+    assert set(inputs["optional"]) == {"resolution", "network_alpha", "train_text_encoder", "sample_every",
+                                       "torch_compile"}
+    assert inputs["optional"]["torch_compile"][1]["default"] is False
     assert inputs["hidden"] == {"unique_id": "UNIQUE_ID"}
     with pytest.raises(Exception, match="no-such-model"):
         TrainLoRA().run("moon", "aiko", "no-such-model", 2, 4, 1e-4)
+
+
+def test_node_options_reach_the_training_request(studio, comfy, monkeypatch):
+    from lora_studio.nodes.training import TrainLoRA
+
+    seen: list[dict] = []
+
+    def start(character_id, body, comfy_prompt_id=None):
+        seen.append(body)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(studio.training, "start", start)
+    with pytest.raises(RuntimeError, match="stop here"):
+        TrainLoRA().run("moon", "aiko", "anime.safetensors", 20, 8, 2e-4, resolution=768, network_alpha=0.0,
+                        train_text_encoder=True, sample_every=5, torch_compile=True)
+    assert seen == [{"base_model": "anime.safetensors", "steps": 20, "rank": 8, "alpha": 4.0, "learning_rate": 2e-4,
+                     "train_text_encoder": True, "sample_every": 5, "compile": True, "resolution": 768}]
 
 
 def test_prompt_id_comes_from_the_executing_context(monkeypatch):
