@@ -131,8 +131,9 @@ def bitsandbytes_available() -> bool:
 
 
 def make_optimizer(groups: Sequence[ParamGroup], kind: str, *, device_type: str, weight_decay: float = 1e-2) -> Any:
-    """AdamW over the given parameter groups; 8-bit AdamW (bitsandbytes) on CUDA when installed, otherwise
-    plain AdamW with a warning (bitsandbytes' 8-bit optimizers need a GPU)."""
+    """AdamW over the given parameter groups. ``adamw8bit``: bitsandbytes' AdamW8bit (8-bit blockwise state for
+    tensors of 4096+ elements) when bitsandbytes is installed and can step on this device (CUDA; the CPU too
+    from bitsandbytes 0.50), otherwise plain AdamW with a warning."""
     import torch
 
     if kind not in OPTIMIZERS:
@@ -141,18 +142,31 @@ def make_optimizer(groups: Sequence[ParamGroup], kind: str, *, device_type: str,
     if not param_groups:
         raise TrainingError("there is nothing to train (no LoRA parameters)")
     if kind == "adamw8bit":
-        if device_type == "cuda" and bitsandbytes_available():
-            try:
-                import bitsandbytes as bnb
-
-                return bnb.optim.AdamW8bit(param_groups, weight_decay=weight_decay)
-            except Exception as exc:  # a broken bitsandbytes install (no CUDA libs) must not stop training
-                log.warning("8-bit AdamW is unavailable (%s): using AdamW", exc)
-        else:
-            reason = "bitsandbytes is not installed" if device_type == "cuda" else "it needs a CUDA GPU"
-            log.warning("8-bit AdamW requested but %s: using AdamW", reason)
+        adamw8bit, reason = _adamw8bit(device_type)
+        if adamw8bit is not None:
+            return adamw8bit(param_groups, weight_decay=weight_decay)
+        log.warning("8-bit AdamW requested but %s: using AdamW", reason)
     # fused: one kernel for all LoRA tensors instead of several per tensor (hundreds of small launches on a GPU)
     return torch.optim.AdamW(param_groups, weight_decay=weight_decay, fused=device_type == "cuda")
+
+
+def _adamw8bit(device_type: str) -> tuple[Any, str]:
+    """bitsandbytes' AdamW8bit class once a probe step ran on this device (a broken install, missing CUDA libraries
+    or an older release without CPU kernels fail here, not in the middle of the first training step)."""
+    if not bitsandbytes_available():
+        return None, "bitsandbytes is not installed"
+    try:
+        import bitsandbytes as bnb
+        import torch
+
+        probe = torch.nn.Parameter(torch.zeros(4096, device=device_type))  # 4096+: the 8-bit state path
+        probe.grad = torch.ones_like(probe)
+        bnb.optim.AdamW8bit([probe], lr=1e-3).step()
+        if not bool(torch.all(probe.detach() < 0)):
+            return None, f"bitsandbytes' AdamW8bit did not update a tensor on {device_type}"
+    except Exception as exc:  # bitsandbytes raises all sorts when it cannot run here; training goes on without it
+        return None, f"bitsandbytes cannot run it on {device_type} ({type(exc).__name__}: {str(exc)[:200]})"
+    return bnb.optim.AdamW8bit, ""
 
 
 # --------------------------------------------------------------------------- precision

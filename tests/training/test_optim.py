@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
+import types
 
 import pytest
 
@@ -89,16 +91,65 @@ def test_scheduler_drives_the_optimizer_learning_rate() -> None:
     assert seen == pytest.approx([5e-4, 1e-3, 1e-3])
 
 
-def test_param_groups_and_8bit_fallback(caplog: pytest.LogCaptureFixture) -> None:
+def test_param_groups_and_8bit_fallback_without_bitsandbytes(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:
+    monkeypatch.setattr(optim, "bitsandbytes_available", lambda: False)
     unet, te = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
     groups = [optim.ParamGroup("unet", [unet], 1e-4), optim.ParamGroup("te0", [te], 5e-5)]
     with caplog.at_level(logging.WARNING, logger="lora_studio.training.optim"):
         opt = optim.make_optimizer(groups, "adamw8bit", device_type="cpu")
     assert type(opt) is torch.optim.AdamW
-    assert "8-bit AdamW requested" in caplog.text
+    assert "8-bit AdamW requested but bitsandbytes is not installed" in caplog.text
     assert [(g["name"], g["lr"]) for g in opt.param_groups] == [("unet", 1e-4), ("te0", 5e-5)]
     with pytest.raises(TrainingError, match="nothing to train"):
         optim.make_optimizer([optim.ParamGroup("unet", [], 1e-4)], "adamw", device_type="cpu")
+
+
+def test_8bit_fallback_when_bitsandbytes_cannot_step(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:
+    """An install without kernels for this device (an old release on a CPU, missing CUDA libraries) fails the
+    probe step at setup: plain AdamW, and the warning says why."""
+
+    class Broken:
+        def __init__(self, params, **kwargs):
+            pass
+
+        def step(self):
+            raise RuntimeError("no kernel registered for device cpu")
+
+    fake = types.ModuleType("bitsandbytes")
+    fake.optim = types.SimpleNamespace(AdamW8bit=Broken)
+    monkeypatch.setitem(sys.modules, "bitsandbytes", fake)
+    monkeypatch.setattr(optim, "bitsandbytes_available", lambda: True)
+    with caplog.at_level(logging.WARNING, logger="lora_studio.training.optim"):
+        opt = optim.make_optimizer([optim.ParamGroup("unet", [torch.nn.Parameter(torch.zeros(2))], 1e-4)],
+                                   "adamw8bit", device_type="cpu")
+    assert type(opt) is torch.optim.AdamW
+    assert "cannot run it on cpu (RuntimeError: no kernel registered for device cpu)" in caplog.text
+
+
+def test_8bit_adamw_from_bitsandbytes_tracks_adamw() -> None:
+    """The real bitsandbytes (a test dependency; CPU kernels since 0.50): 8-bit state for a LoRA-sized tensor,
+    32-bit below 4096 elements, and updates that follow torch's AdamW within the quantisation error."""
+    bnb = pytest.importorskip("bitsandbytes")
+    torch.manual_seed(0)
+    big, small = torch.randn(16, 320), torch.randn(4, 8)  # a rank-16 lora_A of a 320-wide layer; a tiny one
+    ours = [torch.nn.Parameter(big.clone()), torch.nn.Parameter(small.clone())]
+    ref = [torch.nn.Parameter(big.clone()), torch.nn.Parameter(small.clone())]
+    opt = optim.make_optimizer([optim.ParamGroup("unet", ours, 1e-3)], "adamw8bit", device_type="cpu")
+    assert isinstance(opt, bnb.optim.AdamW8bit)
+    reference = torch.optim.AdamW([{"params": ref, "lr": 1e-3}], weight_decay=1e-2)
+    for step in range(20):
+        grads = [torch.randn_like(p) * (1 + step % 3) for p in ours]
+        for p, r, g in zip(ours, ref, grads, strict=True):
+            p.grad, r.grad = g.clone(), g.clone()
+        opt.step()
+        reference.step()
+    assert opt.state[ours[0]]["state1"].dtype == torch.uint8  # 8-bit moments
+    assert opt.state[ours[1]]["state1"].dtype == torch.float32
+    for p, r, start in zip(ours, ref, (big, small), strict=True):
+        moved_ours, moved_ref = (p.detach() - start).flatten(), (r.detach() - start).flatten()
+        assert moved_ref.abs().mean() > 2e-3  # 20 steps at lr 1e-3 (random gradients) moved the weights
+        assert torch.nn.functional.cosine_similarity(moved_ours, moved_ref, dim=0) > 0.98
+        assert (moved_ours - moved_ref).abs().max() < 0.25 * moved_ref.abs().max()
 
 
 def test_precision_on_cpu_is_fp32() -> None:

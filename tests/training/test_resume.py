@@ -90,6 +90,29 @@ def test_resume_from_the_last_checkpoint_equals_an_uninterrupted_run(sd15: Path,
     assert any(key.startswith("lora_unet_") for key in load(checkpoint / "lora.safetensors"))
 
 
+def test_resume_with_8bit_adamw_equals_an_uninterrupted_run(sd15: Path, items: list[dict], tmp_path: Path):
+    """bitsandbytes' AdamW8bit (its CPU kernels): rank 128 makes the tiny model's LoRA tensors 4096+ elements,
+    so their moments are 8-bit blockwise; the checkpoint saves and restores that state exactly."""
+    pytest.importorskip("bitsandbytes")
+    import torch
+
+    options = {"optimizer": "adamw8bit", "rank": 128, "alpha": 64.0, "steps": 4, "checkpoint_every": 2}
+    full = EventLog()
+    result = train(parse_config(fields(sd15, items, tmp_path / "full.safetensors", tmp_path / "c1", **options)), full)
+    first = EventLog(stop_after=("checkpoint", 2))
+    with pytest.raises(TrainingCancelled):
+        train(parse_config(fields(sd15, items, tmp_path / "r.safetensors", tmp_path / "c2", **options)), first,
+              should_stop=first.should_stop)
+    state = torch.load(tmp_path / "c2" / "step-2" / "state.pt", weights_only=True)
+    moments = [s["__bnb_optimizer_quant_state__"]["state1"] for s in state["optimizer"]["state"].values()]
+    assert any(m.dtype == torch.uint8 for m in moments), "no 8-bit optimizer state was saved"
+    resumed = train(parse_config(fields(sd15, items, tmp_path / "r.safetensors", tmp_path / "c2",
+                                        resume_from=str(tmp_path / "c2"), **options)), EventLog())
+    assert resumed.optimizer == result.optimizer == "AdamW8bit"
+    a, b = load(result.output_path), load(resumed.output_path)
+    assert a.keys() == b.keys() and all(a[key].equal(b[key]) for key in a)
+
+
 def test_resume_refuses_changed_settings(sd15: Path, items: list[dict], tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     events = EventLog(stop_after=("checkpoint", 3))
