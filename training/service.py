@@ -318,11 +318,18 @@ class TrainingService:
                 partial.unlink(missing_ok=True)
         return {**state.snapshot(), **self._record(ctx.job_id, char.id, p, items, Path(done["output_path"]), done)}
 
-    def _run_worker(self, ctx: JobContext, work: Path, total: int) -> tuple[dict, TrainState]:
-        log_tail: deque[str] = deque(maxlen=40)
+    def worker_env(self) -> dict[str, str]:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         if self.host.clip_tokenizer_dir is not None:  # ComfyUI's tokenizer files, for single-file checkpoints
             env.setdefault("LORA_STUDIO_CLIP_TOKENIZER", str(self.host.clip_tokenizer_dir))
+        # torch.compile's kernels next to the latent cache, kept across reboots. Always set: a host process that
+        # touched Inductor (ComfyUI does) has written Inductor's /tmp default into its own environment.
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(self.cache_dir / "torch_compile")
+        return env
+
+    def _run_worker(self, ctx: JobContext, work: Path, total: int) -> tuple[dict, TrainState]:
+        log_tail: deque[str] = deque(maxlen=40)
+        env = self.worker_env()
         state = TrainState(total_steps=total, work=work, resumed_from_job=ctx.payload.get("resumed_from_job"))
         with open(work / "worker.log", "w", encoding="utf-8") as log_file:
             proc = subprocess.Popen([sys.executable, str(WORKER), str(work / "config.json")], stdout=subprocess.PIPE,

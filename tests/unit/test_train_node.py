@@ -254,3 +254,13 @@ def test_train_node_outside_comfyui_runs_without_a_progress_bar(studio, monkeypa
     studio.jobs.register("echo", echo)
     job = studio.jobs.submit("echo", {"steps": 2})
     assert follow_job(studio, job, poll=0.05)["status"] == "succeeded"
+
+
+def test_worker_env_keeps_compiled_kernels_in_the_data_folder(studio, monkeypatch):
+    """Inductor writes its /tmp default into the environment of any process that used it (ComfyUI's does): the
+    worker still gets the studio's own cache folder, and the offline switches."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/torchinductor_someone")
+    env = studio.training.worker_env()
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(studio.training.cache_dir / "torch_compile")
+    assert str(studio.training.cache_dir).startswith(str(studio.settings.data_dir))
+    assert env["HF_HUB_OFFLINE"] == "1"
