@@ -13,7 +13,8 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,65 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _touch(path: Path) -> None:
+    """Mark an entry as used now (its mtime): pruning removes the least recently used entries first."""
+    try:
+        os.utime(path, None)
+    except OSError:
+        pass
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    removed: int  # entries (and stale temporary files) deleted
+    freed_bytes: int
+    remaining_bytes: int
+
+
+def prune(roots: Sequence[Path], max_bytes: int, keep: Collection[Path] = (), *,
+          stale_tmp_s: float = 24 * 3600) -> PruneResult:
+    """Bound the on-disk caches under ``roots`` to ``max_bytes``: delete ``*.safetensors`` entries, least recently
+    used (mtime) first, never those in ``keep`` (the running training's), until the rest fit. Temporary files
+    of writes a crash interrupted are deleted once older than ``stale_tmp_s``. Other files are left alone."""
+    keep_set = {Path(p).resolve() for p in keep}
+    entries: list[tuple[float, int, Path]] = []
+    removed = freed = 0
+    now = time.time()
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for dirpath, _dirs, files in os.walk(root):
+            for name in files:
+                path = Path(dirpath) / name
+                try:
+                    stat = path.stat()
+                except OSError:
+                    continue
+                if name.startswith(".") and name.endswith(".tmp"):
+                    if now - stat.st_mtime > stale_tmp_s:
+                        try:
+                            path.unlink()
+                        except OSError:
+                            continue
+                        removed, freed = removed + 1, freed + stat.st_size
+                elif name.endswith(".safetensors"):
+                    entries.append((stat.st_mtime, stat.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    for _mtime, size, path in sorted(entries, key=lambda e: e[0]):
+        if total <= max_bytes:
+            break
+        if path.resolve() in keep_set:
+            continue
+        try:
+            path.unlink()
+        except OSError as exc:
+            log.warning("cannot remove the cache entry %s: %s", path, exc)
+            continue
+        total, removed, freed = total - size, removed + 1, freed + size
+    return PruneResult(removed=removed, freed_bytes=freed, remaining_bytes=total)
+
+
 def _as_item_tensor(value: Any, name: str) -> Any:
     """(C, h, w) float32 on the CPU; a leading batch dimension of 1 is dropped."""
     import torch
@@ -75,6 +135,7 @@ class LatentCache:
         self.vae_dtype = str(vae_dtype).removeprefix("torch.")
         self.hits = 0
         self.misses = 0
+        self.used: set[Path] = set()  # the entries this object read or wrote (kept by ``prune``)
         self._hashes: dict[tuple[str, int, int], str] = {}
 
     def image_hash(self, path: Path) -> str:
@@ -117,6 +178,7 @@ class LatentCache:
         if mean.shape != std.shape:
             raise ValueError(f"mean {tuple(mean.shape)} and std {tuple(std.shape)} differ in shape")
         key = self.key(item, prepared.bucket, prepared.flip)
+        self.used.add(self.path_for(key))
         metadata = {
             "key": key,
             "original_hw": json.dumps(list(prepared.original_hw)),
@@ -198,6 +260,8 @@ class LatentCache:
                 raise ValueError("the file's key does not match its name")
             if mean.shape != std.shape or mean.dim() != 3:
                 raise ValueError(f"unexpected tensor shapes {tuple(mean.shape)} / {tuple(std.shape)}")
+            _touch(path)
+            self.used.add(path)
             return self._entry(
                 mean,
                 std,
@@ -240,6 +304,7 @@ class TextCache:
         self.dtype = str(dtype).removeprefix("torch.")
         self.hits = 0
         self.misses = 0
+        self.used: set[Path] = set()  # the entries this object read or wrote (kept by ``prune``)
         self._memory: dict[str, tuple[Any, Any]] = {}
 
     def key(self, caption: str) -> str:
@@ -308,6 +373,8 @@ class TextCache:
         except Exception as exc:  # any broken file: recompute rather than fail the run
             log.warning("ignoring unreadable text cache file %s (%s: %s)", path, type(exc).__name__, exc)
             return None
+        _touch(path)
+        self.used.add(path)
         self._memory[caption] = entry
         return entry
 
@@ -317,6 +384,7 @@ class TextCache:
             return
         from safetensors.torch import save
 
+        self.used.add(path)
         tensors = {"hidden": entry[0].contiguous()}
         if entry[1] is not None:
             tensors["pooled"] = entry[1].contiguous()

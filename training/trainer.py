@@ -51,6 +51,9 @@ LATENT_CHUNK = 256  # items encoded/read per round while caching
 # Cached latents are kept in RAM up to this size (SDXL at 1024 px: ~0.5 MiB per image and orientation); beyond
 # it they are read from the on-disk cache per batch instead.
 LATENTS_IN_MEMORY_MB = int(os.environ.get("LORA_STUDIO_LATENTS_IN_MEMORY_MB", "2048"))
+# The on-disk latent + text caches (cache_dir) are pruned to this size when a run has cached its own entries,
+# least recently used first; 0 = no limit.
+CACHE_MAX_BYTES = int(float(os.environ.get("LORA_STUDIO_CACHE_MAX_MB", "20480")) * 2**20)
 
 EventCallback = Callable[..., None]  # on_event(event, /, **fields); a phase event has a field 'name'
 StopCheck = Callable[[], bool]
@@ -198,6 +201,7 @@ class _Run:
         self.sampler = data.BucketSampler(self.buckets, config.batch_size, config.seed)
         self._cache_latents()
         self._setup_text()
+        self._prune_caches()
         self._prepare_sample_conditioning()
         self._free_frozen_models()
         self._add_lora()
@@ -300,6 +304,22 @@ class _Run:
         for start in range(0, len(unique), 16):
             _check_stop(self.stop)
             self.text_cache.get_batch(unique[start : start + 16], self._encode_frozen)
+
+    def _prune_caches(self) -> None:
+        """Keep the on-disk caches within CACHE_MAX_BYTES, never touching this run's entries."""
+        from .cache import prune
+
+        if self.config.cache_dir is None or CACHE_MAX_BYTES <= 0:
+            return
+        keep = set(self.latent_cache.used) | (set(self.text_cache.used) if self.text_cache is not None else set())
+        roots = [self.latent_cache.root, self.config.cache_dir / "text"]
+        result = prune(roots, CACHE_MAX_BYTES, keep)
+        if result.removed:
+            log.info("cache: removed %d least recently used entries (%.1f MiB); %.1f MiB left", result.removed,
+                     result.freed_bytes / 2**20, result.remaining_bytes / 2**20)
+        if result.remaining_bytes > CACHE_MAX_BYTES:
+            log.warning("this run's cached latents alone (%.1f MiB) exceed LORA_STUDIO_CACHE_MAX_MB",
+                        result.remaining_bytes / 2**20)
 
     def _encode_frozen(self, captions: list[str]) -> Any:
         import torch

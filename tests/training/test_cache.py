@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from lora_studio.training.cache import CachedText, LatentCache, TextCache  # noqa: E402
+from lora_studio.training.cache import CachedText, LatentCache, TextCache, prune  # noqa: E402
 from lora_studio.training.data import TrainItem, load_for_bucket  # noqa: E402
 from support.images import draw  # noqa: E402
 
@@ -264,3 +264,46 @@ def test_text_cache_on_disk(tmp_path: Path) -> None:
         path.write_bytes(b"broken")
     repaired = TextCache("m", tmp_path / "text").get_batch(["a", "b"], encoder)
     assert len(encoder.calls) == 3 and torch.equal(repaired.hidden, first.hidden)
+
+
+def entry_file(path: Path, size: int, age_s: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    stamp = os.path.getmtime(path) - age_s
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_prune_removes_least_recently_used_entries_but_never_kept_ones(tmp_path: Path) -> None:
+    latents, text = tmp_path / "latents", tmp_path / "text"
+    oldest = entry_file(latents / "aa" / "oldest.safetensors", 100, age_s=5000)
+    kept = entry_file(latents / "bb" / "kept.safetensors", 100, age_s=4000)  # old, but the running training's
+    old = entry_file(text / "cc" / "old.safetensors", 100, age_s=3000)
+    recent = entry_file(latents / "dd" / "recent.safetensors", 100, age_s=10)
+    stale_tmp = entry_file(latents / "aa" / ".x.123.tmp", 7, age_s=3 * 24 * 3600)  # a crashed write
+    fresh_tmp = entry_file(latents / "aa" / ".y.456.tmp", 7, age_s=5)  # a write in progress
+    other = entry_file(latents / "notes.txt", 1000, age_s=9000)  # not an entry: left alone
+    result = prune([latents, text, tmp_path / "missing"], max_bytes=250, keep=[kept])
+    assert not oldest.exists() and not old.exists() and not stale_tmp.exists()
+    assert kept.exists() and recent.exists() and fresh_tmp.exists() and other.exists()
+    assert (result.removed, result.freed_bytes, result.remaining_bytes) == (3, 207, 200)
+    # within the budget: nothing goes; a budget below the kept entries removes all the others
+    assert prune([latents, text], max_bytes=10_000).removed == 0
+    assert prune([latents, text], max_bytes=0, keep=[kept]).remaining_bytes == 100 and not recent.exists()
+
+
+def test_cache_hits_mark_entries_as_recently_used(tmp_path: Path, item: TrainItem) -> None:
+    root, encoder = tmp_path / "cache", PoolEncoder()
+    LatentCache(root, "model-a").get_or_encode(item, (64, 64), False, encoder)
+    (path,) = cache_files(root)
+    os.utime(path, (1_000_000, 1_000_000))
+    cache = LatentCache(root, "model-a")
+    cache.get_or_encode(item, (64, 64), False, encoder)
+    assert os.path.getmtime(path) > 1_000_000 and cache.used == {path}
+    text = TextCache("m", tmp_path / "text")
+    text.get_batch(["a"], TextEncoder())
+    (text_path,) = cache_files(tmp_path / "text")
+    os.utime(text_path, (1_000_000, 1_000_000))
+    later = TextCache("m", tmp_path / "text")
+    later.get_batch(["a"], TextEncoder())
+    assert os.path.getmtime(text_path) > 1_000_000 and later.used == {text_path} and text.used == {text_path}

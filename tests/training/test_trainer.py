@@ -177,6 +177,24 @@ def test_latent_and_text_caches_hit_on_a_second_run(sd15: Path, items: list[dict
     assert equal_tensors(load(first.output_path), load(second.output_path))
 
 
+def test_the_disk_cache_is_pruned_to_its_budget_keeping_the_run_s_own_entries(sd15: Path, items: list[dict],
+                                                                               tmp_path: Path, monkeypatch) -> None:
+    """LORA_STUDIO_CACHE_MAX_MB: once a run has cached its latents and captions, older entries of other datasets
+    go (least recently used first); the run's own stay, even over the budget, and it trains from them."""
+    cache = tmp_path / "cache"
+    run(sd15, items[:1], tmp_path / "a.safetensors", cache_dir=str(cache))
+    first_files = set((cache).rglob("*.safetensors"))
+    assert len(first_files) == 2  # one latent, one caption
+    monkeypatch.setattr(trainer_module, "CACHE_MAX_BYTES", 1)
+    second, _ = run(sd15, items[1:], tmp_path / "b.safetensors", cache_dir=str(cache))
+    left = set(cache.rglob("*.safetensors"))
+    assert len(left) == 2 and not left & first_files  # the first dataset's entries were removed
+    assert second.latent_cache == {"hits": 0, "misses": 1}
+    again, _ = run(sd15, items[1:], tmp_path / "c.safetensors", cache_dir=str(cache))
+    assert again.latent_cache == {"hits": 1, "misses": 0}  # the kept entries are used as they are
+    assert set(cache.rglob("*.safetensors")) == left
+
+
 def test_gradient_checkpointing_and_accumulation(sd15: Path, items: list[dict], tmp_path: Path, monkeypatch):
     import torch.utils.checkpoint
 
