@@ -9,6 +9,7 @@ from pathlib import Path
 from .core.characters import CharacterService
 from .core.comfy_client import ComfyUIClient
 from .core.db import Database
+from .core.errors import Conflict
 from .core.feedback import FeedbackService
 from .core.generation import GenerationService
 from .core.host import Host
@@ -67,6 +68,19 @@ class Studio:
     def export(self, character_id: int, repeats: int, class_token: str) -> Path:
         return export_zip(self.images, self.characters.get(character_id), self.settings.data_dir / "exports",
                           repeats, class_token)
+
+    def delete_character(self, character_id: int) -> dict:
+        """Delete a character: its images (files, captions, statuses) go to its project's unassigned pool first,
+        so nothing curated is lost; its feedback, decisions and LoRA records go with it (LoRA files stay).
+        Refused (409) while one of its jobs is queued or running."""
+        self.characters.get(character_id)  # 404 first
+        busy = [job for status in ("queued", "running")
+                for job in self.jobs.list(status=status, character_id=character_id)["items"]]
+        if busy:
+            raise Conflict(f"the character has a {busy[0]['kind']} job (#{busy[0]['id']}) {busy[0]['status']}: "
+                           "cancel it or wait for it first")
+        moved = self.images.release_character(character_id)
+        return {**self.characters.delete(character_id), "images_to_pool": moved}
 
     def comfyui(self) -> ComfyUIClient:
         return ComfyUIClient(self.host.comfyui_url())

@@ -78,7 +78,8 @@ class CharacterService:
         return self.get(character_id)
 
     def delete(self, character_id: int) -> dict:
-        """Delete the records; the dataset folder stays on disk (nothing is deleted unasked)."""
+        """Delete the records (the studio first moves the character's images to the pool: Studio.delete_character);
+        the dataset folder stays on disk."""
         with self.db.begin() as conn:
             self.row_with_project(conn, character_id)
             conn.execute(characters.delete().where(characters.c.id == character_id))

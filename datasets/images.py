@@ -303,6 +303,22 @@ class ImageService:
             to = self.target(data["character_id"])
         if row.character_id == to.character_id and row.project_id == to.project_id:
             return self.get(image_id)
+        self._move(image_id, to)
+        return self.get(image_id)
+
+    def release_character(self, character_id: int) -> list[int]:
+        """Move every image of a character (files, captions and records, statuses kept) into its project's
+        unassigned pool, so that deleting the character loses no image. A file name the pool already has gets
+        the image id appended. One image at a time: a crash half-way leaves each image whole, in one place."""
+        pool = self.target(None, self.target(character_id).project_id)  # 404 for an unknown character
+        with self.db.begin() as conn:
+            ids = list(conn.execute(sa.select(images.c.id).where(images.c.character_id == character_id)
+                                    .order_by(images.c.id)).scalars())
+        for image_id in ids:
+            self._move(image_id, pool, rename_on_clash=True)
+        return ids
+
+    def _move(self, image_id: int, to: Target, *, rename_on_clash: bool = False) -> None:
         with self.db.begin() as conn:
             row = self._row(conn, image_id, lock=self.db.is_postgres)
             if to.character_id is not None:  # the pool may hold a copy a character has: it is sorted later
@@ -312,12 +328,21 @@ class ImageService:
                     raise Conflict(f"the character already has this image (image {dup.id})")
             src = self.layout.abs_path(row.rel_path)
             dest = self.layout.images_dir(to.project_slug, to.character_slug) / src.name
+            if dest.exists() and rename_on_clash:
+                dest = dest.with_name(f"{src.stem}-{image_id}{src.suffix}")
             if dest.exists():
-                raise Conflict(f"a file named {src.name} already exists in the target folder")
+                raise Conflict(f"a file named {dest.name} already exists in the target folder")
             dest.parent.mkdir(parents=True, exist_ok=True)
             conn.execute(images.update().where(images.c.id == image_id).values(
                 character_id=to.character_id, project_id=to.project_id, rel_path=self.layout.rel_path(dest),
                 updated_at=utcnow()))
+        if not src.exists() and row.file_missing:  # the record moves, still marked missing; the caption follows
+            try:
+                if src.with_suffix(".txt").exists():
+                    os.replace(src.with_suffix(".txt"), dest.with_suffix(".txt"))
+            except OSError as e:
+                log.warning("could not move the caption of image %d: %s", image_id, e)
+            return
         try:  # the record is committed first; if the files cannot follow, it goes back
             _move_with_caption(src, dest)
         except OSError as e:
@@ -326,7 +351,6 @@ class ImageService:
                     character_id=row.character_id, project_id=row.project_id, rel_path=row.rel_path,
                     updated_at=utcnow()))
             raise StudioError(f"could not move the image's files: {e.strerror}", status=500) from None
-        return self.get(image_id)
 
     def get(self, image_id: int) -> dict:
         with self.db.begin() as conn:

@@ -80,11 +80,12 @@ async def update_character(r: Req):
     return await r.call(lambda s: s.characters.update(cid, body))
 
 
-@api.route("DELETE", "/characters/{character_id}", "Delete a character's records (files stay on disk)",
+@api.route("DELETE", "/characters/{character_id}",
+           "Delete a character; its images (files and statuses) move to the project's unassigned pool",
            tag="characters")
 async def delete_character(r: Req):
     cid = r.int_param("character_id")
-    return await r.call(lambda s: s.characters.delete(cid))
+    return await r.call(lambda s: s.delete_character(cid))
 
 
 @api.route("GET", "/characters/{character_id}/prompt",

@@ -388,7 +388,7 @@ class TrainingService:
             conn.execute(characters.update().where(characters.c.id == character_id).values(
                 current_lora_id=lora_id, updated_at=utcnow()))
         return {"lora_id": lora_id, "file_name": output.name, "sha256": done.get("sha256"),
-                "num_modules": done.get("num_modules")}
+                "num_modules": done.get("num_modules"), "compiled": bool(done.get("compiled"))}
 
 
 class TrainState:

@@ -14,7 +14,8 @@ Protocol: JSON objects, one per line, on STDOUT only (human logs go to stderr)::
     {"event": "warning", "message": str}                                  (the run goes on, e.g. without torch.compile)
     {"event": "sample", "step": i, "path": "<absolute png>", "prompt": str}
     {"event": "checkpoint", "step": i, "path": "<absolute step-<i> folder>"}
-    {"event": "done", "output_path": str, "sha256": hex, "num_modules": M, "rank": r, "alpha": a, "arch": str}
+    {"event": "done", "output_path": str, "sha256": hex, "num_modules": M, "rank": r, "alpha": a, "arch": str,
+     "compiled": bool}                                                    (the steps ran through torch.compile)
     {"event": "error", "message": str}                                    (exit code 1)
     {"event": "cancelled"}                                                (after SIGTERM/SIGINT, exit 128+signal)
 
@@ -512,6 +513,7 @@ def run(config_path: Path, protocol: Protocol, stop: StopFlag) -> int:
         rank=result.rank,
         alpha=result.alpha,
         arch=result.arch,
+        compiled=result.compiled,
     )
     return EXIT_OK
 

@@ -89,6 +89,8 @@ def test_start_a_tiny_training_and_watch_it_finish(page, training_server):
     expect(status).to_have_text("succeeded · 100%", timeout=240_000)
     expect(page.get_by_test_id(f"train-warnings-{job_id}")).to_contain_text(
         "torch.compile failed, training without it: InvalidCxxCompiler")
+    job = call(training_server, "GET", f"/jobs/{job_id}")
+    assert job["payload"]["compile"] is True and job["result"]["compiled"] is False
     expect(page.get_by_test_id(f"train-step-{job_id}")).to_have_text("step 6/6")
     expect(page.get_by_test_id(f"train-loss-{job_id}")).to_have_text(re.compile(r"loss \d+\.\d{4}"))
     expect(page.get_by_test_id(f"train-speed-{job_id}")).to_have_text(re.compile(r"\d+\.\d\d it/s"))

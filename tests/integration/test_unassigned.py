@@ -190,3 +190,64 @@ async def test_no_character_folder_can_be_the_pool(client, settings):
             layout.images_dir("p", slug)
     body = await upload(client, c["id"], *pngs(970, 1))
     assert body["created"][0]["rel_path"].split("/")[1] == "unassigned"
+
+
+async def test_deleting_a_character_moves_its_images_to_the_pool(client, settings):
+    """Nothing curated is lost: files, captions and statuses go to the project's pool (a name the pool already
+    has gets the image id), the character's feedback and LoRA records go; refused while it has a job queued."""
+    import sqlalchemy as sa
+    from lora_studio.app import STUDIO_KEY
+    from lora_studio.core.schema import feedback, jobs
+
+    root = settings.effective_datasets_dir
+    p = await make_project(client, "Harbor")
+    aiko = await make_character(client, p["id"], "Aiko")
+    other = await make_character(client, p["id"], "Ren")
+    created = (await upload(client, aiko["id"], *pngs(900, 3), caption="1girl"))["created"]
+    ids = [i["id"] for i in created]
+    pooled = (await upload(client, None, *pngs(990, 1), project_id=p["id"]))["created"][0]
+    first_name = Path(created[0]["rel_path"]).name
+    clash = root / "harbor" / "_unassigned" / "images" / first_name  # the pool folder has that name already
+    clash.write_bytes(b"someone else's file")
+    ren_image = (await upload(client, other["id"], *pngs(950, 1)))["created"][0]
+    assert (await client.post(f"{V1}/images/{ids[0]}/approve")).status == 200
+    assert (await client.post(f"{V1}/images/{ids[1]}/reject", json={"categories": ["not_solo"]})).status == 200
+
+    studio = client.server.app[STUDIO_KEY].get()
+    job = studio.jobs.submit("reconcile", {}, character_id=aiko["id"])
+    with studio.db.begin() as conn:  # as if a training of this character were waiting its turn
+        conn.execute(jobs.update().where(jobs.c.id == job["id"]).values(status="queued"))
+    err = await assert_error(await client.delete(f"{V1}/characters/{aiko['id']}"), 409)
+    assert f"#{job['id']}" in err["message"]
+    with studio.db.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == job["id"]).values(status="cancelled"))
+
+    from lora_studio.core.schema import images
+    (root / created[2]["rel_path"]).unlink()  # a file that went missing on disk (reconcile marked it)
+    with studio.db.begin() as conn:
+        conn.execute(images.update().where(images.c.id == ids[2]).values(file_missing=True))
+
+    r = await client.delete(f"{V1}/characters/{aiko['id']}")
+    assert r.status == 200, await r.text()
+    assert await r.json() == {"deleted": aiko["id"], "images_to_pool": ids}
+    await assert_error(await client.get(f"{V1}/characters/{aiko['id']}"), 404)
+    pending_pool = (await get(client, f"/projects/{p['id']}/images?unassigned=true"))["items"]
+    assert {i["id"] for i in pending_pool} == {ids[2], pooled["id"]}  # the review queue lists pending images
+    pool = {i: await get(client, f"/images/{i}") for i in (*ids, pooled["id"])}
+    assert [pool[i]["status"] for i in ids] == ["approved", "rejected", "pending"]
+    stem, suffix = first_name.rsplit(".", 1)
+    assert pool[ids[0]]["rel_path"] == f"harbor/_unassigned/images/{stem}-{ids[0]}.{suffix}"
+    assert clash.read_bytes() == b"someone else's file"
+    assert pool[pooled["id"]]["rel_path"] == pooled["rel_path"]
+    for image in created[:2]:
+        moved = pool[image["id"]]
+        assert moved["character_id"] is None and moved["project_id"] == p["id"]
+        assert (root / moved["rel_path"]).is_file() and not (root / image["rel_path"]).exists()
+        assert (root / moved["rel_path"]).with_suffix(".txt").read_text() == "1girl"
+    missing = pool[ids[2]]  # the record moves all the same, still marked missing; its caption came along
+    assert missing["character_id"] is None and missing["rel_path"].startswith("harbor/_unassigned/images/")
+    assert (root / missing["rel_path"]).with_suffix(".txt").read_text() == "1girl"
+    with studio.db.begin() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(feedback)).scalar() == 0
+    assert (await get(client, f"/images/{ren_image['id']}"))["character_id"] == other["id"]  # others untouched
+    await assert_error(await client.delete(f"{V1}/characters/{aiko['id']}"), 404)

@@ -149,7 +149,7 @@ def test_worker_trains_a_comfyui_loadable_lora(trained) -> None:
     done = events[-1]
     assert done["event"] == "done" and kinds.count("done") == 1
     assert done["output_path"] == str(output) and done["rank"] == 4 and done["alpha"] == 2.0
-    assert done["arch"] == "sd15"
+    assert done["arch"] == "sd15" and done["compiled"] is False
     assert done["sha256"] == hashlib.sha256(output.read_bytes()).hexdigest()
     assert sorted(p.name for p in output.parent.iterdir()) == [output.name]  # no temp file left
     comfy_names = set(COMFY_KEYS.read_text(encoding="utf-8").split())
