@@ -195,6 +195,8 @@ async def test_no_character_folder_can_be_the_pool(client, settings):
 async def test_deleting_a_character_moves_its_images_to_the_pool(client, settings):
     """Nothing curated is lost: files, captions and statuses go to the project's pool (a name the pool already
     has gets the image id), the character's feedback and LoRA records go; refused while it has a job queued."""
+    from datetime import datetime, timezone
+
     import sqlalchemy as sa
     from lora_studio.app import STUDIO_KEY
     from lora_studio.core.schema import feedback, jobs
@@ -214,13 +216,15 @@ async def test_deleting_a_character_moves_its_images_to_the_pool(client, setting
     assert (await client.post(f"{V1}/images/{ids[1]}/reject", json={"categories": ["not_solo"]})).status == 200
 
     studio = client.server.app[STUDIO_KEY].get()
-    job = studio.jobs.submit("reconcile", {}, character_id=aiko["id"])
-    with studio.db.begin() as conn:  # as if a training of this character were waiting its turn
-        conn.execute(jobs.update().where(jobs.c.id == job["id"]).values(status="queued"))
+    with studio.db.begin() as conn:  # as if a training of this character were running (the runner only claims
+        now = datetime.now(timezone.utc)  # queued jobs: this row stays as it is)
+        job_id = conn.execute(jobs.insert().values(
+            kind="train", status="running", progress=0.5, message="step 3/6", payload={}, character_id=aiko["id"],
+            cancel_requested=False, created_at=now, updated_at=now)).inserted_primary_key[0]
     err = await assert_error(await client.delete(f"{V1}/characters/{aiko['id']}"), 409)
-    assert f"#{job['id']}" in err["message"]
+    assert f"train job (#{job_id}) running" in err["message"]
     with studio.db.begin() as conn:
-        conn.execute(jobs.update().where(jobs.c.id == job["id"]).values(status="cancelled"))
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(status="cancelled"))
 
     from lora_studio.core.schema import images
     (root / created[2]["rel_path"]).unlink()  # a file that went missing on disk (reconcile marked it)
