@@ -302,7 +302,9 @@ def test_compiled_unet_trains_like_the_plain_one(sd15: Path, items: list[dict], 
         ("compiling", 0), ("compiling", 1)]
     progress = events.of("progress")
     assert "it_s" not in progress[0] and progress[1]["it_s"] > 0  # speed counts from the step after the compile
-    assert [e["loss"] for e in progress] == pytest.approx([e["loss"] for e in plain_events.of("progress")], rel=1e-3)
+    plain_losses = [e["loss"] for e in plain_events.of("progress")]
+    assert progress[0]["loss"] == pytest.approx(plain_losses[0], rel=1e-5)  # the same forward pass
+    assert [e["loss"] for e in progress] == pytest.approx(plain_losses, rel=5e-3)
     a, b = load(plain.output_path), load(compiled.output_path)
     assert a.keys() == b.keys()
     ups = [k for k in a if k.endswith(".lora_up.weight")]  # zero at the start: what was learned
