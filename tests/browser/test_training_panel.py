@@ -59,6 +59,17 @@ def seed_character(server):
     return project, character
 
 
+def fill_tiny_run(page, *, steps: int, sample_every: int, checkpoint_every: int) -> None:
+    """The form for a rank-4, 64 px run on the CPU (the advanced options unfolded for it)."""
+    page.get_by_test_id("train-steps").fill(str(steps))
+    page.get_by_test_id("train-rank").fill("4")
+    page.get_by_test_id("train-advanced").locator("summary").click()
+    page.get_by_test_id("train-resolution").fill("64")
+    page.get_by_test_id("train-sample-every").fill(str(sample_every))
+    page.get_by_test_id("train-checkpoint-every").fill(str(checkpoint_every))
+    page.get_by_test_id("train-device").select_option("cpu")
+
+
 def newest_run_id(page) -> int:
     row = page.locator('[data-testid="train-runs"] [data-testid^="run-"][data-status]').first
     row.wait_for()
@@ -74,13 +85,7 @@ def test_start_a_tiny_training_and_watch_it_finish(page, training_server):
     expect(page.get_by_test_id("train-steps")).to_have_value("1500")  # defaults for a character LoRA
     expect(page.get_by_test_id("train-rank")).to_have_value("16")
     expect(page.get_by_test_id("train-resolution")).to_be_hidden()  # folded away
-    page.get_by_test_id("train-steps").fill("6")
-    page.get_by_test_id("train-rank").fill("4")
-    page.get_by_test_id("train-advanced").locator("summary").click()
-    page.get_by_test_id("train-resolution").fill("64")
-    page.get_by_test_id("train-sample-every").fill("3")
-    page.get_by_test_id("train-checkpoint-every").fill("3")
-    page.get_by_test_id("train-device").select_option("cpu")
+    fill_tiny_run(page, steps=6, sample_every=3, checkpoint_every=3)
     page.get_by_test_id("train-compile").check()  # no working compiler on this server: falls back
     page.get_by_test_id("train-start").click()
 
@@ -113,13 +118,7 @@ def test_cancel_a_run_and_resume_it_from_its_checkpoint(page, training_server):
     project, character = seed_character(training_server)
     open_panel(page, training_server, project, character, tab="training")
     expect(page.get_by_test_id("train-base-model")).to_have_value("tiny-sd15")
-    page.get_by_test_id("train-steps").fill("3000")
-    page.get_by_test_id("train-rank").fill("4")
-    page.get_by_test_id("train-advanced").locator("summary").click()
-    page.get_by_test_id("train-resolution").fill("64")
-    page.get_by_test_id("train-sample-every").fill("0")
-    page.get_by_test_id("train-checkpoint-every").fill("2")
-    page.get_by_test_id("train-device").select_option("cpu")
+    fill_tiny_run(page, steps=3000, sample_every=0, checkpoint_every=2)
     page.get_by_test_id("train-start").click()
 
     job_id = newest_run_id(page)

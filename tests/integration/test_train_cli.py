@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.images import image_bytes
+from support.train_cfg import add_approved_images
 
 
 @pytest.fixture
@@ -28,13 +28,7 @@ def data(tmp_path):
     try:
         project = s.projects.create({"name": "Moon"})
         char = s.characters.create(project["id"], {"name": "Aiko", "trigger_word": "aikotnk"})
-        staged = []
-        for i in range(2):
-            path = tmp_path / f"staged-{i}.png"
-            path.write_bytes(image_bytes(size=(72, 64), seed=500 + i))
-            staged.append((f"{i}.png", path))
-        for image in s.images.add_files(char["id"], staged)["created"]:
-            s.review.approve(image["id"])
+        add_approved_images(s, char["id"], tmp_path, count=2, seed=500)
     finally:
         s.close()
     return settings

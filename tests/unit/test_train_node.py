@@ -10,7 +10,7 @@ import time
 import types
 
 import pytest
-from support.images import image_bytes
+from support.train_cfg import add_approved_images
 
 
 def comfy_standins() -> types.SimpleNamespace:
@@ -117,13 +117,7 @@ def studio(tmp_path):
     project = s.projects.create({"name": "Moon"})
     char = s.characters.create(project["id"], {"name": "Aiko", "trigger_word": "aikotnk",
                                                "design_prompt": "1girl, silver hair"})
-    staged = []
-    for i in range(2):
-        path = tmp_path / f"staged-{i}.png"
-        path.write_bytes(image_bytes(size=(72, 64), seed=300 + i))
-        staged.append((f"{i}.png", path))
-    for image in s.images.add_files(char["id"], staged)["created"]:
-        s.review.approve(image["id"])
+    add_approved_images(s, char["id"], tmp_path, count=2, seed=300)
     assert len(s.images.approved_items(char["id"])) == 2
     yield s
     bind_studio(None)
