@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from .db import Database, iso, utcnow
 from .errors import Conflict, InvalidInput, NotFound
 from .feedback import category_counts, dropped, learned_terms
+from .pagination import after, decode_cursor, encode_cursor
 from .projects import ProjectService, style_dict
 from .schema import characters, generation_styles, images, lora_models, projects
 from .specs import CHARACTER_SPEC
@@ -47,21 +48,30 @@ class CharacterService:
             )).inserted_primary_key[0]
         return self.get(cid)
 
-    def list(self, project_id: int | None = None) -> dict:
+    def list(self, project_id: int | None = None, limit: int | None = None, cursor: str | None = None) -> dict:
+        """Characters (of a project, or all) by name, then id; `limit` None: all of them."""
+        key = decode_cursor(cursor, (str, int))
+        order = [characters.c.name, characters.c.id]
         pending = (sa.select(sa.func.count()).where(images.c.character_id == characters.c.id,
                                                     images.c.status == "pending").scalar_subquery())
         approved = (sa.select(sa.func.count()).where(images.c.character_id == characters.c.id,
                                                      images.c.status == "approved").scalar_subquery())
         q = (sa.select(characters, projects.c.slug.label("project_slug"), pending.label("pending"),
                        approved.label("approved"))
-             .join(projects, projects.c.id == characters.c.project_id).order_by(characters.c.name, characters.c.id))
+             .join(projects, projects.c.id == characters.c.project_id).order_by(*order))
+        if key is not None:
+            q = q.where(after(order, key))
+        if limit is not None:
+            q = q.limit(limit + 1)
         with self.db.begin() as conn:
             if project_id is not None:
                 ProjectService._row(conn, project_id)
                 q = q.where(characters.c.project_id == project_id)
             rows = conn.execute(q).all()
-        return {"items": [{**character_dict(r, r.project_slug), "counts": {"pending": r.pending, "approved": r.approved}}
-                          for r in rows]}
+        items = [{**character_dict(r, r.project_slug), "counts": {"pending": r.pending, "approved": r.approved}}
+                 for r in rows[:limit]]
+        more = limit is not None and len(rows) > limit
+        return {"items": items, "next_cursor": encode_cursor(items[-1]["name"], items[-1]["id"]) if more else None}
 
     def get(self, character_id: int) -> dict:
         with self.db.begin() as conn:

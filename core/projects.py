@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from .db import Database, iso, utcnow
 from .errors import Conflict, InvalidInput, NotFound
+from .pagination import after, decode_cursor, encode_cursor
 from .schema import characters, generation_styles, projects
 from .specs import PROJECT_SPEC, STYLE_SPEC
 from .text import slugify
@@ -64,10 +65,20 @@ class ProjectService:
             conn.execute(generation_styles.insert().values(project_id=pid, updated_at=now, **DEFAULT_STYLE))
         return self.get(pid)
 
-    def list(self) -> dict:
+    def list(self, limit: int | None = None, cursor: str | None = None) -> dict:
+        """Projects by name (then id); `limit` None: all of them (the nodes' combos)."""
+        key = decode_cursor(cursor, (str, int))
+        order = [projects.c.name, projects.c.id]
+        q = sa.select(projects).order_by(*order)
+        if key is not None:
+            q = q.where(after(order, key))
+        if limit is not None:
+            q = q.limit(limit + 1)
         with self.db.begin() as conn:
-            rows = conn.execute(sa.select(projects).order_by(projects.c.name, projects.c.id)).all()
-        return {"items": [project_dict(r) for r in rows]}
+            rows = conn.execute(q).all()
+        items = [project_dict(r) for r in rows[:limit]]
+        more = limit is not None and len(rows) > limit
+        return {"items": items, "next_cursor": encode_cursor(items[-1]["name"], items[-1]["id"]) if more else None}
 
     def get(self, project_id: int) -> dict:
         with self.db.begin() as conn:

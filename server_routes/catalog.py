@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from ..core.specs import CHARACTER_SPEC, PROJECT_SPEC, STYLE_SPEC
+from ..core.validation import parse_limit
 from .api import Req, api
 
+PAGE = {"limit": "1-500 (default 50)", "cursor": "from next_cursor"}
 
-@api.route("GET", "/projects", "List projects", tag="projects")
+
+@api.route("GET", "/projects", "List projects, by name", query=PAGE, tag="projects")
 async def list_projects(r: Req):
-    return await r.call(lambda s: s.projects.list())
+    limit, cursor = parse_limit(r.q("limit")), r.q("cursor")
+    return await r.call(lambda s: s.projects.list(limit, cursor))
 
 
 @api.route("POST", "/projects", "Create a project (with the default generation style)", body=PROJECT_SPEC,
@@ -49,15 +53,17 @@ async def update_style(r: Req):
     return await r.call(lambda s: s.projects.update_style(pid, body))
 
 
-@api.route("GET", "/projects/{project_id}/characters", "List a project's characters", tag="characters")
+@api.route("GET", "/projects/{project_id}/characters", "List a project's characters, by name", query=PAGE,
+           tag="characters")
 async def list_project_characters(r: Req):
-    pid = r.int_param("project_id")
-    return await r.call(lambda s: s.characters.list(pid))
+    pid, limit, cursor = r.int_param("project_id"), parse_limit(r.q("limit")), r.q("cursor")
+    return await r.call(lambda s: s.characters.list(pid, limit, cursor))
 
 
-@api.route("GET", "/characters", "List all characters", tag="characters")
+@api.route("GET", "/characters", "List all characters, by name", query=PAGE, tag="characters")
 async def list_characters(r: Req):
-    return await r.call(lambda s: s.characters.list())
+    limit, cursor = parse_limit(r.q("limit")), r.q("cursor")
+    return await r.call(lambda s: s.characters.list(None, limit, cursor))
 
 
 @api.route("POST", "/projects/{project_id}/characters", "Create a character", body=CHARACTER_SPEC,

@@ -57,10 +57,11 @@ async def resume_training(r: Req):
     return await r.call(lambda s: s.training.resume(jid))
 
 
-@api.route("GET", "/jobs/{job_id}/samples", "Sample images a training job rendered, oldest first", tag="training")
+@api.route("GET", "/jobs/{job_id}/samples", "Sample images a training job rendered, oldest first",
+           query={"limit": "1-500 (default 50)", "cursor": "from next_cursor"}, tag="training")
 async def training_samples(r: Req):
-    jid = r.int_param("job_id")
-    return await r.call(lambda s: s.training.samples(jid))
+    jid, limit, cursor = r.int_param("job_id"), parse_limit(r.q("limit")), r.q("cursor")
+    return await r.call(lambda s: s.training.samples(jid, limit, cursor))
 
 
 @api.route("GET", "/jobs/{job_id}/samples/{name}", "One sample image of a training job", tag="training",
@@ -71,10 +72,11 @@ async def training_sample_file(r: Req):
     return web.FileResponse(path, headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
 
 
-@api.route("GET", "/characters/{character_id}/loras", "LoRAs trained for a character, newest first", tag="training")
+@api.route("GET", "/characters/{character_id}/loras", "LoRAs trained for a character, newest first",
+           query={"limit": "1-500 (default 50)", "cursor": "from next_cursor"}, tag="training")
 async def loras(r: Req):
-    cid = r.int_param("character_id")
-    return await r.call(lambda s: s.training.loras(cid))
+    cid, limit, cursor = r.int_param("character_id"), parse_limit(r.q("limit")), parse_id_cursor(r.q("cursor"))
+    return await r.call(lambda s: s.training.loras(cid, limit, cursor))
 
 
 @api.route("POST", "/characters/{character_id}/generate",

@@ -29,6 +29,7 @@ from ..core.db import Database, iso, utcnow
 from ..core.errors import Conflict, InvalidInput, NotFound, StudioError, Unavailable
 from ..core.host import Host
 from ..core.jobs import JobCancelled, JobContext, JobRunner
+from ..core.pagination import decode_cursor, encode_cursor
 from ..core.schema import characters, lora_models
 from ..core.specs import TRAIN_SPEC
 from ..core.validation import validate
@@ -213,13 +214,22 @@ class TrainingService:
             return Path(earlier).resolve()
         return None
 
-    def samples(self, job_id: int) -> dict:
+    def samples(self, job_id: int, limit: int | None = None, cursor: str | None = None) -> dict:
+        """A training job's sample images by step (then file name), oldest first; `limit` None: all."""
+        key = decode_cursor(cursor, (int, str))
         job = self.runner.get(job_id)
         if job["kind"] != "train":
             raise InvalidInput(f"job {job_id} is not a training job")
-        items = [{**s, "url": f"/jobs/{job_id}/samples/{s['file']}"}
-                 for s in (job.get("result") or {}).get("samples", []) if isinstance(s, dict) and s.get("file")]
-        return {"items": items}
+        found = [s for s in (job.get("result") or {}).get("samples", [])
+                 if isinstance(s, dict) and isinstance(s.get("file"), str) and s["file"]]
+        ordered = sorted(found, key=lambda s: (_int(s.get("step"), 0), s["file"]))
+        if key is not None:
+            ordered = [s for s in ordered if (_int(s.get("step"), 0), s["file"]) > key]
+        page = ordered if limit is None else ordered[:limit]
+        items = [{**s, "url": f"/jobs/{job_id}/samples/{s['file']}"} for s in page]
+        more = limit is not None and len(ordered) > limit
+        return {"items": items,
+                "next_cursor": encode_cursor(_int(page[-1].get("step"), 0), page[-1]["file"]) if more else None}
 
     def sample_path(self, job_id: int, name: str) -> Path:
         """The file of one sample image; the name must stay inside the job's samples folder."""
@@ -235,12 +245,20 @@ class TrainingService:
     def job_dir(self, job_id: int) -> Path:
         return (self.jobs_dir / str(int(job_id))).resolve()
 
-    def loras(self, character_id: int) -> dict:
+    def loras(self, character_id: int, limit: int | None = None, cursor: int | None = None) -> dict:
+        """A character's LoRAs, newest first; `cursor` is the id of the last one of the previous page."""
         self.characters_row(character_id)
+        q = (sa.select(lora_models).where(lora_models.c.character_id == character_id)
+             .order_by(lora_models.c.id.desc()))
+        if cursor is not None:
+            q = q.where(lora_models.c.id < cursor)
+        if limit is not None:
+            q = q.limit(limit + 1)
         with self.db.begin() as conn:
-            rows = conn.execute(sa.select(lora_models).where(lora_models.c.character_id == character_id)
-                                .order_by(lora_models.c.id.desc())).all()
-        return {"items": [lora_dict(r) for r in rows]}
+            rows = conn.execute(q).all()
+        items = [lora_dict(r) for r in rows[:limit]]
+        more = limit is not None and len(rows) > limit
+        return {"items": items, "next_cursor": str(items[-1]["id"]) if more else None}
 
     def characters_row(self, character_id: int) -> tuple[Any, str]:
         with self.db.begin() as conn:

@@ -232,7 +232,7 @@ export function mountPanel(root, host) {
   }
 
   async function reloadCharacters() {
-    const data = await api.get("/characters");
+    const data = await api.getAll("/characters");
     const before = `${state.projectId}/${state.characterId}/${state.unassigned}`;
     state.characters = data.items || [];
     fixSelection();
@@ -242,7 +242,7 @@ export function mountPanel(root, host) {
   }
 
   async function reloadProjects(selectId) {
-    const data = await api.get("/projects");
+    const data = await api.getAll("/projects");
     state.projects = data.items || [];
     if (selectId != null) state.projectId = selectId;
     await reloadCharacters();
@@ -267,8 +267,8 @@ export function mountPanel(root, host) {
       const [health, cats, projects, chars] = await Promise.all([
         api.get("/health").catch(() => null),
         api.get("/feedback/categories").catch(() => null),
-        api.get("/projects"),
-        api.get("/characters"),
+        api.getAll("/projects"),
+        api.getAll("/characters"),
       ]);
       if (health) healthText.textContent = `v${health.version} · ${health.host} · ${health.database}`;
       if (cats && cats.categories) state.categories = cats.categories;

@@ -38,8 +38,21 @@ export function makeApi(host) {
     }
     return data;
   }
+  /** Every item of a paginated list (`items` + `next_cursor`), following the cursor page by page. */
+  async function getAll(path, limit = 500) {
+    const items = [];
+    let cursor = null;
+    for (;;) {
+      const sep = path.includes("?") ? "&" : "?";
+      const page = await request("GET", `${path}${sep}limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+      items.push(...((page && page.items) || []));
+      if (!page || !page.next_cursor || page.next_cursor === cursor) return { ...page, items, next_cursor: null };
+      cursor = page.next_cursor;
+    }
+  }
   return {
     get: (path) => request("GET", path),
+    getAll,
     post: (path, body) => request("POST", path, body),
     patch: (path, body) => request("PATCH", path, body),
     put: (path, body) => request("PUT", path, body),

@@ -302,7 +302,7 @@ export function trainingSection(ctx) {
       return;
     }
     try {
-      const data = await api.get(`/characters/${c.id}/loras`);
+      const data = await api.getAll(`/characters/${c.id}/loras`);
       const items = data.items || [];
       loras.replaceChildren(...(items.length ? items.map((l) => h("div", { class: "ls-row", testid: "lora-item" },
         h("strong", {}, l.file_name),
