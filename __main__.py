@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
 import sys
 from pathlib import Path
 
@@ -51,13 +53,92 @@ def main(argv: list[str] | None = None) -> int:
         version = Database(settings.effective_database_url).migrate()
         print(f"database at schema version {version}")
         return 0
+    import asyncio
+
+    try:
+        return asyncio.run(_serve(settings))
+    except KeyboardInterrupt:  # where the loop has no signal handlers (Windows)
+        return 0
+
+
+def listen(host: str | None, port: int) -> list[socket.socket]:
+    """Listening sockets for every address `host` resolves to (all interfaces when empty), bound the way
+    asyncio binds them; raises OSError (port taken, unknown host, no permission) before anything starts."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            if os.name == "posix":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(128)
+            sock.setblocking(False)
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def _os_reason(e: OSError) -> str:
+    text = e.strerror or str(e) or type(e).__name__
+    return text[:1].lower() + text[1:]
+
+
+async def _serve(settings) -> int:
+    """Listen, build the studio (database, migrations, job runner), and only then say where it runs.
+    A failed start prints one line to stderr and exits 1 (inside ComfyUI the same failure is a 503)."""
+    import asyncio
+    import signal
+
     from aiohttp import web
 
-    from .app import create_app
+    from .app import STUDIO_KEY, create_app
 
-    print(f"LoRA Studio on http://{settings.host}:{settings.port}/ (data: {settings.data_dir})", flush=True)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
-    return 0
+    where = f"{settings.host}:{settings.port}"
+    try:
+        socks = listen(settings.host, settings.port)  # first: a taken port fails before the database is touched
+    except OSError as e:
+        print(f"lora_studio: cannot listen on {where}: {_os_reason(e)}", file=sys.stderr, flush=True)
+        return 1
+    app = create_app(settings)
+    ref = app[STUDIO_KEY]
+    ref.log_failures = False  # reported here, as one line
+    runner = web.AppRunner(app)
+    try:
+        await runner.setup()  # runs the app's on_startup: builds the studio
+        if ref.error is not None:
+            if ref.failure is not None and not _expected(ref.failure):
+                logging.getLogger("lora_studio").error("start-up failed", exc_info=ref.failure)
+            print(f"lora_studio: {ref.error}", file=sys.stderr, flush=True)
+            return 1
+        for sock in socks:
+            await web.SockSite(runner, sock).start()
+        port = socks[0].getsockname()[1]  # the real one when --port 0 asked for any
+        print(f"LoRA Studio on http://{settings.host}:{port}/ (data: {settings.data_dir})", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C raises KeyboardInterrupt instead
+                pass
+        await stop.wait()
+        return 0
+    finally:
+        await runner.cleanup()
+        for sock in socks:
+            sock.close()
+
+
+def _expected(failure: BaseException) -> bool:
+    from .core.ref import describe_failure
+
+    return describe_failure(failure)[1]
 
 
 if __name__ == "__main__":

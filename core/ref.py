@@ -1,16 +1,39 @@
 """A lazily built, shared Studio: start-up (database, migrations, job runner) can run in the
-background, every user waits for it, and a start-up failure reaches each caller as a 503."""
+background, every user waits for it, and a start-up failure reaches each caller as a 503 (inside
+ComfyUI nothing may crash the host). The standalone server reads `error` after building and exits
+with it instead (see __main__.py)."""
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from .errors import Unavailable
+from .redact import scrub
 
 log = logging.getLogger("lora_studio.studio")
+
+
+def database_unreachable(error: BaseException) -> str | None:
+    """'the database is not reachable: <driver's reason>' when `error` says the database server could
+    not be reached or dropped the connection (SQLAlchemy's OperationalError/InterfaceError); None for
+    anything else. One line, secrets scrubbed; the DSN itself is never part of it."""
+    exc = sys.modules.get("sqlalchemy.exc")  # loaded whenever a database was touched; never imported here
+    if exc is None or not isinstance(error, exc.OperationalError | exc.InterfaceError):
+        return None
+    reason = " ".join(str(getattr(error, "orig", None) or error).split()) or type(error).__name__
+    return scrub(f"the database is not reachable: {reason}")
+
+
+def describe_failure(error: BaseException) -> tuple[str, bool]:
+    """(one-line reason, expected): expected failures (the database is down) need no traceback."""
+    known = database_unreachable(error)
+    if known is not None:
+        return known, True
+    return scrub(" ".join(str(error).split()) or type(error).__name__), False
 
 
 class StudioRef:
@@ -20,20 +43,34 @@ class StudioRef:
         self._factory = factory
         self._studio: Any = None
         self._error: str | None = None
+        self._failure: BaseException | None = None
         self._lock = threading.Lock()
         self._ready = threading.Event()
+        # False where the caller reports a failed start itself (the standalone command line: one line, exit 1)
+        self.log_failures = True
 
     def build(self) -> None:
         with self._lock:
             if self._ready.is_set():
                 return
+            studio = None
             try:
                 studio = self._factory()
                 studio.start()
                 self._studio = studio
             except Exception as e:  # reported to every caller; never crash the host
-                log.exception("LoRA Studio failed to start")
-                self._error = str(e) or type(e).__name__
+                self._error, expected = describe_failure(e)
+                self._failure = e
+                if self.log_failures:
+                    if expected:
+                        log.error("LoRA Studio could not start: %s", self._error)
+                    else:
+                        log.exception("LoRA Studio failed to start")
+                if studio is not None:  # built but not started: stop what it opened (job threads, pool)
+                    try:
+                        studio.close()
+                    except Exception:
+                        log.debug("closing a studio that failed to start", exc_info=True)
             finally:
                 self._ready.set()
 
@@ -42,6 +79,15 @@ class StudioRef:
 
     def ready(self) -> bool:
         return self._studio is not None
+
+    @property
+    def error(self) -> str | None:
+        """Why the studio could not start (one line, no secrets), once `build` has run and failed."""
+        return self._error
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self._failure
 
     def get(self) -> Any:
         if not self._ready.is_set():
@@ -53,4 +99,3 @@ class StudioRef:
     def close(self) -> None:
         if self._studio is not None:
             self._studio.close()
-

@@ -98,3 +98,95 @@ def studio_process(root: Path, data: Path, *args: str, env: dict[str, str] | Non
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+def request_json(method: str, url: str, body: dict | None = None, timeout: float = 30) -> tuple[int, dict]:
+    """(status, JSON body) of one request; 4xx/5xx answers are returned, not raised."""
+    import json
+
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        text = e.read()
+        try:
+            return e.code, json.loads(text)
+        except ValueError:
+            return e.code, {"raw": text.decode(errors="replace")}
+
+
+class StudioServer:
+    """`python -m lora_studio serve` as a subprocess on a fixed port that a test can kill -9 and start
+    again on the same data folder and database. `start()` returns once the server printed its
+    "LoRA Studio on http://…" line, and checks that it answers at that very moment (the line means it
+    listens and the studio is built). Each start logs to `<root>/server-<n>.log`."""
+
+    def __init__(self, root: Path, data: Path, *args: str, env: dict[str, str] | None = None):
+        self.root, self.data, self.args = root, data, args
+        self.env = env or clean_env()
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api(self) -> str:
+        return self.base_url + "/lora-studio/v1"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / f"server-{self.starts}.log"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def call(self, method: str, path: str, body: dict | None = None, timeout: float = 30) -> tuple[int, dict]:
+        return request_json(method, self.api + path, body, timeout)
+
+    def start(self, timeout: float = STARTUP_SECONDS) -> None:
+        import pytest
+
+        assert self.proc is None, "already running"
+        self.starts += 1
+        cmd = [sys.executable, "-m", "lora_studio", "serve", "--data", str(self.data), "--port", str(self.port),
+               *self.args]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        line = f"LoRA Studio on http://127.0.0.1:{self.port}/"
+        deadline = time.monotonic() + timeout
+        while line not in self.log():
+            if self.proc.poll() is not None:
+                code, self.proc = self.proc.returncode, None
+                pytest.fail(f"the studio server exited with code {code}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"the studio server did not say it listens within {timeout}s:\n{self.log()}")
+            time.sleep(0.02)
+        status, body = self.call("GET", "/health", timeout=5)
+        assert status == 200 and body["status"] == "ok", (status, body, self.log())
+
+    def kill(self) -> None:
+        """kill -9, and wait until it is gone."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> int | None:
+        """SIGTERM (a graceful stop); its exit code."""
+        if self.proc is None:
+            return None
+        self.proc.terminate()
+        try:
+            code = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(5)
+        self.proc = None
+        return code
