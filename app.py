@@ -16,6 +16,7 @@ from .core.redact import install_log_filter, register_secrets
 from .core.ref import StudioRef
 from .core.settings import Settings
 from .server_routes.api import PREFIX, error_response, origin_allowed, register_routes
+from .server_routes.perimeter import host_refusal
 from .studio import Studio
 
 log = logging.getLogger("lora_studio.app")
@@ -78,19 +79,41 @@ async def _index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WEB_ROOT / "standalone" / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+def _perimeter(settings: Settings):
+    """Standalone, the whole app is ours: every request (the panel page, its files, the events
+    socket) passes the Host check, and unknown paths and methods answer JSON like the API's."""
+
+    @web.middleware
+    async def perimeter(request: web.Request, handler) -> web.StreamResponse:
+        refusal = host_refusal(request.headers.get("Host"), settings.allowed_hosts)
+        if refusal is not None:
+            return refusal
+        try:
+            return await handler(request)
+        except web.HTTPMethodNotAllowed as e:
+            response = error_response(405, "method_not_allowed", f"{request.method} is not allowed here; "
+                                                                 f"use {', '.join(sorted(e.allowed_methods))}")
+            response.headers["Allow"] = ", ".join(sorted(e.allowed_methods))
+            return response
+        except web.HTTPNotFound:
+            return error_response(404, "not_found", f"no such page: {request.path[:200]}")
+
+    return perimeter
+
+
 def create_app(settings: Settings) -> web.Application:
     """Application factory: build the Studio, register the shared routes, serve the panel."""
     register_secrets(settings.secret_values())
     install_log_filter()
     hub = EventHub()
     ref = StudioRef(lambda: Studio(settings, standalone_host(settings, hub)))
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[_perimeter(settings)])
     app[STUDIO_KEY] = ref
     app[EVENTS_KEY] = hub
+    app.router.add_get(PREFIX + "/events", _events)  # before the routes' catch-all for the rest of PREFIX
     table = web.RouteTableDef()
     register_routes(table, ref)
     app.add_routes(table)
-    app.router.add_get(PREFIX + "/events", _events)
     app.router.add_get("/", _index)
     app.router.add_static("/lora-studio/web/", WEB_ROOT, follow_symlinks=False)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -78,6 +79,7 @@ class Settings:
     url_extractors: tuple[str, ...] = ()  # yt-dlp extractor keys allowed; () = the built-in default list
     ingest_allowed_hosts: tuple[str, ...] = ()  # "host:port" exceptions to the private-address refusal
     allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()  # extra Host names served (DNS-rebinding defence); "*.lan" = any subdomain
     api_keys: Mapping[str, Secret] = field(default_factory=dict)
     vault_addr: str | None = None
     vault_mount: str = "secret"
@@ -162,6 +164,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "url_extractors": ("LORA_STUDIO_URL_EXTRACTORS", _csv),
     "ingest_allowed_hosts": ("LORA_STUDIO_INGEST_ALLOWED_HOSTS", _csv),
     "allowed_origins": ("LORA_STUDIO_ALLOWED_ORIGINS", _csv),
+    "allowed_hosts": ("LORA_STUDIO_ALLOWED_HOSTS", _csv),
     "vault_addr": ("VAULT_ADDR", str),
     "vault_mount": ("LORA_STUDIO_VAULT_MOUNT", str),
     "vault_path": ("LORA_STUDIO_VAULT_PATH", str),
@@ -169,7 +172,11 @@ _ENV: dict[str, tuple[str, Any]] = {
 }
 _FIELD_TYPES = {"data_dir": Path, "loras_dir": Path, "datasets_dir": Path, "comfyui_output_dir": Path,
                 "models_dir": Path, "clip_model_dir": Path, "database_url": Secret, "allowed_origins": tuple, "url_extractors": tuple,
-                "ingest_allowed_hosts": tuple}
+                "ingest_allowed_hosts": tuple, "allowed_hosts": tuple}
+
+
+# an allowed_hosts entry: a DNS name, optionally "*." (any subdomain) and ":port" (ignored); not a URL
+_HOST_PATTERN = re.compile(r"((\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?|\[[0-9a-f:.]+\])(:\d*)?")
 
 
 def _password_of(url: str) -> str | None:
@@ -218,8 +225,8 @@ def _convert(name: str, value: Any) -> Any:
         return Path(value).expanduser()
     if kind is Secret:
         return value if isinstance(value, Secret) else Secret(str(value))
-    if kind is tuple:
-        return tuple(value)
+    if kind is tuple:  # a settings file may hold a list or one comma-separated string
+        return _csv(value) if isinstance(value, str) else tuple(value)
     return value
 
 
@@ -291,6 +298,10 @@ def load_settings(
         raise SettingsError("thresholds must lie in 0..1, with review_reject_below <= review_approve_above")
     if not 0 <= settings.near_duplicate_distance <= 64:
         raise SettingsError("near_duplicate_distance must be between 0 (off) and 64")
+    bad_hosts = [h for h in settings.allowed_hosts if not _HOST_PATTERN.fullmatch(h.strip().lower())]
+    if bad_hosts:
+        raise SettingsError(f"allowed_hosts takes host names (e.g. studio.lan or *.studio.lan, a port is ignored), "
+                            f"not {bad_hosts[0][:100]!r}")
     return settings
 
 
