@@ -15,6 +15,7 @@ from .core.generation import GenerationService
 from .core.host import Host
 from .core.jobs import JobRunner
 from .core.projects import ProjectService
+from .core.samplers import SamplerNames
 from .core.settings import Settings
 from .datasets.classify_jobs import ClassificationService
 from .datasets.comfy_outputs import OutputImports
@@ -43,14 +44,15 @@ class Studio:
         self.schema_version = self.db.migrate()
         self.layout = DatasetLayout(settings.effective_datasets_dir)
         self.jobs = JobRunner(self.db, host.emit, workers=settings.job_workers)
-        self.projects = ProjectService(self.db)
+        self.samplers = SamplerNames(self.comfyui)  # ComfyUI's sampler/scheduler names, cached briefly
+        self.projects = ProjectService(self.db, self.samplers)
         self.characters = CharacterService(self.db)
         self.feedback = FeedbackService(self.db, self.projects, self.characters)
         self.images = ImageService(self.db, self.layout, settings.near_duplicate_distance)
         self.training = TrainingService(self.db, host, self.images, self.jobs, settings.data_dir / "jobs",
                                         settings.min_approved_images, characters=self.characters,
                                         comfyui=self.comfyui)
-        self.generation = GenerationService(self.db, self.characters, self.comfyui)
+        self.generation = GenerationService(self.db, self.characters, self.comfyui, self.samplers)
         self.gallery = Gallery(host.output_dir)
         self.regenerator = Regenerator(self.db, self.images, self.generation, self.jobs, self.layout,
                                        target_approved=settings.min_approved_images,

@@ -83,8 +83,9 @@ class ComfyUIClient:
         return url + "?" + urllib.parse.urlencode(query) if query else url
 
     def _request(self, method: str, path: str, payload: Any = None, *,
-                 query: Mapping[str, Any] | None = None) -> tuple[int, bytes]:
-        """(status, body) for any HTTP answer; raises Unavailable when ComfyUI can't be reached."""
+                 query: Mapping[str, Any] | None = None, timeout: float | None = None) -> tuple[int, bytes]:
+        """(status, body) for any HTTP answer; raises Unavailable when ComfyUI can't be reached
+        (within `timeout` seconds, default the client's)."""
         data = None
         headers = {"Accept": "application/json", **self.headers}
         if payload is not None:
@@ -92,7 +93,7 @@ class ComfyUIClient:
             headers["Content-Type"] = "application/json"
         request = urllib.request.Request(self._url(path, query), data=data, headers=headers, method=method)
         try:
-            return exchange(self._opener, request, self.timeout)
+            return exchange(self._opener, request, self.timeout if timeout is None else timeout)
         except TransportError as exc:
             if exc.protocol:
                 raise UpstreamError(f"ComfyUI at {self.base_url} did not answer {method} {path} in HTTP: "
@@ -101,8 +102,8 @@ class ComfyUIClient:
             raise Unavailable(f"ComfyUI at {self.base_url} is not reachable: {exc.why}") from None
 
     def _json(self, method: str, path: str, payload: Any = None, *,
-              query: Mapping[str, Any] | None = None) -> Any:
-        status, raw = self._request(method, path, payload, query=query)
+              query: Mapping[str, Any] | None = None, timeout: float | None = None) -> Any:
+        status, raw = self._request(method, path, payload, query=query, timeout=timeout)
         if not 200 <= status < 300:
             raise self._http_error(method, path, status, raw)
         try:
@@ -171,11 +172,13 @@ class ComfyUIClient:
             raise UpstreamError(f"ComfyUI at {self.base_url} answered GET /queue with an unexpected shape")
         return answer
 
-    def object_info(self) -> dict:
-        """Every node class ComfyUI has, with its inputs and outputs."""
-        answer = self._json("GET", "/object_info")
+    def object_info(self, node_class: str | None = None, *, timeout: float | None = None) -> dict:
+        """Every node class ComfyUI has, with its inputs and outputs ({node_class: definition}); with
+        `node_class`, only that one (ComfyUI's /object_info/{node_class}: a few KB instead of ~1 MB)."""
+        path = "/object_info" if node_class is None else "/object_info/" + urllib.parse.quote(node_class, safe="")
+        answer = self._json("GET", path, timeout=timeout)
         if not isinstance(answer, dict):
-            raise UpstreamError(f"ComfyUI at {self.base_url} answered GET /object_info with an unexpected shape")
+            raise UpstreamError(f"ComfyUI at {self.base_url} answered GET {path} with an unexpected shape")
         return answer
 
     def free(self, unload_models: bool = True, free_memory: bool = True) -> None:

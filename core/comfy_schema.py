@@ -75,6 +75,21 @@ def _choices(spec: list) -> list | None:
     return None
 
 
+def combo_choices(object_info: Mapping[str, Any], node_class: str, input_name: str) -> list | None:
+    """The choices of a node's combo input in an /object_info answer (either spelling: a list as the
+    type, or "COMBO" with options), or None when the node, the input or a list of choices is missing."""
+    node = object_info.get(node_class)
+    inputs = node.get("input") if isinstance(node, Mapping) else None
+    if not isinstance(inputs, Mapping):
+        return None
+    for category in ("required", "optional"):
+        spec = (inputs.get(category) or {}).get(input_name)
+        if isinstance(spec, list) and spec:
+            names = [c for c in _choices(spec) or [] if isinstance(c, str)]
+            return names or None
+    return None
+
+
 def _check_literal(name: str, value: Any, spec: list) -> dict | None:
     """The error for a literal (non-link) input value, or None when it is acceptable."""
     type_ = spec[0] if spec else None

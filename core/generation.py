@@ -14,6 +14,7 @@ from .comfy_client import ComfyUIClient
 from .comfy_graph import build_txt2img
 from .db import Database, iso, utcnow
 from .errors import InvalidInput, NotFound
+from .samplers import SamplerNames
 from .schema import generations
 from .specs import GENERATE_SPEC
 from .validation import validate
@@ -26,10 +27,12 @@ def generation_dict(row: Any) -> dict:
 
 
 class GenerationService:
-    def __init__(self, db: Database, characters: CharacterService, client: Callable[[], ComfyUIClient]):
+    def __init__(self, db: Database, characters: CharacterService, client: Callable[[], ComfyUIClient],
+                 samplers: SamplerNames | None = None):
         self.db = db
         self.characters = characters
         self.client = client
+        self.samplers = samplers or SamplerNames(client)
 
     def build_graph(self, character_id: int, seed: int | None = None, batch_size: int = 1,
                     use_lora: bool = True) -> tuple[dict, dict]:
@@ -37,9 +40,11 @@ class GenerationService:
         style = p["style"]
         if not style["checkpoint"]:
             raise InvalidInput("the project's style has no checkpoint; set one first")
+        # a style saved before names were checked, or a sampler ComfyUI no longer has: a 400 here, not a 502
+        sampler, scheduler = self.samplers.check(style["sampler"], style["scheduler"])
         graph = build_txt2img(
             checkpoint=style["checkpoint"], positive=p["positive"], negative=p["negative"],
-            sampler=style["sampler"], scheduler=style["scheduler"], steps=style["steps"], cfg=style["cfg"],
+            sampler=sampler, scheduler=scheduler, steps=style["steps"], cfg=style["cfg"],
             width=style["width"], height=style["height"], clip_skip=style["clip_skip"],
             seed=random.randrange(2**32) if seed is None else seed, batch_size=batch_size,
             lora_name=p["lora_name"] if use_lora else None, lora_strength=style["lora_strength"],

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from .db import Database, iso, utcnow
 from .errors import Conflict, InvalidInput, NotFound
 from .pagination import after, decode_cursor, encode_cursor
+from .samplers import SamplerNames
 from .schema import characters, generation_styles, projects
 from .specs import PROJECT_SPEC, STYLE_SPEC
 from .text import slugify
@@ -49,8 +50,9 @@ def _slug_for(name: str) -> str:
 
 
 class ProjectService:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, samplers: SamplerNames | None = None):
         self.db = db
+        self.samplers = samplers or SamplerNames()  # without a ComfyUI: its standard lists
 
     def create(self, body: dict) -> dict:
         data = validate(body, PROJECT_SPEC)
@@ -108,11 +110,9 @@ class ProjectService:
 
     def update_style(self, project_id: int, body: dict) -> dict:
         data = validate(body, STYLE_SPEC, partial=True)
-        if "sampler" in data or "scheduler" in data:
-            from .comfy_graph import resolve_sampler
-
+        if "sampler" in data or "scheduler" in data:  # names ComfyUI has (or a human name), else a 400
             current = self.get_style(project_id)
-            data["sampler"], data["scheduler"] = resolve_sampler(
+            data["sampler"], data["scheduler"] = self.samplers.check(
                 data.get("sampler", current["sampler"]), data.get("scheduler", current["scheduler"]))
         for dim in ("width", "height"):
             if dim in data and data[dim] % 8:

@@ -5,7 +5,7 @@ in the OpenAPI document by the routes. Kept apart from the services so that decl
 from __future__ import annotations
 
 from .categories import CATEGORIES
-from .validation import Field, Spec
+from .validation import ID_MAX, Field, Spec
 
 PROJECT_SPEC: Spec = {
     "name": Field(str, required=True, max_len=200),
@@ -14,8 +14,9 @@ PROJECT_SPEC: Spec = {
 
 STYLE_SPEC: Spec = {
     "checkpoint": Field(str, max_len=500, description="checkpoint file name as ComfyUI lists it"),
-    "sampler": Field(str, max_len=100, description="ComfyUI sampler name or a human name like 'DPM++ 2M Karras'"),
-    "scheduler": Field(str, max_len=100),
+    "sampler": Field(str, max_len=100, description="a sampler ComfyUI has (GET /samplers) or a human name like "
+                     "'DPM++ 2M Karras' (which brings its scheduler); others are refused with close matches"),
+    "scheduler": Field(str, max_len=100, description="a scheduler ComfyUI has (GET /samplers), e.g. karras"),
     "steps": Field(int, min=1, max=200),
     "cfg": Field(float, min=0.0, max=100.0),
     "width": Field(int, min=64, max=4096),
@@ -44,7 +45,7 @@ IMAGE_SPEC: Spec = {
 }
 
 REASSIGN_SPEC: Spec = {
-    "character_id": Field(int, min=1, description="the character to move the image to"),
+    "character_id": Field(int, min=1, max=ID_MAX, description="the character to move the image to"),
     "unassigned": Field(bool, description="true: back to the project's unassigned pool (instead of character_id)"),
 }
 
@@ -60,7 +61,8 @@ INGEST_URL_SPEC: Spec = {
 }
 
 DECIDE_SPEC: Spec = {
-    "image_ids": Field(list, required=True, description="ids of the images to decide on (1-1000)"),
+    "image_ids": Field(list, required=True, item=Field(int, min=1, max=ID_MAX), min_items=1, max_items=1000,
+                       description="ids of the images to decide on (1-1000)"),
     "decision": Field(str, required=True, choices=("approve", "reject", "reset")),
     "regenerate": Field(bool, description="after a rejection, queue generations (default: the setting)"),
     "categories": Field(list, items=tuple(CATEGORIES), description="rejection categories"),

@@ -53,6 +53,13 @@ async def update_style(r: Req):
     return await r.call(lambda s: s.projects.update_style(pid, body))
 
 
+@api.route("GET", "/samplers",
+           "Sampler and scheduler names for the style: ComfyUI's (from its /object_info, cached briefly; its standard "
+           "lists while it does not answer) and the human names that map to them", tag="projects")
+async def list_samplers(r: Req):
+    return await r.call(lambda s: s.samplers.lists())
+
+
 @api.route("GET", "/projects/{project_id}/characters", "List a project's characters, by name", query=PAGE,
            tag="characters")
 async def list_project_characters(r: Req):
