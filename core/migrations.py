@@ -175,11 +175,18 @@ def _v4_sqlite(conn: sa.Connection) -> None:
         sql("BEGIN IMMEDIATE")
 
 
+def _v5_colour_hash(conn: sa.Connection) -> None:
+    """A colour signature beside the structural hash: near duplicates must match in both. Images
+    already recorded keep NULL until an upload needs theirs (computed from the file then)."""
+    conn.execute(sa.text("ALTER TABLE images ADD COLUMN colour_hash VARCHAR(96)"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "review: decision log, feedback terms, dropped terms, image hashes", _v2_review),
     (3, "classifier suggestions on images", _v3_suggestions),
     (4, "unassigned pool: images carry their project, the character is optional", _v4_unassigned_pool),
+    (5, "colour signature of images for near duplicates", _v5_colour_hash),
 ]
 
 LATEST = MIGRATIONS[-1][0]

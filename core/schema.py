@@ -96,6 +96,9 @@ images = sa.Table(
     sa.Column("suggestion_confidence", sa.Float, nullable=True),
     # version 4: every image belongs to a project (also while it has no character)
     sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    # version 5: colour signature (hex, datasets/phash.py) checked beside phash for near duplicates;
+    # NULL for images recorded before it: filled in when an upload first needs it
+    sa.Column("colour_hash", sa.String(96), nullable=True),
     sa.Index("ix_images_character_status", "character_id", "status", "id"),
     sa.Index("ix_images_sha256", "sha256"),
     sa.Index("ix_images_project_status", "project_id", "status", "id"),

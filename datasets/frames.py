@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.errors import InvalidInput
-from .phash import NearDuplicateIndex, dhash, hamming
+from .phash import ImageHash, NearDuplicateIndex, compare
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -56,7 +56,12 @@ class Frame:
     image: Image.Image  # RGB, longer side <= max_side
     time_s: float  # seconds from the start of the video
     reason: Literal["scene", "sample"]
-    phash: int  # dhash of image
+    phash: int  # dhash of image (its structure)
+    colour: bytes  # colour_signature of image: near duplicates must match in both
+
+    @property
+    def hash(self) -> ImageHash:
+        return ImageHash(self.phash, self.colour)
 
 
 def extract_frames(path: Path, *, max_frames: int = 20, max_side: int = 768, samples: int = 12,
@@ -190,7 +195,7 @@ class _Scan:
                 self.report(0.98 * min(1.0, pos / self.size), f"decoding {t:.1f} s")
 
     def _add_shot(self, cand: Frame) -> None:
-        if any(hamming(cand.phash, f.phash) <= self.dedupe for f in self.shots):
+        if any(compare(cand.hash, f.hash, self.dedupe) for f in self.shots):
             return  # the same picture as an earlier shot (cutting back and forth)
         self.shots.append(cand)
         if len(self.shots) > 2 * self.max_frames + 8:  # bounded memory: thin the densest stretch
@@ -202,7 +207,8 @@ class _Scan:
         scale = min(1.0, self.max_side / max(w, h))
         size = max(1, round(w * scale)), max(1, round(h * scale))
         image = frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="AREA").to_image()
-        return Frame(image=image, time_s=round(t, 3), reason=reason, phash=dhash(image))
+        h = ImageHash.of(image)
+        return Frame(image=image, time_s=round(t, 3), reason=reason, phash=h.structure, colour=h.colour)
 
     def select(self) -> list[Frame]:
         """Shots first, then samples, near duplicates dropped; capped with a spread over time."""
@@ -211,7 +217,7 @@ class _Scan:
         spread = list(self.spread.values())
         if len(spread) > self.samples:  # unknown length: up to twice as many were kept
             spread = [spread[round(i * (len(spread) - 1) / max(1, self.samples - 1))] for i in range(self.samples)]
-        kept = [f for f in [*self.shots, *spread] if index.add(f.phash)]
+        kept = [f for f in [*self.shots, *spread] if index.add(f.hash)]
         if not kept and self.fallback is not None:
             kept = [self.fallback]
         return sorted(_spread_out(kept, self.max_frames), key=lambda f: f.time_s)

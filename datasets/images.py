@@ -21,7 +21,7 @@ from ..core.schema import images
 from ..core.specs import IMAGE_SPEC, REASSIGN_SPEC
 from ..core.validation import validate
 from .layout import DatasetLayout, atomic_write_bytes, clean_stem, place_new
-from .phash import NearDuplicateIndex, dhash, hamming
+from .phash import ImageHash, NearDuplicateIndex
 
 log = logging.getLogger("lora_studio.datasets.images")
 
@@ -72,8 +72,13 @@ class CheckedImage:
     format: str
     width: int
     height: int
-    phash: int
+    phash: int  # structure (dHash)
     rotated: bool  # the pixels were turned upright from the EXIF orientation (file rewritten)
+    colour: bytes  # colour signature: near duplicates match in structure and colour
+
+    @property
+    def hash(self) -> ImageHash:
+        return ImageHash(self.phash, self.colour)
 
 
 def check_image(path: Path, fix_orientation: bool = False) -> CheckedImage:
@@ -96,7 +101,8 @@ def check_image(path: Path, fix_orientation: bool = False) -> CheckedImage:
             if rotated:
                 options = {"PNG": {}, "WEBP": {"lossless": True}, "JPEG": {"quality": 95}}[fmt]
                 upright.save(path, format=fmt, **options)
-            return CheckedImage(fmt, *upright.size, dhash(upright), rotated)
+            h = ImageHash.of(upright)
+            return CheckedImage(fmt, *upright.size, h.structure, rotated, h.colour)
     except (UnidentifiedImageError, Image.DecompressionBombError):
         raise InvalidInput("not a readable image (or too large to decode safely)") from None
     except (OSError, SyntaxError, ValueError):
@@ -135,7 +141,8 @@ class ImageService:
     def __init__(self, db: Database, layout: DatasetLayout, near_duplicate_distance: int = 5):
         self.db = db
         self.layout = layout
-        self.near_duplicate_distance = near_duplicate_distance  # bits of a 64-bit dHash; 0 turns it off
+        # dHash bits, and 2.5 ΔE of colour per bit (see phash.py); 0 turns the check off
+        self.near_duplicate_distance = near_duplicate_distance
 
     def target(self, character_id: int | None = None, project_id: int | None = None) -> Target:
         """The character (404 if unknown), or with `character_id` None the project's pool."""
@@ -161,16 +168,12 @@ class ImageService:
         skipped: list[dict] = []
         try:
             target = self.target(character_id, project_id)
-            with self.db.begin() as conn:
-                known = {int(h, 16): i for i, h in conn.execute(sa.select(images.c.id, images.c.phash).where(
-                    target.scope(), images.c.phash.is_not(None)))}
             folder = self.layout.images_dir(target.project_slug, target.character_slug)
-            near = NearDuplicateIndex(self.near_duplicate_distance)
-            near.extend(known)
+            near = self._near_index(target)
             for n, (name, tmp, *own) in enumerate(files, 1):
                 try:
                     file_meta = {**(meta or {}), **(own[0] if own else {})}
-                    image = self._adopt(target, folder, name, tmp, caption, source, file_meta, near, known)
+                    image = self._adopt(target, folder, name, tmp, caption, source, file_meta, near)
                     created.append(image)
                 except InvalidInput as e:
                     skipped.append({"filename": name, "reason": e.message})
@@ -182,7 +185,7 @@ class ImageService:
         return {"created": created, "skipped": skipped}
 
     def _adopt(self, target: Target, folder: Path, name: str, tmp: Path, caption: str, source: str,
-               meta: dict, near: NearDuplicateIndex, known: dict[int, int]) -> dict:
+               meta: dict, near: NearDuplicateIndex[int]) -> dict:
         checked = check_image(tmp, fix_orientation=True)
         fmt, width, height = checked.format, checked.width, checked.height
         digest = sha256_of(tmp)
@@ -190,9 +193,9 @@ class ImageService:
             dup = conn.execute(sa.select(images.c.id).where(target.scope(), images.c.sha256 == digest)).first()
         if dup:
             raise InvalidInput(f"exact duplicate of image {dup.id}")
-        if self.near_duplicate_distance and (match := near.find(checked.phash)) is not None:
-            raise InvalidInput(f"near duplicate of image {known[match]} "
-                               f"(perceptual hash distance {hamming(match, checked.phash)})")
+        if self.near_duplicate_distance and (match := near.find(checked.hash)) is not None:
+            raise InvalidInput(f"near duplicate of image {match.key} (perceptual hash distance "
+                               f"{match.bits}, colour difference {match.colour:.1f})")
         folder.mkdir(parents=True, exist_ok=True)
         dest = folder / f"{clean_stem(name)}-{digest[:10]}{FORMATS[fmt]}"
         caption_path = dest.with_suffix(".txt")
@@ -203,7 +206,7 @@ class ImageService:
         values = dict(character_id=target.character_id, project_id=target.project_id,
                       rel_path=self.layout.rel_path(dest), sha256=digest,
                       status="pending", caption=caption, source=source, width=width, height=height,
-                      phash=f"{checked.phash:016x}",
+                      phash=checked.hash.structure_hex, colour_hash=checked.hash.colour_hex,
                       meta={"original_name": name[:200], "format": fmt, "exif_rotated": checked.rotated, **meta})
         try:
             atomic_write_bytes(caption_path, caption.encode("utf-8"))
@@ -219,9 +222,39 @@ class ImageService:
             dest.unlink(missing_ok=True)
             caption_path.unlink(missing_ok=True)
             raise
-        near.add(checked.phash)
-        known[checked.phash] = image_id
+        near.put(checked.hash, image_id)
         return self.get(image_id)
+
+    def _near_index(self, target: Target) -> NearDuplicateIndex[int]:
+        """The target's recorded hashes, keyed by image id. Images recorded before colour
+        signatures existed get theirs from their file the first time an upload is structurally
+        close to them (stored then); an image whose file cannot be read matches nothing."""
+        near: NearDuplicateIndex[int] = NearDuplicateIndex(self.near_duplicate_distance, self._colour_of)
+        if not self.near_duplicate_distance:
+            return near
+        with self.db.begin() as conn:
+            for r in conn.execute(sa.select(images.c.id, images.c.phash, images.c.colour_hash).where(
+                    target.scope(), images.c.phash.is_not(None)).order_by(images.c.id)):
+                near.put(ImageHash.from_hex(r.phash, r.colour_hash), r.id)
+        return near
+
+    def _colour_of(self, image_id: int) -> bytes | None:
+        with self.db.begin() as conn:
+            row = conn.execute(sa.select(images.c.rel_path, images.c.colour_hash).where(
+                images.c.id == image_id)).first()
+        if row is None:
+            return None
+        if row.colour_hash:
+            return bytes.fromhex(row.colour_hash)
+        try:  # the file as stored (an upload's was turned upright, a reconciled one is as found)
+            colour = check_image(self.layout.abs_path(row.rel_path)).colour
+        except InvalidInput as e:  # missing (flagged), damaged
+            log.info("image %d has no colour signature (%s): not compared", image_id, e.message)
+            return None
+        with self.db.begin() as conn:
+            conn.execute(images.update().where(images.c.id == image_id, images.c.colour_hash.is_(None))
+                         .values(colour_hash=colour.hex()))
+        return colour
 
     def _complete_adopted(self, values: dict) -> int:
         with self.db.begin() as conn:

@@ -65,7 +65,8 @@ def reconcile(db: Database, layout: DatasetLayout, progress: Callable[[float, st
                     conn.execute(images.insert().values(
                         character_id=character_id, project_id=project_id, rel_path=rel, sha256=digest, status="pending", caption=caption,
                         source="reconcile", width=checked.width, height=checked.height,
-                        phash=f"{checked.phash:016x}", created_at=now, updated_at=now,
+                        phash=checked.hash.structure_hex, colour_hash=checked.hash.colour_hex,
+                        created_at=now, updated_at=now,
                         meta={"original_name": path.name, "format": checked.format, "found_on_disk": True}))
             except sa.exc.IntegrityError:  # an upload recorded this file meanwhile
                 continue
