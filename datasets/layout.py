@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import secrets
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -42,10 +42,25 @@ def clean_stem(filename: str, max_len: int = 60) -> str:
     return stem or "image"
 
 
+def mkstemp_umask(dir: str | os.PathLike, prefix: str = ".tmp-", suffix: str = "") -> tuple[int, str]:
+    """`tempfile.mkstemp` (a new, unguessable name, created exclusively, opened read-write) with the
+    permissions any other new file gets, 0666 less the umask, instead of mkstemp's 0600: these
+    files are renamed into the dataset, the loras folder or a download, which other tools (kohya,
+    another user's ComfyUI) read."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        path = os.path.join(dir, f"{prefix}{secrets.token_hex(8)}{suffix}")
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {dir}")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary name in the same folder, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    fd, tmp = mkstemp_umask(path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

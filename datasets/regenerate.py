@@ -7,7 +7,7 @@ the character's pending queue, which closes the loop."""
 from __future__ import annotations
 
 import logging
-import tempfile
+import os
 import time
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from ..core.generation import GenerationService
 from ..core.jobs import JobContext, JobRunner
 from ..core.schema import images, jobs
 from .images import ImageService
-from .layout import DatasetLayout
+from .layout import DatasetLayout, mkstemp_umask
 
 log = logging.getLogger("lora_studio.datasets.regenerate")
 
@@ -75,7 +75,9 @@ class Regenerator:
         files = []
         try:
             for out in gen["outputs"] or []:
-                tmp = Path(tempfile.mkstemp(dir=self.layout.staging_dir(), prefix="gen-")[1])
+                fd, name = mkstemp_umask(self.layout.staging_dir(), prefix="gen-")
+                os.close(fd)
+                tmp = Path(name)
                 files.append((out["filename"], tmp, {"generation_id": gen["id"], "prompt_id": gen["prompt_id"],
                                                       "prompt": gen["graph"]}))
                 tmp.write_bytes(client.view(out["filename"], out.get("subfolder", ""), out.get("type", "output")))

@@ -6,6 +6,7 @@ sort) with the time they were taken from."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import uuid
@@ -17,7 +18,7 @@ from ..core.settings import Settings
 from ..core.specs import INGEST_URL_SPEC
 from ..core.validation import validate
 from .images import ImageService
-from .layout import DatasetLayout, clean_stem
+from .layout import DatasetLayout, clean_stem, mkstemp_umask
 
 log = logging.getLogger("lora_studio.datasets.video_ingest")
 
@@ -119,7 +120,9 @@ class VideoIngest:
         files = []
         try:
             for frame in frames:
-                tmp = Path(tempfile.mkstemp(dir=staging, prefix="frame-", suffix=".png")[1])
+                fd, name = mkstemp_umask(staging, prefix="frame-", suffix=".png")
+                os.close(fd)
+                tmp = Path(name)
                 files.append((f"{stem}-{frame.time_s:08.2f}s.png", tmp,
                               {**meta, "time_s": round(frame.time_s, 3), "frame_reason": frame.reason}))
                 frame.image.save(tmp, format="PNG")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from ..datasets.layout import mkstemp_umask
 from .character import NO_CHARACTER, NO_PROJECT, _characters, _projects
 from .context import choices, studio
 
@@ -52,7 +52,7 @@ class SaveToDataset:
         files = []
         for i, image in enumerate(images):
             array = np.clip(255.0 * image.cpu().numpy(), 0, 255).astype(np.uint8)
-            fd, tmp = tempfile.mkstemp(dir=staging, prefix="node-", suffix=".png")
+            fd, tmp = mkstemp_umask(staging, prefix="node-", suffix=".png")
             os.close(fd)
             _png_with_metadata(array, Path(tmp), prompt, extra_pnginfo)
             files.append((f"{char['slug']}_{i:03d}.png", Path(tmp)))

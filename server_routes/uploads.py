@@ -4,12 +4,12 @@ uploads working inside ComfyUI (its server refuses bodies read at once above --m
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from aiohttp import web
 
 from ..core.errors import InvalidInput, PayloadTooLarge
+from ..datasets.layout import mkstemp_umask
 
 CHUNK = 256 * 1024
 MAX_FIELD_BYTES = 64 * 1024
@@ -36,7 +36,7 @@ async def stream_multipart(request: web.Request, staging: Path, max_file_bytes: 
                 raise InvalidInput(f"file parts must be named '{file_field}'")
             if len(files) >= max_files:
                 raise InvalidInput(f"at most {max_files} files per request")
-            fd, tmp = tempfile.mkstemp(dir=staging, prefix="upload-")
+            fd, tmp = mkstemp_umask(staging, prefix="upload-")
             files.append((part.filename, Path(tmp)))
             size = 0
             with os.fdopen(fd, "wb") as out:

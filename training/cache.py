@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import secrets
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -35,9 +35,10 @@ def _key(fields: dict[str, Any]) -> str:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:16]}.", suffix=".tmp")
+    tmp = path.parent / f".{path.stem[:16]}.{secrets.token_hex(8)}.tmp"
+    handle = open(tmp, "xb")  # exclusive create with the umask's permissions (mkstemp's would be 0600)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
