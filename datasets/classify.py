@@ -34,7 +34,7 @@ log = logging.getLogger("lora_studio.datasets.classify")
 __all__ = [
     "ClassifierError", "EmbeddingBackend", "NoBackend", "OllamaBackend", "Review", "Suggestion",
     "categories_from_issues", "decide", "extract_json", "normalise_score", "parse_review", "parse_suggestion",
-    "resolve_slug",
+    "resolve_slug", "review_verdict",
 ]
 
 
@@ -177,6 +177,28 @@ def categories_from_issues(issues: list[str], solo: bool = True) -> list[str]:
     if not solo:
         found.add("not_solo")
     return [name for name in _CATEGORY_PATTERNS if name in found]
+
+
+def review_verdict(review: Review, reject_below: float) -> tuple[list[str], str] | None:
+    """(categories, reason) when a review rejects the image (a score below `reject_below`, or not
+    solo), else None. The categories are those its issues name plus what its low scores say: a low
+    character match is wrong_appearance, low clarity bad_quality, not solo not_solo; a low training
+    value with nothing more specific is bad_quality."""
+    scores = {"character match": review.match, "clarity": review.clarity, "training value": review.training_value}
+    low = [f"{name} {value:.2f}" for name, value in scores.items() if value < reject_below]
+    if not low and review.solo:
+        return None
+    found = set(review.categories)
+    if review.match < reject_below:
+        found.add("wrong_appearance")
+    if review.clarity < reject_below:
+        found.add("bad_quality")
+    if not review.solo:
+        found.add("not_solo")
+    if not found:
+        found.add("bad_quality")
+    reason = "; ".join(review.issues) or ", ".join(low + ([] if review.solo else ["not solo"]))
+    return [name for name in _CATEGORY_PATTERNS if name in found], reason
 
 
 _FENCE = re.compile(r"```[A-Za-z]*[ \t]*\n?(.*?)```", re.DOTALL)

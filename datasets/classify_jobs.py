@@ -6,8 +6,9 @@
   least `classify_threshold` sure and names another character is moved to that character (files
   and record). An image of the pool below the threshold stays there for a person to sort.
 - auto-review: asks the vision model for a verdict per pending image of a character; below
-  `review_reject_below` it is rejected with the categories its issues map to (feedback as from a
-  person), at or above `review_approve_above` approved, otherwise left for a person."""
+  `review_reject_below` (or not solo) it is rejected with the categories its issues and low scores
+  map to (classify.review_verdict; feedback as from a person), at or above `review_approve_above`
+  approved, otherwise left for a person."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from ..core.errors import InvalidInput, StudioError, Unavailable
 from ..core.jobs import JobContext, JobRunner
 from ..core.schema import images
 from ..core.settings import Settings
-from .classify import NoBackend, decide
+from .classify import NoBackend, decide, review_verdict
 from .images import ImageService
 from .review import ReviewService
 
@@ -129,9 +130,10 @@ class ClassificationService:
                 failed.append({"image_id": row.id, "reason": e.message})
                 continue
             score = min(verdict.match, verdict.clarity, verdict.training_value)
-            if score < self.settings.review_reject_below or not verdict.solo:
-                note = "automatic review: " + ("; ".join(verdict.issues) or f"score {score:.2f}")
-                self.review.reject(row.id, {"categories": verdict.categories or ["bad_quality"], "note": note[:5000],
+            rejection = review_verdict(verdict, self.settings.review_reject_below)
+            if rejection is not None:
+                categories, reason = rejection
+                self.review.reject(row.id, {"categories": categories, "note": f"automatic review: {reason}"[:5000],
                                             "regenerate": False})
                 rejected.append(row.id)
             elif score >= self.settings.review_approve_above:
