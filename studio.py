@@ -4,7 +4,6 @@ event sink, ComfyUI client, services), built once and handed to routes and nodes
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from .core.characters import CharacterService
 from .core.comfy_client import ComfyUIClient
@@ -19,7 +18,7 @@ from .core.samplers import SamplerNames
 from .core.settings import Settings
 from .datasets.classify_jobs import ClassificationService
 from .datasets.comfy_outputs import OutputImports
-from .datasets.export import export_zip
+from .datasets.export import Export, export_zip
 from .datasets.gallery import Gallery
 from .datasets.images import ImageService
 from .datasets.layout import DatasetLayout
@@ -67,7 +66,8 @@ class Studio:
         log.info("LoRA Studio %s: database %s (schema v%d), data %s", VERSION, self.db.url_for_logs,
                  self.schema_version, settings.data_dir)
 
-    def export(self, character_id: int, repeats: int, class_token: str) -> Path:
+    def export(self, character_id: int, repeats: int, class_token: str) -> Export:
+        """A zip of the approved set in a temporary file of its own: the caller sends it, then removes it."""
         return export_zip(self.images, self.characters.get(character_id), self.settings.data_dir / "exports",
                           repeats, class_token)
 

@@ -3,6 +3,10 @@ queue, decisions, files; and the ComfyUI output gallery."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+
 from aiohttp import web
 
 from ..core.errors import InvalidInput
@@ -11,6 +15,9 @@ from ..core.validation import parse_id_cursor, parse_limit, parse_uint
 from .api import Req, api
 from .uploads import stream_multipart
 
+log = logging.getLogger("lora_studio.routes.dataset")
+
+EXPORT_CHUNK = 1 << 20
 FILE_HEADERS = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
 
 
@@ -188,9 +195,38 @@ async def export_character(r: Req):
     cid = r.int_param("character_id")
     repeats = parse_uint(r.q("repeats") or "10", "repeats")
     class_token = r.q("class") or "person"
-    path = await r.call(lambda s: s.export(cid, repeats, class_token))
-    return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"',
-                                           "Content-Type": "application/zip", "X-Content-Type-Options": "nosniff"})
+    building = asyncio.ensure_future(r.call(lambda s: s.export(cid, repeats, class_token)))  # in a worker thread
+    try:
+        export = await asyncio.shield(building)
+    except asyncio.CancelledError:  # the client left while the zip was being built: remove it once it is
+        building.add_done_callback(lambda f: f.cancelled() or f.exception() is not None or f.result().remove())
+        raise
+    try:
+        return await _send_file(r.request, export.path, {
+            "Content-Disposition": export.content_disposition, "Content-Type": "application/zip",
+            "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+    finally:  # also when the client went away mid-download (the handler is cancelled or its write fails)
+        export.remove()
+
+
+async def _send_file(request: web.Request, path, headers: dict) -> web.StreamResponse:
+    """Stream a file in chunks, each read in a worker thread: a large file never blocks the event loop."""
+    loop = asyncio.get_running_loop()
+    f = await loop.run_in_executor(None, open, path, "rb")
+    try:
+        size = await loop.run_in_executor(None, lambda: os.fstat(f.fileno()).st_size)
+        response = web.StreamResponse(headers=headers)
+        response.content_length = size
+        await response.prepare(request)
+        try:
+            while chunk := await loop.run_in_executor(None, f.read, EXPORT_CHUNK):
+                await response.write(chunk)
+            await response.write_eof()
+        except ConnectionError:  # the client went away: nothing to answer
+            log.info("export download of %s stopped: the client disconnected", path.name)
+        return response
+    finally:
+        await loop.run_in_executor(None, f.close)
 
 
 @api.route("POST", "/characters/{character_id}/import-outputs",
