@@ -92,7 +92,10 @@ class Studio:
                 "database": "postgresql" if self.db.is_postgres else "sqlite", "schema_version": self.schema_version}
 
     def start(self) -> None:
-        self.uploads.sweep()  # staging folders of upload jobs cancelled before they ran, or of a crash
+        # first fail the jobs a crashed studio left running (each kind cleans up after its own: an
+        # upload's staged files), then sweep staging folders nobody owns any more, then run jobs
+        self.jobs.fail_orphans()
+        self.uploads.sweep()
         self.jobs.start()
         self.jobs.submit("reconcile", {})  # files added or removed while the studio was not running
 

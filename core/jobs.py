@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +24,7 @@ from .schema import jobs
 log = logging.getLogger("lora_studio.jobs")
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+INTERRUPTED = "interrupted by a restart of the studio"  # a job a dead process left running: its error starts so
 FINISHED = ("succeeded", "failed", "cancelled")
 JOB_EVENT = "lora_studio.job"
 
@@ -73,6 +75,9 @@ class JobContext:
 
 
 Handler = Callable[[JobContext], dict | None]
+# Cleans up after a job whose process died mid-run (found at start-up); returns the job's error
+# text, e.g. what was done and what was removed (None: the generic INTERRUPTED).
+OrphanHandler = Callable[[dict], str | None]
 
 
 class JobRunner:
@@ -83,6 +88,7 @@ class JobRunner:
         self.poll_seconds = poll_seconds
         self.handlers: dict[str, Handler] = {}
         self.limits: dict[str, int] = {}  # kind -> most jobs of that kind this process runs at once
+        self.orphan_handlers: dict[str, OrphanHandler] = {}
         self._active: dict[str, int] = {}
         self._claim_lock = threading.Lock()
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -90,10 +96,14 @@ class JobRunner:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def register(self, kind: str, handler: Handler, concurrency: int | None = None) -> None:
+    def register(self, kind: str, handler: Handler, concurrency: int | None = None,
+                 on_orphan: OrphanHandler | None = None) -> None:
         """`concurrency`: at most this many jobs of `kind` run at once in this process (e.g. one
-        training per GPU); the others stay queued until one finishes."""
+        training per GPU); the others stay queued until one finishes. `on_orphan`: clean up after a
+        job of this kind that a dead process left running (see `fail_orphans`)."""
         self.handlers[kind] = handler
+        if on_orphan is not None:
+            self.orphan_handlers[kind] = on_orphan
         if concurrency is not None:
             self.limits[kind] = max(1, int(concurrency))
 
@@ -157,7 +167,7 @@ class JobRunner:
     def start(self) -> None:
         if self._threads:
             return
-        self._fail_orphans()
+        self.fail_orphans()
         self._stop.clear()
         for i in range(self.workers):
             t = threading.Thread(target=self._loop, name=f"lora-studio-job-{i}", daemon=True)
@@ -171,17 +181,40 @@ class JobRunner:
             t.join(timeout)
         self._threads.clear()
 
-    def _fail_orphans(self) -> None:
-        """Jobs this host left running when it died will never finish: mark them failed."""
-        host = socket.gethostname()
+    def fail_orphans(self) -> list[dict]:
+        """Jobs a dead process of this host left running will never finish: mark them failed, then
+        let their kind clean up what they left (its `on_orphan` also words the error). Safe to call
+        again and from several processes at once: each orphan is failed once. Returns them."""
         with self.db.begin() as conn:
-            rows = conn.execute(sa.select(jobs.c.id, jobs.c.worker).where(jobs.c.status == "running")).all()
-            for row in rows:
-                name, _, pid = (row.worker or "").rpartition(":")
-                if name == host and pid.isdigit() and not _pid_alive(int(pid)):
-                    conn.execute(jobs.update().where(jobs.c.id == row.id).values(
-                        status="failed", error="the studio stopped while this job ran", finished_at=utcnow(),
-                        updated_at=utcnow()))
+            rows = conn.execute(sa.select(jobs.c.id, jobs.c.worker, jobs.c.started_at)
+                                .where(jobs.c.status == "running")).all()
+        failed = []
+        for row in rows:
+            if not worker_gone(row.worker or "", row.started_at):
+                continue
+            now = utcnow()
+            with self.db.begin() as conn:  # `worker` unchanged: nobody failed (or re-ran) it meanwhile
+                done = conn.execute(jobs.update().where(jobs.c.id == row.id, jobs.c.status == "running",
+                                                        jobs.c.worker == row.worker).values(
+                    status="failed", error=f"{INTERRUPTED} (it stopped while this job ran)", message="interrupted",
+                    finished_at=now, updated_at=now))
+            if done.rowcount != 1:
+                continue
+            job = self.get(row.id)
+            cleanup = self.orphan_handlers.get(job["kind"])
+            if cleanup is not None:
+                try:
+                    error = cleanup(job)
+                except Exception:  # the job is failed already; what it left is swept later
+                    log.exception("could not clean up after interrupted job %s (%s)", job["id"], job["kind"])
+                else:
+                    if error:
+                        self._update(job["id"], error=error)
+            log.warning("job %s (%s) was interrupted by a restart: marked failed", job["id"], job["kind"])
+            job = self.get(row.id)
+            self.emit(JOB_EVENT, job)
+            failed.append(job)
+        return failed
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -269,6 +302,26 @@ class JobRunner:
         with self.db.begin() as conn:
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(updated_at=utcnow(), **values))
         self.emit(JOB_EVENT, self.get(job_id))
+
+
+_PROCESS_STARTED = utcnow()
+
+
+def worker_gone(worker: str, started_at: datetime | None = None) -> bool:
+    """Whether the process named `worker` ("host:pid", as runners and staging folders record it) is
+    known to be dead: it is of this host and its pid is not running, or the pid is this very
+    process's but the job began before this process did (a container restarted with the same pid).
+    A worker of another host is never known to be gone."""
+    name, _, pid = worker.rpartition(":")
+    if name != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        if started_at is None:
+            return False
+        if started_at.tzinfo is None:  # SQLite hands back naive UTC
+            started_at = started_at.replace(tzinfo=timezone.utc)
+        return started_at < _PROCESS_STARTED
+    return not _pid_alive(int(pid))
 
 
 def _pid_alive(pid: int) -> bool:

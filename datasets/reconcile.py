@@ -15,7 +15,7 @@ from ..core.db import Database, utcnow
 from ..core.errors import InvalidInput
 from ..core.schema import characters, images, projects
 from .images import check_image, sha256_of
-from .layout import DatasetLayout
+from .layout import UNASSIGNED, DatasetLayout
 
 log = logging.getLogger("lora_studio.datasets.reconcile")
 
@@ -23,10 +23,32 @@ SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
 
 def _files(folder: Path) -> list[Path]:
+    """Entries named like images (files, but also links and folders: those are reported, not adopted)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and not p.name.startswith("."))
+
+
+def _unusable(path: Path, root: Path) -> str | None:
+    """Why an entry of an images folder cannot be adopted (None: it is a regular file, or a link to
+    one inside the dataset root)."""
+    if path.is_symlink():
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return "a broken symbolic link"
+        if not target.is_relative_to(root):
+            return "a symbolic link that leads out of the dataset folder"
+    if not path.is_file():
+        return "not a regular file"
+    return None
+
+
+def _exists(layout: DatasetLayout, rel_path: str) -> bool:
+    try:
+        return layout.abs_path(rel_path).is_file()
+    except (InvalidInput, OSError):  # now a link out of the dataset root, or unreadable: not usable
+        return False
 
 
 def reconcile(db: Database, layout: DatasetLayout, progress: Callable[[float, str], None] | None = None) -> dict:
@@ -44,21 +66,38 @@ def reconcile(db: Database, layout: DatasetLayout, progress: Callable[[float, st
     adopted, skipped = [], []
     for n, (project_id, character_id, project_slug, character_slug) in enumerate(folders, 1):
         scope = character_id if character_id is not None else ("project", project_id)
-        for path in _files(layout.images_dir(project_slug, character_slug)):
-            rel = layout.rel_path(path)
+        shown = f"{project_slug}/{character_slug or UNASSIGNED}/images"
+        try:  # one bad folder or file is reported and skipped: it never stops the reconcile
+            folder = layout.images_dir(project_slug, character_slug)
+            entries = _files(folder)
+        except InvalidInput:
+            skipped.append({"path": shown, "reason": "the folder leads out of the dataset folder (a symbolic link?)"})
+            entries = []
+        except OSError as e:
+            skipped.append({"path": shown, "reason": f"the folder cannot be read ({e.strerror or type(e).__name__})"})
+            entries = []
+        for path in entries:
+            rel = (folder / path.name).relative_to(layout.root).as_posix()  # the entry itself, not its target
             if rel in known:
                 continue
             try:
+                if reason := _unusable(path, layout.root):
+                    skipped.append({"path": rel, "reason": reason})
+                    continue
                 checked = check_image(path)  # the user's own file: read, never rewritten
+                digest = sha256_of(path)
+                caption_file = path.with_suffix(".txt")
+                caption = caption_file.read_text(encoding="utf-8", errors="replace").strip() \
+                    if caption_file.is_file() else ""
             except InvalidInput as e:
                 skipped.append({"path": rel, "reason": e.message})
                 continue
-            digest = sha256_of(path)
+            except OSError as e:  # removed or replaced while we looked at it
+                skipped.append({"path": rel, "reason": f"the file cannot be read ({e.strerror or type(e).__name__})"})
+                continue
             if (scope, digest) in hashes:
                 skipped.append({"path": rel, "reason": "exact duplicate of a recorded image"})
                 continue
-            caption_file = path.with_suffix(".txt")
-            caption = caption_file.read_text(encoding="utf-8", errors="replace").strip() if caption_file.is_file() else ""
             now = utcnow()
             try:
                 with db.begin() as conn:
@@ -76,7 +115,7 @@ def reconcile(db: Database, layout: DatasetLayout, progress: Callable[[float, st
             progress(n / max(len(folders), 1) * 0.9, f"scanned {n}/{len(folders)} folders")
     missing, restored = [], []
     for r in records:
-        exists = layout.abs_path(r.rel_path).is_file()
+        exists = _exists(layout, r.rel_path)
         if exists == bool(r.file_missing):
             (restored if exists else missing).append(r.id)
     with db.begin() as conn:

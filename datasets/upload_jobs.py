@@ -4,7 +4,9 @@ and places the files one by one with progress, and can be cancelled between file
 placed so far stay as pending, the staged rest is removed).
 
 A staging folder lives as long as its job is queued or running. One whose job was cancelled before
-it started, or whose studio stopped, is swept at start-up and before each new upload."""
+it started, or whose process died (while the request streamed into it, or while its job ran), is
+swept at start-up and before each new upload. A job a dead process left running is failed at
+start-up with what it had placed and what was removed (`interrupted`)."""
 
 from __future__ import annotations
 
@@ -13,13 +15,14 @@ import shutil
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from ..core.db import Database
 from ..core.errors import InvalidInput
-from ..core.jobs import JobCancelled, JobContext, JobRunner
+from ..core.jobs import INTERRUPTED, JobCancelled, JobContext, JobRunner, worker_gone
 from ..core.schema import jobs
 from .images import ImageService
 from .layout import DatasetLayout
@@ -29,6 +32,7 @@ log = logging.getLogger("lora_studio.datasets.upload_jobs")
 KIND = "ingest_images"
 PREFIX = "upload-"
 SWEEP_AFTER_S = 600.0  # an unclaimed folder this old is a leftover (another process may be streaming into a newer one)
+OWNER = ".owner"  # in each staging folder: "host:pid" of the process that made it
 
 
 class ImageUploads:
@@ -36,7 +40,7 @@ class ImageUploads:
         self.db, self.images, self.jobs, self.layout = db, images, jobs_, layout
         self._streaming: set[str] = set()  # folders requests of this process are still writing
         self._lock = threading.Lock()
-        jobs_.register(KIND, self._run)
+        jobs_.register(KIND, self._run, on_orphan=self._interrupted)
 
     # -- requests ------------------------------------------------------------------------------
     def new_staging(self) -> Path:
@@ -46,6 +50,7 @@ class ImageUploads:
         folder.mkdir()
         with self._lock:
             self._streaming.add(folder.name)
+        (folder / OWNER).write_text(self.jobs.worker_id, encoding="utf-8")  # a dead owner's folder is swept at once
         return folder
 
     def discard(self, folder: Path) -> None:
@@ -105,6 +110,23 @@ class ImageUploads:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
+    def _interrupted(self, job: dict) -> str:
+        """After a crash: remove the job's staging folder and say what the job had done. Placing a
+        file moves it out of the folder, so the payload's files no longer there were placed (or were
+        never there); the rest, skipped ones included, are removed with the folder."""
+        p = job["payload"]
+        folder = self._folder(p["staging"])
+        files = [stored for _name, stored in p["files"]]
+        if not folder.is_dir():
+            return f"{INTERRUPTED}: its staging folder was gone already (the images it placed stay pending)"
+        left = sum((folder / stored).is_file() for stored in files)
+        shutil.rmtree(folder, ignore_errors=True)
+        placed = len(files) - left
+        log.warning("upload job %s was interrupted: %d of %d files placed, %d staged files removed",
+                    job["id"], placed, len(files), left)
+        return (f"{INTERRUPTED}: {placed} of {len(files)} images were placed (they stay pending), "
+                f"{left} staged files removed")
+
     def _folder(self, name: str) -> Path:
         if not name.startswith(PREFIX) or "/" in name or "\\" in name or ".." in name:
             raise InvalidInput("bad staging folder in the job")
@@ -113,7 +135,8 @@ class ImageUploads:
     # -- leftovers -----------------------------------------------------------------------------
     def sweep(self) -> list[str]:
         """Remove staging folders that no queued or running upload job owns and no request of
-        this process is writing (older than SWEEP_AFTER_S when unknown, for other processes)."""
+        this process is writing: at once when their job was cancelled before it ran or the process
+        that made them is dead, else (perhaps another process's) once older than SWEEP_AFTER_S."""
         root = self.layout.staging_dir()
         folders = [d for d in root.iterdir() if d.is_dir() and d.name.startswith(PREFIX)]
         if not folders:
@@ -137,9 +160,18 @@ class ImageUploads:
                 age = now - max([d.stat().st_mtime] + [f.stat().st_mtime for f in d.iterdir()])
             except OSError:
                 continue
-            if d.name in never_ran or age > SWEEP_AFTER_S:
+            if d.name in never_ran or age > SWEEP_AFTER_S or _owner_gone(d):
                 shutil.rmtree(d, ignore_errors=True)
                 removed.append(d.name)
         if removed:
             log.info("removed %d leftover upload staging folder(s)", len(removed))
         return removed
+
+
+def _owner_gone(folder: Path) -> bool:
+    try:
+        owner = (folder / OWNER).read_text(encoding="utf-8").strip()
+        made = datetime.fromtimestamp((folder / OWNER).stat().st_mtime, timezone.utc)
+    except (OSError, ValueError):
+        return False
+    return worker_gone(owner, made)
