@@ -106,7 +106,15 @@ class TrainingService:
                     rel = p.relative_to(d)
                     if p.is_file() and not any(part.startswith(".") for part in rel.parts):
                         found.setdefault(rel.as_posix(), "single_file")
-        return [{"name": n, "source": found[n]} for n in sorted(found)]
+        # exactly what training accepts: the one resolver decides (a symlink out of every model folder is left out)
+        return [{"name": n, "source": found[n]} for n in sorted(found) if self._accepts(n)]
+
+    def _accepts(self, name: str) -> bool:
+        try:
+            self.resolve_base_model(name)
+        except StudioError:
+            return False
+        return True
 
     def base_models(self) -> list[str]:
         return [m["name"] for m in self.base_model_list()]
@@ -117,12 +125,14 @@ class TrainingService:
                 or re.match(r"^[A-Za-z]:", name):
             raise InvalidInput("base_model must be a model name from the list (GET /models), not a path")
         roots = [(d, True) for d in self.host.model_dirs()] + [(d, False) for d in self.host.checkpoint_dirs()]
+        # a model may be a symlink into another model folder (ComfyUI's extra_model_paths), never out of all of them
+        allowed = [d.resolve() for d, _ in roots if d.is_dir()]
         for root, folders_too in roots:
             if not root.is_dir():
                 continue
             base = root.resolve()
             candidate = (base / name).resolve()
-            if not candidate.is_relative_to(base):  # a symlink out of the folder
+            if not any(candidate.is_relative_to(folder) for folder in allowed):  # a symlink out of the model folders
                 continue
             if folders_too and candidate.is_dir():
                 if _is_diffusers_folder(candidate):
