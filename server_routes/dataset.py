@@ -13,12 +13,12 @@ from ..core.errors import InvalidInput
 from ..core.specs import DECIDE_SPEC, IMAGE_SPEC, IMPORT_OUTPUTS_SPEC, INGEST_URL_SPEC, REASSIGN_SPEC, REJECT_SPEC
 from ..core.validation import parse_id_cursor, parse_limit, parse_uint
 from .api import Req, api
+from .files import file_response
 from .uploads import stream_multipart
 
 log = logging.getLogger("lora_studio.routes.dataset")
 
 EXPORT_CHUNK = 1 << 20
-FILE_HEADERS = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
 
 
 UPLOAD = ("Upload images (multipart field 'files', optional 'caption'): the files stream to disk, then a job "
@@ -131,7 +131,7 @@ async def get_image(r: Req):
 async def image_file(r: Req):
     iid = r.int_param("image_id")
     path = await r.call(lambda s: s.images.file_path(iid))
-    return web.FileResponse(path, headers=FILE_HEADERS)
+    return file_response(path)
 
 
 @api.route("POST", "/images/{image_id}/approve", "Approve an image", tag="images")
@@ -177,7 +177,7 @@ async def gallery(r: Req):
 async def gallery_file(r: Req):
     rel = r.q("path") or ""
     path = await r.call(lambda s: s.gallery.file(rel))
-    return web.FileResponse(path, headers=FILE_HEADERS)
+    return file_response(path)
 
 
 @api.route("POST", "/datasets/reconcile",

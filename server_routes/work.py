@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from ..core.specs import GENERATE_SPEC, TRAIN_SPEC
 from ..core.validation import parse_id_cursor, parse_limit, parse_uint
 from .api import Req, api
+from .files import file_response
 
 
 @api.route("GET", "/jobs", "Jobs, newest first", query={"status": "filter", "kind": "filter", "limit": "1-500",
@@ -69,7 +68,7 @@ async def training_samples(r: Req):
 async def training_sample_file(r: Req):
     jid, name = r.int_param("job_id"), r.request.match_info.get("name", "")
     path = await r.call(lambda s: s.training.sample_path(jid, name))
-    return web.FileResponse(path, headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
+    return file_response(path)
 
 
 @api.route("GET", "/characters/{character_id}/loras", "LoRAs trained for a character, newest first",
