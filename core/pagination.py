@@ -35,9 +35,24 @@ def decode_cursor(value: str | None, types: tuple[type, ...]) -> tuple | None:
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise InvalidInput(_BAD) from None
     if (not isinstance(key, list) or len(key) != len(types)
-            or not all(isinstance(v, t) and not isinstance(v, bool) for v, t in zip(key, types, strict=True))):
+            or not all(_fits(v, t) for v, t in zip(key, types, strict=True))):
         raise InvalidInput(_BAD)
     return tuple(key)
+
+
+def _fits(value: Any, type_: type) -> bool:
+    """A value of the key's type that the databases can compare with (a cursor is client input)."""
+    if not isinstance(value, type_) or isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")  # no lone surrogates
+        except UnicodeEncodeError:
+            return False
+        return "\x00" not in value
+    return True
 
 
 def after(columns: list[sa.ColumnElement], key: tuple) -> sa.ColumnElement[bool]:

@@ -3,6 +3,8 @@ pagination in a stable order), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from lora_studio.core.db import Database, utcnow
 from lora_studio.core.schema import jobs, lora_models
@@ -57,8 +59,12 @@ async def test_projects_and_characters_page_by_name(client):
     mine = await pages(client, f"/projects/{moon}/characters", 1)
     assert [[c["name"] for c in page] for page in mine] == [["Bea"], ["Kael"], ["Zed"]]
 
+    # cursors are client input: garbage, the wrong shape, and keys no database can compare with are a 400
+    forged = [base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=") for raw in (
+        '["Moon", 100000000000000000000000]', '["Mo\\u0000on", 1]', '["\\ud800", 1]', '["Moon", true]', '[1, "Moon"]')]
     for path in ("/projects", "/characters", f"/projects/{moon}/characters"):
-        for bad in ("limit=0", "limit=501", "limit=x", "cursor=%25%25%25", "cursor=WzFd", "cursor=" + "A" * 3000):
+        for bad in ("limit=0", "limit=501", "limit=x", "cursor=%25%25%25", "cursor=WzFd", "cursor=" + "A" * 3000,
+                    *(f"cursor={c}" for c in forged)):
             await assert_error(await client.get(f"{V1}{path}?{bad}"), 400)
     await assert_error(await client.get(f"{V1}/projects/999/characters?limit=1"), 404)
 
