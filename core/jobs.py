@@ -313,15 +313,18 @@ def worker_gone(worker: str, started_at: datetime | None = None) -> bool:
     process's but the job began before this process did (a container restarted with the same pid).
     A worker of another host is never known to be gone."""
     name, _, pid = worker.rpartition(":")
-    if name != socket.gethostname() or not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
+    return name == socket.gethostname() and pid.isdigit() and process_gone(int(pid), started_at)
+
+
+def process_gone(pid: int, started_at: datetime | None = None) -> bool:
+    """Whether process `pid` of this host, which began something at `started_at`, is gone."""
+    if pid == os.getpid():
         if started_at is None:
             return False
         if started_at.tzinfo is None:  # SQLite hands back naive UTC
             started_at = started_at.replace(tzinfo=timezone.utc)
         return started_at < _PROCESS_STARTED
-    return not _pid_alive(int(pid))
+    return not _pid_alive(pid)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -10,8 +10,12 @@ start-up with what it had placed and what was removed (`interrupted`)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import re
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -22,7 +26,7 @@ import sqlalchemy as sa
 
 from ..core.db import Database
 from ..core.errors import InvalidInput
-from ..core.jobs import INTERRUPTED, JobCancelled, JobContext, JobRunner, worker_gone
+from ..core.jobs import INTERRUPTED, JobCancelled, JobContext, JobRunner, process_gone
 from ..core.schema import jobs
 from .images import ImageService
 from .layout import DatasetLayout
@@ -32,7 +36,15 @@ log = logging.getLogger("lora_studio.datasets.upload_jobs")
 KIND = "ingest_images"
 PREFIX = "upload-"
 SWEEP_AFTER_S = 600.0  # an unclaimed folder this old is a leftover (another process may be streaming into a newer one)
-OWNER = ".owner"  # in each staging folder: "host:pid" of the process that made it
+# A staging folder's name says which process made it (`staging_name`), so a folder whose process died,
+# even between its mkdir and its first file, is swept at once at the next start-up or upload.
+HOST_TAG = hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+_OWNED = re.compile(rf"^{PREFIX}([0-9a-f]{{8}})-(\d+)-[0-9a-f]{{32}}$")
+
+
+def staging_name(pid: int | None = None) -> str:
+    """`upload-<host>-<pid>-<random>`: a new staging folder's name, owned by this host's process `pid`."""
+    return f"{PREFIX}{HOST_TAG}-{os.getpid() if pid is None else pid}-{uuid.uuid4().hex}"
 
 
 class ImageUploads:
@@ -46,11 +58,10 @@ class ImageUploads:
     def new_staging(self) -> Path:
         """A fresh folder for one request's files (call `discard` if the request fails)."""
         self.sweep()
-        folder = self.layout.staging_dir() / f"{PREFIX}{uuid.uuid4().hex}"
+        folder = self.layout.staging_dir() / staging_name()
         folder.mkdir()
         with self._lock:
             self._streaming.add(folder.name)
-        (folder / OWNER).write_text(self.jobs.worker_id, encoding="utf-8")  # a dead owner's folder is swept at once
         return folder
 
     def discard(self, folder: Path) -> None:
@@ -157,10 +168,10 @@ class ImageUploads:
             if d.name in busy:
                 continue
             try:
-                age = now - max([d.stat().st_mtime] + [f.stat().st_mtime for f in d.iterdir()])
+                changed = max([d.stat().st_mtime] + [f.stat().st_mtime for f in d.iterdir()])
             except OSError:
                 continue
-            if d.name in never_ran or age > SWEEP_AFTER_S or _owner_gone(d):
+            if d.name in never_ran or now - changed > SWEEP_AFTER_S or _owner_gone(d, changed):
                 shutil.rmtree(d, ignore_errors=True)
                 removed.append(d.name)
         if removed:
@@ -168,10 +179,10 @@ class ImageUploads:
         return removed
 
 
-def _owner_gone(folder: Path) -> bool:
-    try:
-        owner = (folder / OWNER).read_text(encoding="utf-8").strip()
-        made = datetime.fromtimestamp((folder / OWNER).stat().st_mtime, timezone.utc)
-    except (OSError, ValueError):
+def _owner_gone(folder: Path, mtime: float) -> bool:
+    """Whether the process that made `folder` (its name says) is dead; unknown (another host, an older
+    name) is not gone. `mtime`: the folder's last change, for a process that has this one's pid."""
+    m = _OWNED.match(folder.name)
+    if m is None or m.group(1) != HOST_TAG:
         return False
-    return worker_gone(owner, made)
+    return process_gone(int(m.group(2)), datetime.fromtimestamp(mtime, timezone.utc))

@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
 
 from lora_studio.app import STUDIO_KEY
 from lora_studio.datasets.gallery import Gallery
@@ -127,24 +126,25 @@ async def test_restart_fails_the_interrupted_upload_and_removes_its_staged_files
     first = await make_client(settings)
     p = await make_project(first)
     c = await make_character(first, p["id"])
+    from lora_studio.datasets.upload_jobs import staging_name
+
     staging = settings.effective_datasets_dir / ".staging"
-    host = socket.gethostname()
-    gone = f"{host}:{dead_pid()}"
+    pid = dead_pid()
+    gone = f"{socket.gethostname()}:{pid}"
 
     total, placed = 150, 40
-    job_folder = staging / f"upload-{uuid.uuid4().hex}"
+    job_folder = staging / staging_name(pid)
     job_folder.mkdir(parents=True)
     files = [[f"img{i}.png", f"upload-{i:04d}"] for i in range(total)]
     for _, stored in files[placed:]:  # the first `placed` were moved into the dataset before the kill
         (job_folder / stored).write_bytes(b"\x89PNG staged bytes")
-    streaming = staging / f"upload-{uuid.uuid4().hex}"  # the kill came while a request streamed into it
+    streaming = staging / staging_name(pid)  # the kill came while a request streamed into it
     streaming.mkdir()
-    (streaming / ".owner").write_text(gone)
     for i in range(120):
         (streaming / f"upload-{i:04d}").write_bytes(b"partial")
-    alive = staging / f"upload-{uuid.uuid4().hex}"  # another studio on this host, still streaming
+    (staging / staging_name(pid)).mkdir()  # ... or just after it made its folder
+    alive = staging / staging_name(os.getppid())  # another studio on this host, still streaming
     alive.mkdir()
-    (alive / ".owner").write_text(f"{host}:{os.getppid()}")
 
     db = Database(settings.effective_database_url)
     try:
