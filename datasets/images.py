@@ -226,10 +226,10 @@ class ImageService:
         return self.get(image_id)
 
     def _near_index(self, target: Target) -> NearDuplicateIndex[int]:
-        """The target's recorded hashes, keyed by image id. Images recorded before colour
-        signatures existed get theirs from their file the first time an upload is structurally
-        close to them (stored then); an image whose file cannot be read matches nothing."""
-        near: NearDuplicateIndex[int] = NearDuplicateIndex(self.near_duplicate_distance, self._colour_of)
+        """The target's recorded hashes, keyed by image id. Images hashed before colour signatures
+        existed are hashed again from their file the first time an upload comes close to them
+        (stored then, see NearDuplicateIndex); one whose file cannot be read matches nothing."""
+        near: NearDuplicateIndex[int] = NearDuplicateIndex(self.near_duplicate_distance, self._rehash)
         if not self.near_duplicate_distance:
             return near
         with self.db.begin() as conn:
@@ -238,23 +238,23 @@ class ImageService:
                 near.put(ImageHash.from_hex(r.phash, r.colour_hash), r.id)
         return near
 
-    def _colour_of(self, image_id: int) -> bytes | None:
+    def _rehash(self, image_id: int) -> ImageHash | None:
         with self.db.begin() as conn:
-            row = conn.execute(sa.select(images.c.rel_path, images.c.colour_hash).where(
+            row = conn.execute(sa.select(images.c.rel_path, images.c.phash, images.c.colour_hash).where(
                 images.c.id == image_id)).first()
         if row is None:
             return None
-        if row.colour_hash:
-            return bytes.fromhex(row.colour_hash)
+        if row.colour_hash and row.phash:  # another upload did it meanwhile
+            return ImageHash.from_hex(row.phash, row.colour_hash)
         try:  # the file as stored (an upload's was turned upright, a reconciled one is as found)
-            colour = check_image(self.layout.abs_path(row.rel_path)).colour
+            h = check_image(self.layout.abs_path(row.rel_path)).hash
         except InvalidInput as e:  # missing (flagged), damaged
-            log.info("image %d has no colour signature (%s): not compared", image_id, e.message)
+            log.info("image %d cannot be hashed again (%s): not compared", image_id, e.message)
             return None
         with self.db.begin() as conn:
             conn.execute(images.update().where(images.c.id == image_id, images.c.colour_hash.is_(None))
-                         .values(colour_hash=colour.hex()))
-        return colour
+                         .values(phash=h.structure_hex, colour_hash=h.colour_hex))
+        return h
 
     def _complete_adopted(self, values: dict) -> int:
         with self.db.begin() as conn:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 GRID = 4  # colour signature cells per side
 COLOUR_BYTES = GRID * GRID * 3
 COLOUR_TOLERANCE_PER_BIT = 2.5  # ΔE allowed per bit of the structural threshold
+STALE_MARGIN = 8  # extra bits within which a hash without colour (an older one) is refreshed
 
 K = TypeVar("K")
 
@@ -161,35 +162,33 @@ class _Entry(Generic[K]):
     hash: ImageHash
     key: K
     lab: np.ndarray | None = field(default=None, repr=False)  # decoded colour, cached
-    resolved: bool = False  # colour_of was asked (or not needed)
+    resolved: bool = False  # the colour was decoded (after asking ``rehash`` when it was missing)
 
 
 class NearDuplicateIndex(Generic[K]):
     """Hashes seen so far, each with a key (an image id…); ``add`` refuses one that is a near
     duplicate (``compare``) of any of them.
 
-    Entries may come without a colour (images hashed before colours were): ``colour_of(key)`` is
-    then asked for it the first time such an entry is structurally close to a query — so a large
-    collection costs nothing until it matters — and an entry whose colour stays unknown matches
-    nothing. A linear scan: meant for the tens to thousands of hashes of one video or upload."""
+    Entries may come without a colour: images hashed before colours were, whose structural hash
+    is also from before dHash used exact area averages (up to 8 bits off). ``rehash(key)`` is then
+    asked for a fresh hash the first time such an entry is within ``threshold + STALE_MARGIN`` bits
+    of a query — so a large collection costs nothing until it matters, and each entry at most once
+    — and an entry that cannot be rehashed matches nothing. A linear scan: meant for the tens to
+    thousands of hashes of one video or upload."""
 
-    def __init__(self, threshold: int, colour_of: Callable[[K], bytes | None] | None = None):
+    def __init__(self, threshold: int, rehash: Callable[[K], ImageHash | None] | None = None):
         if threshold < 0:
             raise ValueError("threshold must be >= 0")
         self.threshold = threshold
         self.tolerance = colour_tolerance(threshold)
-        self._colour_of = colour_of
+        self._rehash = rehash
         self._entries: list[_Entry[K]] = []
 
-    def _colour(self, entry: _Entry[K]) -> np.ndarray | None:
-        if not entry.resolved:
-            entry.resolved = True
-            colour = entry.hash.colour
-            if colour is None and self._colour_of is not None:
-                colour = self._colour_of(entry.key)
-                entry.hash = ImageHash(entry.hash.structure, colour)
-            entry.lab = None if colour is None else _decode(colour)
-        return entry.lab
+    def _resolve(self, entry: _Entry[K]) -> None:
+        entry.resolved = True
+        if entry.hash.colour is None and self._rehash is not None:
+            entry.hash = self._rehash(entry.key) or entry.hash
+        entry.lab = None if entry.hash.colour is None else _decode(entry.hash.colour)
 
     def find(self, h: ImageHash) -> Match[K] | None:
         """The closest stored near duplicate of ``h`` (fewest bits, then smallest ΔE), or None."""
@@ -201,12 +200,14 @@ class NearDuplicateIndex(Generic[K]):
         best: Match[K] | None = None
         for entry in self._entries:
             bits = hamming(h.structure, entry.hash.structure)
-            if bits > self.threshold or (best is not None and bits > best.bits):
+            if not entry.resolved:
+                if bits > self.threshold + (STALE_MARGIN if entry.hash.colour is None else 0):
+                    continue
+                self._resolve(entry)
+                bits = hamming(h.structure, entry.hash.structure)
+            if entry.lab is None or bits > self.threshold or (best is not None and bits > best.bits):
                 continue
-            other = self._colour(entry)
-            if other is None:
-                continue
-            d = float(np.sqrt(((lab - other) ** 2).sum(axis=1)).max())
+            d = float(np.sqrt(((lab - entry.lab) ** 2).sum(axis=1)).max())
             if d <= self.tolerance and (best is None or (bits, d) < (best.bits, best.colour)):
                 best = Match(entry.key, entry.hash, bits, d)
         return best

@@ -63,18 +63,20 @@ async def test_recoloured_pictures_are_kept_and_re_encodes_skipped(client, setti
     assert len(body["created"]) == 6 and body["skipped"] == []
 
 
-async def test_images_recorded_without_a_colour_get_it_from_their_file(client, settings):
-    """As after the upgrade to schema 5: colour_hash NULL. An upload structurally close to such an
-    image reads its file once (and stores the signature); an image whose file is gone is not
-    compared, so nothing is skipped on structure alone."""
+async def test_images_recorded_without_a_colour_are_hashed_again_from_their_file(client, settings):
+    """As after the upgrade to schema 5: colour_hash NULL, phash from the older reduction. An upload
+    within a few bits of such an image hashes its file again (and stores both hashes); an image
+    whose file is gone is not compared, so nothing is skipped on structure alone."""
     c = await character(client)
     red, green = portrait((200, 40, 40)), portrait((60, 160, 80))
     body = await upload(client, c["id"], ("red.png", encode(red), "image/png"),
                         ("green.png", encode(green), "image/png"))
     red_id, green_id = (i["id"] for i in body["created"])
     db = Database(settings.effective_database_url)
-    with db.begin() as conn:
+    with db.begin() as conn:  # and red's dHash 6 bits off (the old reduction drifted up to 8)
+        red_phash = conn.execute(sa.select(images.c.phash).where(images.c.id == red_id)).scalar()
         conn.execute(images.update().values(colour_hash=None))
+        conn.execute(images.update().where(images.c.id == red_id).values(phash=f"{int(red_phash, 16) ^ 0x3F:016x}"))
     (settings.effective_datasets_dir / body["created"][1]["rel_path"]).unlink()  # green's file is gone
     body = await upload(client, c["id"], ("blue.png", encode(portrait((40, 70, 200))), "image/png"),
                         ("red.webp", encode(red, "WEBP", quality=90), "image/webp"),
@@ -84,5 +86,7 @@ async def test_images_recorded_without_a_colour_get_it_from_their_file(client, s
     assert body["skipped"][0]["reason"].startswith(f"near duplicate of image {red_id} ")
     with db.begin() as conn:
         colours = dict(conn.execute(sa.select(images.c.id, images.c.colour_hash)).all())
+        phash = conn.execute(sa.select(images.c.phash).where(images.c.id == red_id)).scalar()
     db.dispose()
     assert len(colours[red_id]) == 96 and colours[green_id] is None
+    assert phash == red_phash  # hashed again from the file

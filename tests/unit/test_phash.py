@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from lora_studio.datasets.phash import (
     COLOUR_BYTES,
+    STALE_MARGIN,
     ImageHash,
     NearDuplicateIndex,
     colour_distance,
@@ -173,26 +174,32 @@ def test_near_duplicate_index():
         NearDuplicateIndex(-1)
 
 
-def test_index_keys_and_colours_resolved_lazily():
-    """Entries stored without a colour (recorded before colours were) get theirs from
-    ``colour_of`` once, and only when they are structurally close to a query."""
+def test_index_keys_and_stale_hashes_refreshed_lazily():
+    """Entries stored without a colour (hashed before colours were, their dHash possibly a few
+    bits off) are hashed again through ``rehash`` once, and only when they come within the
+    threshold plus STALE_MARGIN bits of a query."""
     red, blue = colour_signature(flat((200, 40, 40))), colour_signature(flat((40, 70, 200)))
+    fresh = {"old-red": ImageHash(0, red), "gone": None, "far": ImageHash(2**64 - 1, red)}
     asked = []
 
-    def colour_of(key):
+    def rehash(key):
         asked.append(key)
-        return {"old-red": red, "gone": None}.get(key)
+        return fresh[key]
 
-    index = NearDuplicateIndex(5, colour_of)
-    index.put(ImageHash(0, None), "old-red")
+    index = NearDuplicateIndex(5, rehash)
+    index.put(ImageHash(0b1111_1111, None), "old-red")  # 8 bits off its fresh hash
     index.put(ImageHash(0, None), "gone")
     index.put(ImageHash(2**64 - 1, None), "far")
     assert index.find(ImageHash(3, blue)) is None  # close in structure only
     assert asked == ["old-red", "gone"]  # "far" was never needed
     match = index.find(ImageHash(1, red))
-    assert (match.key, match.bits, match.colour) == ("old-red", 1, 0.0)
+    assert (match.key, match.hash, match.bits, match.colour) == ("old-red", ImageHash(0, red), 1, 0.0)
     assert asked == ["old-red", "gone"]  # asked once each
     assert index.add(ImageHash(0, blue), "new") and index.find(ImageHash(0, blue)).key == "new"
+    assert STALE_MARGIN == 8
+    lone = NearDuplicateIndex(5, rehash)
+    lone.put(ImageHash(2**64 - 1, None), "far")
+    assert lone.find(ImageHash(2**14 - 1, red)) is None and asked[-1] != "far"  # 50 bits: not asked
 
 
 def test_real_frames_dedupe():
