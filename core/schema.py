@@ -113,6 +113,7 @@ feedback = sa.Table(
     sa.Column("note", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", TS, nullable=False),
     sa.Index("ix_feedback_character", "character_id"),
+    sa.Index("ix_feedback_image", "image_id", "id"),  # version 6
 )
 
 jobs = sa.Table(
@@ -164,6 +165,7 @@ image_decisions = sa.Table(
     sa.Column("feedback_id", sa.Integer, sa.ForeignKey("feedback.id", ondelete="SET NULL"), nullable=True),
     sa.Column("created_at", TS, nullable=False),
     sa.Index("ix_image_decisions_character", "character_id", "id"),
+    sa.Index("ix_image_decisions_image", "image_id", "id"),  # version 6
 )
 
 # A project's own negative terms for a rejection category (else the defaults apply).
