@@ -9,13 +9,13 @@ import sqlalchemy as sa
 
 from .db import Database, iso, utcnow
 from .errors import Conflict, InvalidInput, NotFound
-from .feedback import category_counts, dropped, learned_terms
+from .feedback import category_counts, dropped, learned_terms, rejection_notes
 from .pagination import after, decode_cursor, encode_cursor
 from .projects import ProjectService, style_dict
 from .schema import characters, generation_styles, images, lora_models, projects
 from .specs import CHARACTER_SPEC
 from .text import merge_terms, slugify
-from .validation import validate
+from .validation import check_text, validate
 
 
 def character_dict(row: Any, project_slug: str | None = None) -> dict:
@@ -105,6 +105,7 @@ class CharacterService:
             learned = learned_terms(conn, character_id, row.project_id)
             dropped_list = dropped(conn, character_id)
             counts = category_counts(conn, character_id)
+            notes = rejection_notes(conn, character_id)
             lora = None
             if row.current_lora_id is not None:
                 lora = conn.execute(sa.select(lora_models.c.file_name).where(
@@ -118,6 +119,7 @@ class CharacterService:
             "learned_terms": learned,
             "dropped_terms": dropped_list,
             "category_counts": counts,
+            "rejection_notes": notes,  # the latest notes, newest first
             "lora_name": lora,
             "style": style,
         }
@@ -133,6 +135,8 @@ class CharacterService:
 
     def find(self, project: str, character: str) -> dict:
         """Look a character up by project slug/name and character slug/name (for nodes)."""
+        check_text("project", project)  # PostgreSQL refuses NUL in a text parameter
+        check_text("character", character)
         with self.db.begin() as conn:
             row = conn.execute(sa.select(characters.c.id).join(projects, projects.c.id == characters.c.project_id)
                                .where(sa.or_(projects.c.slug == project, projects.c.name == project),

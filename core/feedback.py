@@ -1,17 +1,20 @@
 """What a character has learned from its rejections: the negative terms of each rejection
 category (the defaults, or the project's own), minus the terms a user dropped, and counts per
-category so the panel can show what goes wrong most."""
+category so the panel can show what goes wrong most; the notes rejections came with, per image
+(with the image records) and per character (its latest notes)."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
 from .categories import CATEGORIES, validate_categories
-from .db import Database
+from .db import Database, iso
 from .errors import InvalidInput
 from .schema import dropped_terms, feedback, feedback_terms
 from .text import merge_terms, split_terms
 from .validation import Field, validate
+
+NOTES_LIMIT = 50  # rejection notes in a character's feedback summary (GET /characters/{id}/prompt)
 
 
 def category_terms(conn: sa.Connection, project_id: int) -> dict[str, str]:
@@ -48,6 +51,26 @@ def category_counts(conn: sa.Connection, character_id: int) -> dict[str, int]:
             if category in counts:
                 counts[category] += 1
     return counts
+
+
+def latest_rejections(conn: sa.Connection, image_ids: list[int]) -> dict[int, dict]:
+    """Each image's latest rejection that still stands (an undone one is gone with its feedback row):
+    {image_id: {categories, note, character_id, rejected_at}}, for any number of images in one query."""
+    if not image_ids:
+        return {}
+    # every standing rejection of these images (a few each), in id order along ix_feedback_image: the last wins
+    rows = conn.execute(sa.select(feedback).where(feedback.c.image_id.in_(image_ids))
+                        .order_by(feedback.c.image_id, feedback.c.id)).all()
+    return {r.image_id: {"categories": list(r.categories or []), "note": r.note, "character_id": r.character_id,
+                         "rejected_at": iso(r.created_at)} for r in rows}
+
+
+def rejection_notes(conn: sa.Connection, character_id: int, limit: int = NOTES_LIMIT) -> list[dict]:
+    """The character's latest rejection notes (rejections without a note left out), newest first."""
+    rows = conn.execute(sa.select(feedback).where(feedback.c.character_id == character_id, feedback.c.note != "")
+                        .order_by(feedback.c.id.desc()).limit(limit)).all()
+    return [{"image_id": r.image_id, "note": r.note, "categories": list(r.categories or []),
+             "rejected_at": iso(r.created_at)} for r in rows]
 
 
 class FeedbackService:

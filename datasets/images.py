@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from ..core.characters import CharacterService
 from ..core.db import Database, iso, utcnow
 from ..core.errors import Conflict, InvalidInput, NotFound, StudioError
+from ..core.feedback import latest_rejections
 from ..core.projects import ProjectService
 from ..core.schema import images
 from ..core.specs import IMAGE_SPEC, REASSIGN_SPEC
@@ -32,7 +33,8 @@ EXIF_ORIENTATION = 0x0112
 
 
 
-def image_dict(row: Any) -> dict:
+def image_dict(row: Any, last_rejection: dict | None = None) -> dict:
+    """An image record; `last_rejection` (see `image_dicts`): its latest rejection's categories and note."""
     return {"id": row.id, "project_id": row.project_id, "character_id": row.character_id,
             "unassigned": row.character_id is None, "rel_path": row.rel_path, "sha256": row.sha256,
             "status": row.status, "caption": row.caption, "source": row.source, "width": row.width,
@@ -40,7 +42,15 @@ def image_dict(row: Any) -> dict:
             "updated_at": iso(row.updated_at), "decided_at": iso(row.decided_at),
             "file_missing": bool(row.file_missing),
             "suggestion": None if row.suggestion_confidence is None else {
-                "character_id": row.suggested_character_id, "confidence": row.suggestion_confidence}}
+                "character_id": row.suggested_character_id, "confidence": row.suggestion_confidence},
+            "last_rejection": last_rejection}
+
+
+def image_dicts(conn: sa.Connection, rows: list[Any]) -> list[dict]:
+    """Image records with their latest rejection (categories, note; None when never rejected, or
+    when the rejection was undone): one query for all of them, however many."""
+    rejections = latest_rejections(conn, [r.id for r in rows])
+    return [image_dict(r, rejections.get(r.id)) for r in rows]
 
 
 def _parse_time(value: str, name: str) -> datetime:
@@ -51,20 +61,25 @@ def _parse_time(value: str, name: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
-def _move_with_caption(src: Path, dest: Path) -> None:
-    """Move an image and its .txt caption (if any): both or neither."""
+def _move_with_caption(src: Path, dest: Path) -> list[tuple[Path, Path]]:
+    """Move an image and its .txt caption (if any): both or neither. Returns the moves made."""
     moves = [(src, dest)]
     if src.with_suffix(".txt").exists():
         moves.append((src.with_suffix(".txt"), dest.with_suffix(".txt")))
-    done = []
+    done: list[tuple[Path, Path]] = []
     try:
         for a, b in moves:
             os.replace(a, b)
             done.append((a, b))
     except OSError:
-        for a, b in reversed(done):
-            os.replace(b, a)
+        _move_back(done)
         raise
+    return done
+
+
+def _move_back(done: list[tuple[Path, Path]]) -> None:
+    for a, b in reversed(done):
+        os.replace(b, a)
 
 
 @dataclass(frozen=True)
@@ -306,7 +321,7 @@ class ImageService:
                 ProjectService._row(conn, filters["project_id"])
                 q = q.where(images.c.project_id == filters["project_id"])
             rows = conn.execute(q).all()
-        items = [image_dict(r) for r in rows[:limit]]
+            items = image_dicts(conn, rows[:limit])
         return {"items": items, "next_cursor": str(items[-1]["id"]) if len(rows) > limit else None}
 
     def update(self, image_id: int, body: dict) -> dict:
@@ -352,42 +367,52 @@ class ImageService:
         return ids
 
     def _move(self, image_id: int, to: Target, *, rename_on_clash: bool = False) -> None:
-        with self.db.begin() as conn:
-            row = self._row(conn, image_id, lock=self.db.is_postgres)
-            if to.character_id is not None:  # the pool may hold a copy a character has: it is sorted later
-                dup = conn.execute(sa.select(images.c.id).where(to.scope(), images.c.sha256 == row.sha256,
-                                                                images.c.id != image_id)).first()
-                if dup:
-                    raise Conflict(f"the character already has this image (image {dup.id})")
-            src = self.layout.abs_path(row.rel_path)
-            dest = self.layout.images_dir(to.project_slug, to.character_slug) / src.name
-            if dest.exists() and rename_on_clash:
-                dest = dest.with_name(f"{src.stem}-{image_id}{src.suffix}")
-            if dest.exists():
-                raise Conflict(f"a file named {dest.name} already exists in the target folder")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            conn.execute(images.update().where(images.c.id == image_id).values(
-                character_id=to.character_id, project_id=to.project_id, rel_path=self.layout.rel_path(dest),
-                updated_at=utcnow()))
-        if not src.exists() and row.file_missing:  # the record moves, still marked missing; the caption follows
-            try:
-                if src.with_suffix(".txt").exists():
-                    os.replace(src.with_suffix(".txt"), dest.with_suffix(".txt"))
-            except OSError as e:
-                log.warning("could not move the caption of image %d: %s", image_id, e)
-            return
-        try:  # the record is committed first; if the files cannot follow, it goes back
-            _move_with_caption(src, dest)
-        except OSError as e:
+        """Move the record and the files together. The files move while the image's row is locked (on
+        SQLite: while the write lock is held), so two moves of one image queue instead of racing for its
+        files; a file move that fails rolls the record back, a commit that fails moves the files back."""
+        moved: list[tuple[Path, Path]] = []
+        try:
             with self.db.begin() as conn:
+                row = self._row(conn, image_id, lock=self.db.is_postgres)
+                if row.character_id == to.character_id and row.project_id == to.project_id:
+                    return  # another request moved it there meanwhile
+                if to.character_id is not None:  # the pool may hold a copy a character has: it is sorted later
+                    dup = conn.execute(sa.select(images.c.id).where(to.scope(), images.c.sha256 == row.sha256,
+                                                                    images.c.id != image_id)).first()
+                    if dup:
+                        raise Conflict(f"the character already has this image (image {dup.id})")
+                src = self.layout.abs_path(row.rel_path)
+                dest = self.layout.images_dir(to.project_slug, to.character_slug) / src.name
+                if dest.exists() and rename_on_clash:
+                    dest = dest.with_name(f"{src.stem}-{image_id}{src.suffix}")
+                if dest.exists():
+                    raise Conflict(f"a file named {dest.name} already exists in the target folder")
+                dest.parent.mkdir(parents=True, exist_ok=True)
                 conn.execute(images.update().where(images.c.id == image_id).values(
-                    character_id=row.character_id, project_id=row.project_id, rel_path=row.rel_path,
+                    character_id=to.character_id, project_id=to.project_id, rel_path=self.layout.rel_path(dest),
                     updated_at=utcnow()))
-            raise StudioError(f"could not move the image's files: {e.strerror}", status=500) from None
+                if src.exists():
+                    try:
+                        moved = _move_with_caption(src, dest)
+                    except OSError as e:
+                        raise StudioError(f"could not move the image's files: {e.strerror}", status=500) from None
+                else:  # the record moves (a reconcile marks a missing file); the caption follows
+                    try:
+                        if src.with_suffix(".txt").exists():
+                            os.replace(src.with_suffix(".txt"), dest.with_suffix(".txt"))
+                            moved = [(src.with_suffix(".txt"), dest.with_suffix(".txt"))]
+                    except OSError as e:
+                        log.warning("could not move the caption of image %d: %s", image_id, e)
+        except sa.exc.IntegrityError:  # the target character was deleted meanwhile
+            _move_back(moved)
+            raise Conflict(f"the target of image {image_id} no longer exists; nothing was moved") from None
+        except BaseException:
+            _move_back(moved)
+            raise
 
     def get(self, image_id: int) -> dict:
         with self.db.begin() as conn:
-            return image_dict(self._row(conn, image_id))
+            return image_dicts(conn, [self._row(conn, image_id)])[0]
 
     def file_path(self, image_id: int) -> Path:
         path = self.layout.abs_path(self.get(image_id)["rel_path"])

@@ -3,7 +3,10 @@ logged so the last one can be undone; rejections record feedback (categories + n
 
 Concurrency: the images of a batch are locked in id order (`FOR UPDATE` on PostgreSQL; SQLite
 serialises writers) and a decision that would not change an image's status is a no-op, so two
-reviewers deciding on the same images end consistent, without doubled feedback rows.
+reviewers deciding on the same images end consistent, without doubled feedback rows. Undo locks the
+same way before it changes anything and reverts only entries that are still their image's last, so
+each image's log stays one continuous chain (from_status = the previous entry's to_status) that
+ends at its status, with a feedback row for each rejection of a character in it.
 
 Images of a project's unassigned pool can be rejected (or reset) but not approved: an approved
 image is training data of a character, so it needs one first (409, nothing changed)."""
@@ -20,10 +23,11 @@ from ..core.errors import Conflict, InvalidInput, NotFound
 from ..core.schema import feedback, image_decisions, images
 from ..core.specs import DECIDE_SPEC, REJECT_SPEC
 from ..core.validation import validate
-from .images import image_dict
+from .images import image_dicts
 
 STATUS_OF = {"approve": "approved", "reject": "rejected", "reset": "pending"}
 MAX_BATCH = 1000
+UNDO_TRIES = 5  # choices of the batch to undo, when other reviewers keep changing it
 
 
 class ReviewService:
@@ -103,36 +107,59 @@ class ReviewService:
                     to_status=status, feedback_id=feedback_id, created_at=now))
                 changed.append(image_id)
             result = conn.execute(sa.select(images).where(images.c.id.in_(ids))).all()
-        by_id = {r.id: image_dict(r) for r in result}
+            by_id = {d["id"]: d for d in image_dicts(conn, result)}
         return {"batch": batch if changed else None, "changed": changed,
                 "unchanged": [i for i in ids if i not in changed], "images": [by_id[i] for i in ids]}
 
     def undo(self, character_id: int | None = None) -> dict:
-        """Revert the most recent decision batch (of a character, or of the whole studio). An image
-        someone decided on again since then keeps its newer status."""
-        with self.db.begin() as conn:
-            q = sa.select(image_decisions.c.batch).order_by(image_decisions.c.id.desc()).limit(1)
-            if character_id is not None:
-                q = q.where(image_decisions.c.character_id == character_id)
-            batch = conn.execute(q).scalar()
-            if batch is None:
-                raise Conflict("there is no decision to undo")
-            rows = conn.execute(sa.select(image_decisions).where(image_decisions.c.batch == batch)
-                                .order_by(image_decisions.c.image_id)).all()
-            ids = [r.image_id for r in rows]
-            lock = sa.select(images.c.id, images.c.status).where(images.c.id.in_(ids)).order_by(images.c.id)
-            current = {r.id: r.status for r in conn.execute(lock.with_for_update() if self.db.is_postgres else lock)}
-            reverted = []
-            now = utcnow()
-            for r in rows:
-                if current.get(r.image_id) == r.to_status:
-                    conn.execute(images.update().where(images.c.id == r.image_id).values(
-                        status=r.from_status, updated_at=now,
-                        decided_at=None if r.from_status == "pending" else now))
-                    reverted.append(r.image_id)
-                if r.feedback_id is not None:
-                    conn.execute(feedback.delete().where(feedback.c.id == r.feedback_id))
-            conn.execute(image_decisions.delete().where(image_decisions.c.batch == batch))
-            result = {r.id: image_dict(r) for r in conn.execute(sa.select(images).where(images.c.id.in_(ids)))}
-        return {"batch": batch, "reverted": reverted, "images": [result[i] for i in ids if i in result]}
+        """Revert the most recent decision batch (of a character, or of the whole studio) that still
+        has an entry to revert. An image someone decided on again since then keeps its newer status,
+        and its entry stays in the log (the chain of statuses continues through it).
 
+        An entry is reverted (status back to its from_status, its feedback row and the entry deleted)
+        only while it is its image's last entry and the image still has its to_status. The batch is
+        chosen without locks, then its images are locked in id order (as `_apply` locks them) and
+        its entries are checked again: if other reviewers re-decided or undid all of them in between,
+        the locks are released and the choice starts over (a few times, then 409). Two undos at once
+        thus revert two batches, as one after the other would."""
+        for _ in range(UNDO_TRIES):
+            with self.db.begin() as conn:
+                batch = self._last_revertable_batch(conn, character_id)
+                if batch is None:
+                    raise Conflict("there is no decision to undo")
+                ids = list(conn.execute(sa.select(image_decisions.c.image_id).where(image_decisions.c.batch == batch)
+                                        .distinct().order_by(image_decisions.c.image_id)).scalars())
+                lock = sa.select(images.c.id, images.c.status).where(images.c.id.in_(ids)).order_by(images.c.id)
+                status = {r.id: r.status for r in conn.execute(lock.with_for_update() if self.db.is_postgres else lock)}
+                entries = conn.execute(sa.select(image_decisions).where(image_decisions.c.batch == batch)
+                                       .order_by(image_decisions.c.image_id)).all()
+                last = dict(conn.execute(sa.select(image_decisions.c.image_id, sa.func.max(image_decisions.c.id))
+                                         .where(image_decisions.c.image_id.in_(ids))
+                                         .group_by(image_decisions.c.image_id)).all())
+                revert = [e for e in entries if last.get(e.image_id) == e.id and status.get(e.image_id) == e.to_status]
+                if not any(character_id in (None, e.character_id) for e in revert):
+                    continue  # all re-decided or undone between the choice and the locks: choose again
+                now, reverted = utcnow(), []
+                for e in revert:  # the others were decided on again since: they keep their status and entry
+                    conn.execute(image_decisions.delete().where(image_decisions.c.id == e.id))
+                    if e.feedback_id is not None:
+                        conn.execute(feedback.delete().where(feedback.c.id == e.feedback_id))
+                    conn.execute(images.update().where(images.c.id == e.image_id).values(
+                        status=e.from_status, updated_at=now, decided_at=None if e.from_status == "pending" else now))
+                    reverted.append(e.image_id)
+                rows = conn.execute(sa.select(images).where(images.c.id.in_(ids)).order_by(images.c.id)).all()
+                return {"batch": batch, "reverted": reverted, "images": image_dicts(conn, rows)}
+        raise Conflict("other reviewers kept changing these images while undoing; try again")
+
+    @staticmethod
+    def _last_revertable_batch(conn: sa.Connection, character_id: int | None) -> str | None:
+        """The batch of the newest log entry that is still its image's last entry and matches the
+        image's status (of the character's entries, when given)."""
+        entry, later = image_decisions.alias("entry"), image_decisions.alias("later")
+        q = (sa.select(entry.c.batch)
+             .join(images, sa.and_(images.c.id == entry.c.image_id, images.c.status == entry.c.to_status))
+             .where(~sa.exists().where(later.c.image_id == entry.c.image_id, later.c.id > entry.c.id))
+             .order_by(entry.c.id.desc()).limit(1))
+        if character_id is not None:
+            q = q.where(entry.c.character_id == character_id)
+        return conn.execute(q).scalar()
