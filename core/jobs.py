@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from .db import Database, iso, utcnow
 from .errors import Conflict, InvalidInput, NotFound, StudioError
 from .host import EventSink
+from .owners import process_gone
 from .schema import jobs
 
 log = logging.getLogger("lora_studio.jobs")
@@ -304,36 +305,8 @@ class JobRunner:
         self.emit(JOB_EVENT, self.get(job_id))
 
 
-_PROCESS_STARTED = utcnow()
-
-
 def worker_gone(worker: str, started_at: datetime | None = None) -> bool:
-    """Whether the process named `worker` ("host:pid", as runners and staging folders record it) is
-    known to be dead: it is of this host and its pid is not running, or the pid is this very
-    process's but the job began before this process did (a container restarted with the same pid).
-    A worker of another host is never known to be gone."""
+    """Whether the process named `worker` ("host:pid", as runners record it) is known to be dead
+    (see `process_gone`); a worker of another host is never known to be gone."""
     name, _, pid = worker.rpartition(":")
     return name == socket.gethostname() and pid.isdigit() and process_gone(int(pid), started_at)
-
-
-def process_gone(pid: int, started_at: datetime | None = None) -> bool:
-    """Whether process `pid` of this host, which began something at `started_at`, is gone."""
-    if pid == os.getpid():
-        if started_at is None:
-            return False
-        if started_at.tzinfo is None:  # SQLite hands back naive UTC
-            started_at = started_at.replace(tzinfo=timezone.utc)
-        return started_at < _PROCESS_STARTED
-    return not _pid_alive(pid)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

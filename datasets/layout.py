@@ -12,12 +12,14 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ..core.errors import InvalidInput
+from ..core.owners import owner_tag
 
 _UNSAFE = re.compile(r"[^\w.-]+", re.UNICODE)
 
 # A project's unassigned pool. Character slugs never start with '_' or '.' (`core.text.slugify`
 # strips them, and `images_dir` refuses them), so no character folder can be this one.
 UNASSIGNED = "_unassigned"
+TEMP_PREFIX = ".tmp-"  # `atomic_write_bytes`' temporary files: .tmp-<owner tag>-<random><suffix>
 
 
 def safe_join(root: Path, *parts: str) -> Path:
@@ -60,7 +62,8 @@ def mkstemp_umask(dir: str | os.PathLike, prefix: str = ".tmp-", suffix: str = "
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary name in the same folder, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = mkstemp_umask(path.parent, prefix=".tmp-", suffix=path.suffix)
+    # the name says which process writes it: after a crash, the start-up reconcile removes it at once
+    fd, tmp = mkstemp_umask(path.parent, prefix=f"{TEMP_PREFIX}{owner_tag()}-", suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

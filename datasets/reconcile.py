@@ -6,6 +6,8 @@ they come back). Nothing is deleted: a person decides what to do with flagged re
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,13 +15,16 @@ import sqlalchemy as sa
 
 from ..core.db import Database, utcnow
 from ..core.errors import InvalidInput
+from ..core.owners import tag_gone
 from ..core.schema import characters, images, projects
 from .images import check_image, sha256_of
-from .layout import UNASSIGNED, DatasetLayout
+from .layout import TEMP_PREFIX, UNASSIGNED, DatasetLayout
 
 log = logging.getLogger("lora_studio.datasets.reconcile")
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+STALE_TEMP_S = 3600.0
+_OWNED_TEMP = re.compile(re.escape(TEMP_PREFIX) + r"([0-9a-f]{8}-\d+)-")
 
 
 def _files(folder: Path) -> list[Path]:
@@ -44,6 +49,25 @@ def _unusable(path: Path, root: Path) -> str | None:
     return None
 
 
+def _remove_leftover_temps(folder: Path) -> list[Path]:
+    """Temporary files of atomic writes (captions) that a killed process left in an images folder:
+    removed at once when the process that wrote them is gone, else (no owner in the name, another
+    host's) once an hour old. A live writer's file is never touched."""
+    removed = []
+    for p in folder.iterdir() if folder.is_dir() else []:
+        if not p.name.startswith(TEMP_PREFIX) or p.is_symlink() or not p.is_file():
+            continue
+        try:
+            changed = p.stat().st_mtime
+            m = _OWNED_TEMP.match(p.name)
+            if tag_gone(m.group(1), changed) if m else time.time() - changed > STALE_TEMP_S:
+                p.unlink()
+                removed.append(p)
+        except OSError:  # gone meanwhile (its writer renamed it), or not ours to remove
+            continue
+    return removed
+
+
 def _exists(layout: DatasetLayout, rel_path: str) -> bool:
     try:
         return layout.abs_path(rel_path).is_file()
@@ -63,13 +87,14 @@ def reconcile(db: Database, layout: DatasetLayout, progress: Callable[[float, st
     known = {r.rel_path for r in records}
     # duplicates are looked for among the character's images, or for the pool the whole project's
     hashes = {(r.character_id, r.sha256) for r in records} | {(("project", r.project_id), r.sha256) for r in records}
-    adopted, skipped = [], []
+    adopted, skipped, temps = [], [], []
     for n, (project_id, character_id, project_slug, character_slug) in enumerate(folders, 1):
         scope = character_id if character_id is not None else ("project", project_id)
         shown = f"{project_slug}/{character_slug or UNASSIGNED}/images"
         try:  # one bad folder or file is reported and skipped: it never stops the reconcile
             folder = layout.images_dir(project_slug, character_slug)
             entries = _files(folder)
+            temps += [p.relative_to(layout.root).as_posix() for p in _remove_leftover_temps(folder)]
         except InvalidInput:
             skipped.append({"path": shown, "reason": "the folder leads out of the dataset folder (a symbolic link?)"})
             entries = []
@@ -122,6 +147,8 @@ def reconcile(db: Database, layout: DatasetLayout, progress: Callable[[float, st
         for ids, flag in ((missing, True), (restored, False)):
             if ids:
                 conn.execute(images.update().where(images.c.id.in_(ids)).values(file_missing=flag, updated_at=utcnow()))
-    if adopted or missing or restored:
-        log.info("reconcile: %d adopted, %d flagged missing, %d back", len(adopted), len(missing), len(restored))
-    return {"adopted": adopted, "skipped": skipped, "missing": missing, "restored": restored}
+    if adopted or missing or restored or temps:
+        log.info("reconcile: %d adopted, %d flagged missing, %d back, %d temporary files of a crash removed",
+                 len(adopted), len(missing), len(restored), len(temps))
+    return {"adopted": adopted, "skipped": skipped, "missing": missing, "restored": restored,
+            "temporary_removed": temps}

@@ -10,23 +10,20 @@ start-up with what it had placed and what was removed (`interrupted`)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import re
 import shutil
-import socket
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from ..core.db import Database
 from ..core.errors import InvalidInput
-from ..core.jobs import INTERRUPTED, JobCancelled, JobContext, JobRunner, process_gone
+from ..core.jobs import INTERRUPTED, JobCancelled, JobContext, JobRunner
+from ..core.owners import owner_tag, tag_gone
 from ..core.schema import jobs
 from .images import ImageService
 from .layout import DatasetLayout
@@ -38,13 +35,12 @@ PREFIX = "upload-"
 SWEEP_AFTER_S = 600.0  # an unclaimed folder this old is a leftover (another process may be streaming into a newer one)
 # A staging folder's name says which process made it (`staging_name`), so a folder whose process died,
 # even between its mkdir and its first file, is swept at once at the next start-up or upload.
-HOST_TAG = hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
-_OWNED = re.compile(rf"^{PREFIX}([0-9a-f]{{8}})-(\d+)-[0-9a-f]{{32}}$")
+_OWNED = re.compile(rf"^{PREFIX}([0-9a-f]{{8}}-\d+)-[0-9a-f]{{32}}$")
 
 
 def staging_name(pid: int | None = None) -> str:
     """`upload-<host>-<pid>-<random>`: a new staging folder's name, owned by this host's process `pid`."""
-    return f"{PREFIX}{HOST_TAG}-{os.getpid() if pid is None else pid}-{uuid.uuid4().hex}"
+    return f"{PREFIX}{owner_tag(pid)}-{uuid.uuid4().hex}"
 
 
 class ImageUploads:
@@ -183,6 +179,4 @@ def _owner_gone(folder: Path, mtime: float) -> bool:
     """Whether the process that made `folder` (its name says) is dead; unknown (another host, an older
     name) is not gone. `mtime`: the folder's last change, for a process that has this one's pid."""
     m = _OWNED.match(folder.name)
-    if m is None or m.group(1) != HOST_TAG:
-        return False
-    return process_gone(int(m.group(2)), datetime.fromtimestamp(mtime, timezone.utc))
+    return m is not None and tag_gone(m.group(1), mtime)

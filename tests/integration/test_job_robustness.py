@@ -98,9 +98,19 @@ async def test_reconcile_skips_links_out_of_the_dataset_and_other_bad_entries(cl
     kept.unlink()
     kept.symlink_to(outside)
 
+    # temporary caption files of atomic writes: a killed writer's go at once, a live one's stay
+    from lora_studio.core.owners import owner_tag
+
+    crashed, writing = f".tmp-{owner_tag(dead_pid())}-0a1b.txt", f".tmp-{owner_tag(os.getppid())}-0a1b.txt"
+    for name in (crashed, writing, ".tmp-unowned.txt", ".tmp-unowned-old.txt"):
+        (folder / name).write_text("half a caption")
+    os.utime(folder / ".tmp-unowned-old.txt", (1e9, 1e9))
+
     job = await run_job(client, "POST", f"{V1}/datasets/reconcile")
     assert job["status"] == "succeeded", job
     prefix = f"{p['slug']}/{c['slug']}/images/"
+    assert sorted(job["result"]["temporary_removed"]) == [prefix + crashed, prefix + ".tmp-unowned-old.txt"]
+    assert (folder / writing).is_file() and (folder / ".tmp-unowned.txt").is_file()
     assert sorted(job["result"]["adopted"]) == [prefix + "found.png", prefix + "link-in.png"]
     reasons = {s["path"]: s["reason"] for s in job["result"]["skipped"]}
     assert reasons[prefix + "link-out.png"] == "a symbolic link that leads out of the dataset folder"
