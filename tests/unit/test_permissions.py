@@ -28,7 +28,7 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-@pytest.mark.parametrize(("mask", "file_mode", "dir_mode"), UMASKS)
+@pytest.mark.parametrize(("mask", "file_mode", "dir_mode"), UMASKS, ids=["umask022", "umask077", "umask002"])
 def test_temporary_and_atomic_files_follow_the_umask(tmp_path, umask, mask, file_mode, dir_mode):
     umask(mask)
     fd, name = mkstemp_umask(tmp_path, prefix="up-", suffix=".png")
@@ -53,7 +53,7 @@ def test_temporary_names_do_not_collide(tmp_path):
     assert len(names) == 200
 
 
-@pytest.mark.parametrize(("mask", "file_mode", "dir_mode"), UMASKS[:2])
+@pytest.mark.parametrize(("mask", "file_mode", "dir_mode"), UMASKS[:2], ids=["umask022", "umask077"])
 def test_training_cache_entries_follow_the_umask(tmp_path, umask, mask, file_mode, dir_mode):
     from lora_studio.training.cache import _write_atomic
 
