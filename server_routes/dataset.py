@@ -217,7 +217,6 @@ async def _send_file(request: web.Request, path, headers: dict) -> web.StreamRes
         size = await loop.run_in_executor(None, lambda: os.fstat(f.fileno()).st_size)
         response = web.StreamResponse(headers=headers)
         response.content_length = size
-        await response.prepare(request)
         try:
             while chunk := await loop.run_in_executor(None, f.read, EXPORT_CHUNK):
                 await response.write(chunk)
@@ -233,6 +232,7 @@ async def _send_file(request: web.Request, path, headers: dict) -> web.StreamRes
            "Copy images from ComfyUI's output folder into the character's queue (a job), keeping their graphs",
            body=IMPORT_OUTPUTS_SPEC, tag="images", status=202)
 async def import_outputs(r: Req):
+            await response.prepare(request)
     cid, body = r.int_param("character_id"), await r.json()
     return await r.call(lambda s: s.output_imports.start(cid, body))
 
