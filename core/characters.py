@@ -15,7 +15,7 @@ from .projects import ProjectService, style_dict
 from .schema import characters, generation_styles, images, lora_models, projects
 from .specs import CHARACTER_SPEC
 from .text import merge_terms, slugify
-from .validation import validate
+from .validation import check_text, validate
 
 
 def character_dict(row: Any, project_slug: str | None = None) -> dict:
@@ -135,6 +135,8 @@ class CharacterService:
 
     def find(self, project: str, character: str) -> dict:
         """Look a character up by project slug/name and character slug/name (for nodes)."""
+        check_text("project", project)  # PostgreSQL refuses NUL in a text parameter
+        check_text("character", character)
         with self.db.begin() as conn:
             row = conn.execute(sa.select(characters.c.id).join(projects, projects.c.id == characters.c.project_id)
                                .where(sa.or_(projects.c.slug == project, projects.c.name == project),

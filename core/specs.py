@@ -5,7 +5,7 @@ in the OpenAPI document by the routes. Kept apart from the services so that decl
 from __future__ import annotations
 
 from .categories import CATEGORIES
-from .validation import Field, Spec
+from .validation import ID_MAX, Field, Spec
 
 PROJECT_SPEC: Spec = {
     "name": Field(str, required=True, max_len=200),
@@ -45,7 +45,7 @@ IMAGE_SPEC: Spec = {
 }
 
 REASSIGN_SPEC: Spec = {
-    "character_id": Field(int, min=1, description="the character to move the image to"),
+    "character_id": Field(int, min=1, max=ID_MAX, description="the character to move the image to"),
     "unassigned": Field(bool, description="true: back to the project's unassigned pool (instead of character_id)"),
 }
 
@@ -61,7 +61,8 @@ INGEST_URL_SPEC: Spec = {
 }
 
 DECIDE_SPEC: Spec = {
-    "image_ids": Field(list, required=True, description="ids of the images to decide on (1-1000)"),
+    "image_ids": Field(list, required=True, item=Field(int, min=1, max=ID_MAX), min_items=1, max_items=1000,
+                       description="ids of the images to decide on (1-1000)"),
     "decision": Field(str, required=True, choices=("approve", "reject", "reset")),
     "regenerate": Field(bool, description="after a rejection, queue generations (default: the setting)"),
     "categories": Field(list, items=tuple(CATEGORIES), description="rejection categories"),

@@ -10,18 +10,24 @@ from ..core.validation import parse_uint
 from .layout import safe_join
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+MAX_PATH_CHARS = 4096
 
 
 def _scan(root: Path) -> list[tuple[int, str, int]]:
+    """(mtime, relative path, size) of the images below `root`; links that lead out of it are left
+    out (`file` would refuse them anyway)."""
     out = []
+    root = root.resolve()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
             if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
                 full = Path(dirpath, name)
                 try:
+                    if full.is_symlink() and not full.resolve().is_relative_to(root):
+                        continue
                     st = full.stat()
-                except OSError:
+                except (OSError, RuntimeError):
                     continue
                 out.append((st.st_mtime_ns, full.relative_to(root).as_posix(), st.st_size))
     return out
@@ -58,7 +64,15 @@ class Gallery:
         return {"items": items, "next_cursor": nxt}
 
     def file(self, rel_path: str) -> Path:
+        if not rel_path:
+            raise InvalidInput("'path' is required (a path from GET /gallery)")
+        if len(rel_path) > MAX_PATH_CHARS:
+            raise InvalidInput(f"'path' is longer than {MAX_PATH_CHARS} characters")
         path = safe_join(self._root(), rel_path)
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+        try:  # stat errors other than "not there" (a name too long for the file system) are bad input
+            is_file = path.is_file()
+        except OSError:
+            raise InvalidInput("'path' cannot be read as a file name") from None
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not is_file:
             raise NotFound("no such image in the output folder")
         return path

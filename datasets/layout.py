@@ -27,8 +27,11 @@ def safe_join(root: Path, *parts: str) -> Path:
     for part in parts:
         if "\x00" in part:
             raise InvalidInput("path contains a NUL character")
-    root = root.resolve()
-    path = root.joinpath(*parts).resolve()
+    try:  # a symlink loop (RuntimeError), a name too long for the file system (OSError)
+        root = root.resolve()
+        path = root.joinpath(*parts).resolve()
+    except (OSError, RuntimeError):
+        raise InvalidInput("path cannot be resolved (too long, or a symlink loop)") from None
     if path != root and root not in path.parents:
         raise InvalidInput("path leaves its folder")
     return path

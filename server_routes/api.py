@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,7 @@ from aiohttp import web
 
 from ..core.errors import InvalidInput, StudioError
 from ..core.redact import scrub
-from ..core.validation import Spec, parse_uint
+from ..core.validation import Field, Spec, check_query_value, parse_id, parse_json
 
 log = logging.getLogger("lora_studio.routes")
 
@@ -35,10 +34,14 @@ class RouteSpec:
     handler: Callable[[Req], Awaitable[Any]]
     summary: str
     body: Spec | None = None
-    query: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str | Field] = field(default_factory=dict)  # a str: a string parameter's description
     tag: str = ""
     status: int = 200
     binary: bool = False
+    body_schema: dict | None = None  # a JSON body no Spec describes (e.g. keyed by category), as JSON Schema
+    form: Spec | None = None  # a multipart body: its fields (Field(bytes) for a file, a list of them for files)
+    errors: tuple[int, ...] = ()  # statuses beyond the ones every route of its kind answers (see openapi.py)
+    media: str = "application/octet-stream"  # a binary answer's content type ("image/*", "application/zip")
 
 
 class Api:
@@ -48,9 +51,12 @@ class Api:
         self.routes: list[RouteSpec] = []
 
     def route(self, method: str, path: str, summary: str, *, body: Spec | None = None,
-              query: dict[str, str] | None = None, tag: str = "", status: int = 200, binary: bool = False):
+              query: dict[str, str | Field] | None = None, tag: str = "", status: int = 200, binary: bool = False,
+              body_schema: dict | None = None, form: Spec | None = None, errors: tuple[int, ...] = (),
+              media: str = "application/octet-stream"):
         def deco(fn):
-            self.routes.append(RouteSpec(method, path, fn, summary, body, query or {}, tag, status, binary))
+            self.routes.append(RouteSpec(method, path, fn, summary, body, query or {}, tag, status, binary,
+                                         body_schema, form, errors, media))
             return fn
         return deco
 
@@ -67,10 +73,11 @@ class Req:
         self.ref = ref
 
     def int_param(self, name: str) -> int:
-        return parse_uint(self.request.match_info.get(name, ""), name)
+        return parse_id(self.request.match_info.get(name, ""), name)
 
     def q(self, name: str) -> str | None:
-        return self.request.query.get(name)
+        value = self.request.query.get(name)
+        return None if value is None else check_query_value(name, value)
 
     async def json(self) -> Any:
         if self.request.content_length is not None and self.request.content_length > MAX_JSON_BYTES:
@@ -80,10 +87,7 @@ class Req:
             raise InvalidInput("the JSON body is too large", status=413)
         if not raw.strip():
             return {}
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise InvalidInput("the request body is not valid JSON") from None
+        return parse_json(raw)
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a (blocking) service call in a worker thread, off the event loop."""
@@ -143,37 +147,3 @@ def register_routes(table: web.RouteTableDef, ref) -> None:
     for spec in api.routes:
         table.route(spec.method, PREFIX + spec.path)(_wrap(spec, ref))
 
-
-def openapi_document() -> dict:
-    paths: dict[str, dict] = {}
-    for spec in api.routes:
-        path = PREFIX + spec.path
-        op: dict[str, Any] = {"summary": spec.summary, "tags": [spec.tag] if spec.tag else [],
-                              "operationId": spec.handler.__name__}
-        params = [{"name": n, "in": "path", "required": True, "schema": {"type": "integer"}}
-                  for n in re.findall(r"{(\w+)}", spec.path)]
-        params += [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}, "description": d}
-                   for n, d in spec.query.items()]
-        if params:
-            op["parameters"] = params
-        if spec.body is not None:
-            from ..core.validation import spec_schema
-
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": spec_schema(spec.body)}}}
-        ok = {"description": "OK"}
-        if spec.binary:
-            ok["content"] = {"application/octet-stream": {}}
-        else:
-            ok["content"] = {"application/json": {"schema": {"type": "object"}}}
-        op["responses"] = {str(spec.status): ok,
-                           "4XX": {"description": "bad input", "content": {"application/json": {"schema": {
-                               "$ref": "#/components/schemas/Error"}}}}}
-        paths.setdefault(path, {})[spec.method.lower()] = op
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": "LoRA Studio API", "version": "1"},
-        "paths": paths,
-        "components": {"schemas": {"Error": {"type": "object", "properties": {"error": {
-            "type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-            "required": ["code", "message"]}}, "required": ["error"]}}},
-    }

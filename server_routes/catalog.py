@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from ..core.categories import CATEGORIES
 from ..core.specs import CHARACTER_SPEC, PROJECT_SPEC, STYLE_SPEC
-from ..core.validation import parse_limit
+from ..core.validation import Field, parse_limit
 from .api import Req, api
 
 PAGE = {"limit": "1-500 (default 50)", "cursor": "from next_cursor"}
@@ -117,14 +118,17 @@ async def get_feedback_terms(r: Req):
 
 
 @api.route("PATCH", "/projects/{project_id}/feedback-terms",
-           "Set a category's terms for this project ({category: \"terms\" | null for the default})", tag="feedback")
+           "Set a category's terms for this project ({category: \"terms\" | null for the default})", tag="feedback",
+           body_schema={"type": "object", "additionalProperties": False, "properties": {
+               c: {"type": "string", "maxLength": 2000, "nullable": True} for c in CATEGORIES}})
 async def set_feedback_terms(r: Req):
     pid, body = r.int_param("project_id"), await r.json()
     return await r.call(lambda s: s.feedback.set_terms(pid, body))
 
 
 @api.route("PUT", "/characters/{character_id}/dropped-terms",
-           "Learned negative terms to leave out of the character's prompt ({\"terms\": [...]})", tag="feedback")
+           "Learned negative terms to leave out of the character's prompt ({\"terms\": [...]})", tag="feedback",
+           body={"terms": Field(list, required=True, item=Field(str, required=True, max_len=200))})
 async def set_dropped_terms(r: Req):
     cid, body = r.int_param("character_id"), await r.json()
     return await r.call(lambda s: s.feedback.set_dropped(cid, body))

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from ..core.errors import InvalidInput
 from ..core.specs import DECIDE_SPEC, IMAGE_SPEC, IMPORT_OUTPUTS_SPEC, INGEST_URL_SPEC, REASSIGN_SPEC, REJECT_SPEC
-from ..core.validation import parse_id_cursor, parse_limit, parse_uint
+from ..core.validation import ID_MAX, Field, parse_id, parse_id_cursor, parse_limit, parse_uint
 from .api import Req, api
 from .files import file_response
 from .uploads import stream_multipart
@@ -24,6 +24,15 @@ EXPORT_CHUNK = 1 << 20
 UPLOAD = ("Upload images (multipart field 'files', optional 'caption'): the files stream to disk, then a job "
           "(kind ingest_images) checks and places them as pending; its result is {created: [images], "
           "skipped: [{filename, reason}]}")
+UPLOAD_FORM = {"files": Field(list, required=True, item=Field(bytes), min_items=1, max_items=200,
+                              description="the image files (each part's filename is kept as the image's name)"),
+               "caption": Field(str, max_len=10000, description="a caption for every image")}
+VIDEO_FORM = {"file": Field(bytes, required=True, description="the video"),
+              "max_frames": Field(str, description="at most this many frames (1-200)"),
+              "caption": Field(str, max_len=2000)}
+LIMIT = Field(int, min=1, max=500, description="page size, 1-500 (default 50)")
+ID_CURSOR = Field(int, min=0, max=ID_MAX, description="from next_cursor")
+FLAG = ("true", "false")
 
 
 async def _upload(r: Req, character_id: int | None, project_id: int | None):
@@ -38,24 +47,27 @@ async def _upload(r: Req, character_id: int | None, project_id: int | None):
     return await r.call(lambda s: s.uploads.start(character_id, folder, files, caption, project_id=project_id))
 
 
-@api.route("POST", "/characters/{character_id}/images", UPLOAD, tag="images", status=202)
+@api.route("POST", "/characters/{character_id}/images", UPLOAD, tag="images", status=202, form=UPLOAD_FORM)
 async def upload_images(r: Req):
     return await _upload(r, r.int_param("character_id"), None)
 
 
 @api.route("POST", "/projects/{project_id}/images", UPLOAD.replace("as pending", "as pending in the project's "
                                                                    "unassigned pool (for the classifier or a person)"),
-           tag="images", status=202)
+           tag="images", status=202, form=UPLOAD_FORM)
 async def upload_project_images(r: Req):
     return await _upload(r, None, r.int_param("project_id"))
 
 
-QUERY = {"status": "pending (default) | approved | rejected | all", "source": "e.g. upload, comfyui",
+QUERY = {"status": Field(str, choices=("pending", "approved", "rejected", "all"), description="default pending"),
+         "source": "e.g. upload, comfyui",
          "since": "ISO 8601, created at or after", "until": "ISO 8601, created before",
-         "has_caption": "true | false", "min_confidence": "0..1: classifier suggestion at least this sure",
-         "unassigned": "true: only images without a character (the pool) | false: only images with one",
-         "order": "oldest (default) | newest", "limit": "1-500",
-         "cursor": "from next_cursor"}
+         "has_caption": Field(str, choices=FLAG),
+         "min_confidence": Field(float, min=0.0, max=1.0, description="classifier suggestion at least this sure"),
+         "unassigned": Field(str, choices=FLAG, description="true: only images without a character (the pool) | "
+                             "false: only images with one"),
+         "order": Field(str, choices=("oldest", "newest"), description="default oldest"), "limit": LIMIT,
+         "cursor": ID_CURSOR}
 
 
 def image_filters(r: Req, **scope) -> dict:
@@ -89,10 +101,10 @@ async def list_images(r: Req):
 
 
 @api.route("GET", "/images", "Images across the studio or a project", tag="images",
-           query={**QUERY, "project_id": "only this project's images"})
+           query={**QUERY, "project_id": Field(int, min=0, max=ID_MAX, description="only this project's images")})
 async def search_images(r: Req):
     project = r.q("project_id")
-    filters = image_filters(r, project_id=parse_uint(project, "project_id") if project else None)
+    filters = image_filters(r, project_id=parse_id(project, "project_id") if project else None)
     limit, cursor = parse_limit(r.q("limit")), parse_id_cursor(r.q("cursor"))
     return await r.call(lambda s: s.images.search(filters, limit, cursor))
 
@@ -127,7 +139,7 @@ async def get_image(r: Req):
     return await r.call(lambda s: s.images.get(iid))
 
 
-@api.route("GET", "/images/{image_id}/file", "The image file", tag="images", binary=True)
+@api.route("GET", "/images/{image_id}/file", "The image file", tag="images", binary=True, media="image/*")
 async def image_file(r: Req):
     iid = r.int_param("image_id")
     path = await r.call(lambda s: s.images.file_path(iid))
@@ -148,7 +160,7 @@ async def reject_image(r: Req):
 
 
 @api.route("POST", "/images/decisions", "Approve, reject or reset many images in one transaction",
-           body=DECIDE_SPEC, tag="images")
+           body=DECIDE_SPEC, tag="images", errors=(404,))
 async def decide_images(r: Req):
     body = await r.json()
     return await r.call(lambda s: s.review.decide(body))
@@ -166,14 +178,15 @@ async def undo_last(r: Req):
 
 
 @api.route("GET", "/gallery", "Images in ComfyUI's output folder, newest first",
-           query={"limit": "1-500", "cursor": "from next_cursor"}, tag="gallery")
+           query={"limit": LIMIT, "cursor": "from next_cursor"}, tag="gallery")
 async def gallery(r: Req):
     limit, cursor = parse_limit(r.q("limit")), r.q("cursor")
     return await r.call(lambda s: s.gallery.list(limit, cursor))
 
 
-@api.route("GET", "/gallery/file", "One image of the output folder", query={"path": "relative path from /gallery"},
-           tag="gallery", binary=True)
+@api.route("GET", "/gallery/file", "One image of the output folder",
+           query={"path": Field(str, required=True, description="relative path from /gallery")},
+           tag="gallery", binary=True, media="image/*", errors=(404,))
 async def gallery_file(r: Req):
     rel = r.q("path") or ""
     path = await r.call(lambda s: s.gallery.file(rel))
@@ -189,8 +202,9 @@ async def reconcile_datasets(r: Req):
 
 @api.route("GET", "/characters/{character_id}/export",
            "The approved images as a zip in kohya's layout (<repeats>_<trigger> <class>/ with .txt captions)",
-           query={"repeats": "1-1000 (default 10)", "class": "class word (default person)"}, tag="images",
-           binary=True)
+           query={"repeats": Field(int, min=1, max=1000, description="default 10"),
+                  "class": Field(str, max_len=100, description="class word (default person)")}, tag="images",
+           binary=True, media="application/zip")
 async def export_character(r: Req):
     cid = r.int_param("character_id")
     repeats = parse_uint(r.q("repeats") or "10", "repeats")
@@ -218,6 +232,7 @@ async def _send_file(request: web.Request, path, headers: dict) -> web.StreamRes
         response = web.StreamResponse(headers=headers)
         response.content_length = size
         try:
+            await response.prepare(request)
             while chunk := await loop.run_in_executor(None, f.read, EXPORT_CHUNK):
                 await response.write(chunk)
             await response.write_eof()
@@ -232,7 +247,6 @@ async def _send_file(request: web.Request, path, headers: dict) -> web.StreamRes
            "Copy images from ComfyUI's output folder into the character's queue (a job), keeping their graphs",
            body=IMPORT_OUTPUTS_SPEC, tag="images", status=202)
 async def import_outputs(r: Req):
-            await response.prepare(request)
     cid, body = r.int_param("character_id"), await r.json()
     return await r.call(lambda s: s.output_imports.start(cid, body))
 
@@ -247,14 +261,14 @@ async def import_outputs_to_pool(r: Req):
 
 @api.route("POST", "/characters/{character_id}/ingest/video",
            "Upload a video (multipart field 'file'; optional 'max_frames', 'caption'): a job picks distinct frames "
-           "from its whole length", tag="ingest", status=202)
+           "from its whole length", tag="ingest", status=202, form=VIDEO_FORM)
 async def ingest_video(r: Req):
     return await _ingest_video(r, r.int_param("character_id"), None)
 
 
 @api.route("POST", "/projects/{project_id}/ingest/video",
            "Upload a video (as for a character): the frames land in the project's unassigned pool (a job)",
-           tag="ingest", status=202)
+           tag="ingest", status=202, form=VIDEO_FORM)
 async def ingest_video_to_pool(r: Req):
     return await _ingest_video(r, None, r.int_param("project_id"))
 

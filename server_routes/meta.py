@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..core.categories import CATEGORIES
-from .api import Req, api, openapi_document
+from .api import Req, api
+from .openapi import openapi_document
 
 
 @api.route("GET", "/health", "Studio status (database kind, version, host)", tag="meta")

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from ..core.specs import GENERATE_SPEC, TRAIN_SPEC
-from ..core.validation import parse_id_cursor, parse_limit, parse_uint
+from ..core.validation import ID_MAX, Field, parse_id, parse_id_cursor, parse_limit
 from .api import Req, api
 from .files import file_response
 
+ID = Field(int, min=0, max=ID_MAX)
 
-@api.route("GET", "/jobs", "Jobs, newest first", query={"status": "filter", "kind": "filter", "limit": "1-500",
-                                                       "character_id": "filter", "cursor": "from next_cursor"},
-           tag="jobs")
+
+@api.route("GET", "/jobs", "Jobs, newest first",
+           query={"status": "filter", "kind": "filter", "limit": Field(int, min=1, max=500, description="1-500"),
+                  "character_id": ID, "cursor": ID}, tag="jobs")
 async def list_jobs(r: Req):
     status, kind = r.q("status") or None, r.q("kind") or None
     limit, cursor = parse_limit(r.q("limit")), parse_id_cursor(r.q("cursor"))
-    cid = parse_uint(r.q("character_id"), "character_id") if r.q("character_id") else None
+    cid = parse_id(r.q("character_id"), "character_id") if r.q("character_id") else None
     return await r.call(lambda s: s.jobs.list(status=status, kind=kind, character_id=cid, limit=limit, cursor=cursor))
 
 
@@ -64,7 +66,7 @@ async def training_samples(r: Req):
 
 
 @api.route("GET", "/jobs/{job_id}/samples/{name}", "One sample image of a training job", tag="training",
-           binary=True)
+           binary=True, media="image/*")
 async def training_sample_file(r: Req):
     jid, name = r.int_param("job_id"), r.request.match_info.get("name", "")
     path = await r.call(lambda s: s.training.sample_path(jid, name))
@@ -80,14 +82,14 @@ async def loras(r: Req):
 
 @api.route("POST", "/characters/{character_id}/generate",
            "Queue a txt2img graph (style + SSOT prompt + effective negatives + current LoRA) on ComfyUI",
-           body=GENERATE_SPEC, tag="generation", status=201)
+           body=GENERATE_SPEC, tag="generation", status=201, errors=(502,))
 async def generate(r: Req):
     cid, body = r.int_param("character_id"), await r.json()
     return await r.call(lambda s: s.generation.generate(cid, body))
 
 
 @api.route("GET", "/generations/{generation_id}", "A generation, refreshed from ComfyUI's history",
-           tag="generation")
+           tag="generation", errors=(502,))
 async def get_generation(r: Req):
     gid = r.int_param("generation_id")
     return await r.call(lambda s: s.generation.get(gid, refresh=True))

@@ -128,23 +128,36 @@ class TrainingService:
         # a model may be a symlink into another model folder (ComfyUI's extra_model_paths), never out of all of them
         allowed = [d.resolve() for d, _ in roots if d.is_dir()]
         for root, folders_too in roots:
-            if not root.is_dir():
-                continue
-            base = root.resolve()
-            candidate = (base / name).resolve()
-            if not any(candidate.is_relative_to(folder) for folder in allowed):  # a symlink out of the model folders
-                continue
-            if folders_too and candidate.is_dir():
-                if _is_diffusers_folder(candidate):
-                    return candidate
-                raise InvalidInput(f"'{name}' is a folder but not a diffusers model (no model_index.json or "
-                                   "unet/config.json inside)")
-            if candidate.is_file():
-                if candidate.suffix.lower() != ".safetensors":
-                    raise InvalidInput(f"'{name}' is not a .safetensors checkpoint (pickled .ckpt files are not loaded)")
-                return candidate
+            try:
+                found = self._base_model_in(root, name, folders_too, allowed)
+            except (OSError, RuntimeError):  # a name too long for the file system, a symlink loop
+                raise InvalidInput(f"base_model cannot be resolved in {root.name}/ (too long, or a symlink loop); "
+                                   "use a name from GET /models") from None
+            if found is not None:
+                return found
         where = ", ".join(str(d) for d in [*self.host.model_dirs(), *self.host.checkpoint_dirs()])
         raise NotFound(f"base model '{name}' was not found in {where}")
+
+    @staticmethod
+    def _base_model_in(root: Path, name: str, folders_too: bool, allowed: list[Path]) -> Path | None:
+        """The model `name` inside `root` (None: not there); never a path that resolves outside the
+        `allowed` folders (the configured model folders, resolved)."""
+        if not root.is_dir():
+            return None
+        base = root.resolve()
+        candidate = (base / name).resolve()
+        if not any(candidate.is_relative_to(folder) for folder in allowed):  # a symlink out of the model folders
+            return None
+        if folders_too and candidate.is_dir():
+            if _is_diffusers_folder(candidate):
+                return candidate
+            raise InvalidInput(f"'{name}' is a folder but not a diffusers model (no model_index.json or "
+                               "unet/config.json inside)")
+        if candidate.is_file():
+            if candidate.suffix.lower() != ".safetensors":
+                raise InvalidInput(f"'{name}' is not a .safetensors checkpoint (pickled .ckpt files are not loaded)")
+            return candidate
+        return None
 
     def detect(self, name: str, path: Path) -> dict:
         """{"arch", "prediction_type", "source"} read cheaply from the model (no torch); 400 when the
@@ -246,9 +259,14 @@ class TrainingService:
         self.runner.get(job_id)
         if not re.fullmatch(r"[A-Za-z0-9._-]+\.(png|jpg|jpeg|webp)", name, re.IGNORECASE) or name.startswith("."):
             raise InvalidInput("not a sample image name")
-        folder = (self.job_dir(job_id) / "samples").resolve()
-        path = (folder / name).resolve()
-        if not path.is_relative_to(folder) or not path.is_file():
+        try:  # inside the jobs folder itself: a job or samples folder that is a link out is refused too
+            root = self.jobs_dir.resolve()
+            folder = (self.jobs_dir / str(int(job_id)) / "samples").resolve()
+            path = (folder / name).resolve()
+            found = path.is_relative_to(folder) and folder.is_relative_to(root) and path.is_file()
+        except (OSError, RuntimeError):  # a symlink loop, a name too long
+            found = False
+        if not found:
             raise NotFound(f"job {job_id} has no sample {name!r}")
         return path
 
