@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from .errors import Unavailable
 from .migrations import MIGRATIONS, version_table
+from .ref import database_failure
 from .settings import redact_url
 
 log = logging.getLogger("lora_studio.db")
@@ -49,9 +53,19 @@ class Database:
             self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
         self.is_postgres = self.engine.dialect.name == "postgresql"
 
-    def begin(self):
-        """A connection inside a transaction, committed on exit (rolled back on error)."""
-        return self.engine.begin()
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        """A connection inside a transaction, committed on exit (rolled back on error). The database
+        going away meanwhile (server down, connection terminated, SQLite file unreadable) is a 503
+        `database_unavailable` for the caller, not an internal error; the pool replaces the dead
+        connection (pool_pre_ping), so the next request works once the database is back."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as e:
+            reason = database_failure(e)
+            log.warning("database failure: %s", reason)
+            raise Unavailable(f"the database failed ({reason}); try again", code="database_unavailable") from None
 
     def migrate(self) -> int:
         """Apply pending migrations; concurrent start-ups are serialised. Returns the version."""

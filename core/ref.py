@@ -17,15 +17,20 @@ from .redact import scrub
 log = logging.getLogger("lora_studio.studio")
 
 
-def database_unreachable(error: BaseException) -> str | None:
-    """'the database is not reachable: <driver's reason>' when `error` says the database server could
-    not be reached or dropped the connection (SQLAlchemy's OperationalError/InterfaceError); None for
-    anything else. One line, secrets scrubbed; the DSN itself is never part of it."""
+def database_failure(error: BaseException) -> str | None:
+    """The driver's reason (one line, secrets scrubbed; the DSN is never part of it) when `error` says the
+    database could not be reached or dropped the connection (SQLAlchemy's OperationalError or
+    InterfaceError); None for anything else."""
     exc = sys.modules.get("sqlalchemy.exc")  # loaded whenever a database was touched; never imported here
     if exc is None or not isinstance(error, exc.OperationalError | exc.InterfaceError):
         return None
-    reason = " ".join(str(getattr(error, "orig", None) or error).split()) or type(error).__name__
-    return scrub(f"the database is not reachable: {reason}")
+    return scrub(" ".join(str(getattr(error, "orig", None) or error).split()) or type(error).__name__)
+
+
+def database_unreachable(error: BaseException) -> str | None:
+    """'the database is not reachable: <driver's reason>', or None (see `database_failure`)."""
+    reason = database_failure(error)
+    return None if reason is None else f"the database is not reachable: {reason}"
 
 
 def describe_failure(error: BaseException) -> tuple[str, bool]:
