@@ -17,23 +17,25 @@ NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 255}
 
 ERROR_TEXT = {
     400: "bad input (a malformed id, parameter or body)",
-    403: "a state-changing request from a page of another origin",
+    403: "a Host name the studio does not serve, or a state-changing request from a page of another origin",
     404: "something the request names does not exist",
     409: "the request conflicts with the current state",
     413: "the body is larger than its limit",
+    415: "a body that is not JSON (multipart/form-data for uploads)",
     502: "ComfyUI (or another upstream) answered with an error",
     503: "a component the request needs is missing or unreachable (the studio, ComfyUI, torch)",
 }
 
 
 def _statuses(spec: RouteSpec) -> list[int]:
-    """Error statuses a route answers: 400 and 503 (the studio could not start) for every route, 404
-    for those that name something, 403/409 for writes, 413 for bodies, and what the route declares."""
-    codes = {400, 503, *spec.errors}
+    """Error statuses a route answers: 400, 403 (a foreign Host name) and 503 (the studio could not
+    start) for every route, 404 for those that name something, 409 and 415 (a body of another media
+    type, see perimeter.py) for writes, 413 for bodies, and what the route declares."""
+    codes = {400, 403, 503, *spec.errors}
     if "{" in spec.path:
         codes.add(404)
     if spec.method in STATE_CHANGING:
-        codes |= {403, 409}
+        codes |= {409, 415}
     if spec.body is not None or spec.body_schema is not None or spec.form is not None:
         codes.add(413)
     return sorted(codes)
