@@ -17,6 +17,8 @@ from .settings import redact_url
 
 log = logging.getLogger("lora_studio.db")
 
+CONNECT_TIMEOUT_S = 10  # seconds to reach PostgreSQL before a start-up or request fails
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -50,7 +52,10 @@ class Database:
             self.engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
             _sqlite_transactions(self.engine)
         else:
-            self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            # a server behind a firewall that drops packets would otherwise hang start-up (and each request)
+            # for the operating system's TCP timeout, minutes; a connect_timeout in the URL wins
+            timeout = {} if "connect_timeout" in sa.engine.make_url(url).query else {"connect_timeout": CONNECT_TIMEOUT_S}
+            self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=timeout)
         self.is_postgres = self.engine.dialect.name == "postgresql"
 
     @contextlib.contextmanager

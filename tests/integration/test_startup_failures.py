@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 
 from support.processes import StudioServer, clean_env, free_port
 
@@ -52,3 +53,21 @@ def test_it_says_where_it_runs_only_once_it_answers_and_stops_on_sigterm(tmp_pat
         code = server.stop()
     assert code == 0, server.log()
     assert "Traceback" not in server.log()
+
+
+def test_a_database_server_that_never_answers_fails_within_the_connect_timeout(tmp_path):
+    """A listener that accepts nothing (like a host whose firewall drops the packets): without a default
+    connect timeout the start would wait for the operating system's TCP timeout, minutes."""
+    from lora_studio.core.db import CONNECT_TIMEOUT_S
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgresql://studio:{PASSWORD}@127.0.0.1:{silent.getsockname()[1]}/x"
+        started = time.monotonic()
+        run = serve(tmp_path, "--port", str(free_port()), "--database-url", url)
+        elapsed = time.monotonic() - started
+    assert run.returncode == 1, run
+    assert run.stderr.splitlines()[0].startswith("lora_studio: the database is not reachable: "), run.stderr
+    assert len(run.stderr.splitlines()) == 1 and PASSWORD not in run.stderr
+    assert CONNECT_TIMEOUT_S <= elapsed < CONNECT_TIMEOUT_S + 20, elapsed
