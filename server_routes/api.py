@@ -19,6 +19,7 @@ from aiohttp import web
 from ..core.errors import InvalidInput, StudioError
 from ..core.redact import scrub
 from ..core.validation import Field, Spec, check_query_value, parse_id, parse_json
+from .perimeter import allowed_methods, body_refusal, host_refusal, needs_settings
 
 log = logging.getLogger("lora_studio.routes")
 
@@ -117,13 +118,38 @@ def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc) and parts.netloc.lower() == request.host.lower()
 
 
+def _settle(ref) -> None:
+    """Wait until the studio is built or has failed (a failure is the handler's 503 to report)."""
+    try:
+        ref.get()
+    except StudioError:
+        pass
+
+
+async def perimeter_refusal(request: web.Request, ref) -> web.Response | None:
+    """The answer for a request our routes must not serve (see perimeter.py), else None: a Host
+    name that is not ours (every request), then a foreign Origin (state-changing requests)."""
+    host = request.headers.get("Host")
+    if needs_settings(host) and not ref.ready():  # only allowed_hosts can pass it: wait for the settings
+        await asyncio.get_running_loop().run_in_executor(None, _settle, ref)
+    settings = ref.get().settings if ref.ready() else None
+    refusal = host_refusal(host, settings.allowed_hosts if settings else ())
+    if refusal is not None:
+        return refusal
+    if request.method in STATE_CHANGING and not origin_allowed(request, settings.allowed_origins if settings else ()):
+        return error_response(403, "forbidden_origin", "cross-origin requests are not allowed")
+    return None
+
+
 def _wrap(spec: RouteSpec, ref) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    upload = spec.form is not None  # a multipart route; every other route's body is JSON
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
-            if request.method in STATE_CHANGING:
-                allowed = ref.get().settings.allowed_origins if ref.ready() else ()
-                if not origin_allowed(request, allowed):
-                    return error_response(403, "forbidden_origin", "cross-origin requests are not allowed")
+            refusal = await perimeter_refusal(request, ref)
+            if refusal is None and request.method in STATE_CHANGING:
+                refusal = body_refusal(request, upload)
+            if refusal is not None:
+                return refusal
             result = await spec.handler(Req(request, ref))
         except StudioError as e:
             return error_response(e.status, e.code, e.message)
@@ -146,4 +172,24 @@ def register_routes(table: web.RouteTableDef, ref) -> None:
 
     for spec in api.routes:
         table.route(spec.method, PREFIX + spec.path)(_wrap(spec, ref))
+    # Last, so every declared route resolves first: the rest of our prefix answers JSON 404/405
+    # (inside ComfyUI also under its /api alias; ComfyUI's own paths are never matched).
+    table.route("*", PREFIX + "{tail:(/.*)?}")(_unmatched(ref))
 
+
+def _unmatched(ref) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def unmatched(request: web.Request) -> web.StreamResponse:
+        refusal = await perimeter_refusal(request, ref)
+        if refusal is not None:
+            return refusal
+        prefix = request.match_info.route.resource.canonical.split("{", 1)[0]  # PREFIX or ComfyUI's /api + PREFIX
+        methods = await allowed_methods(request, prefix)
+        if methods:
+            response = error_response(405, "method_not_allowed",
+                                      f"{request.method} is not allowed here; use {', '.join(sorted(methods))}")
+            response.headers["Allow"] = ", ".join(sorted(methods))
+            return response
+        return error_response(404, "not_found", f"no such route: {request.method} {request.path[:200]} "
+                                                f"(the routes are listed at {PREFIX}/openapi.json)")
+
+    return unmatched
