@@ -184,7 +184,9 @@ def test_server_killed_during_ingest(tmp_path):
         created = upload(server, char["id"], {"after.png": image_bytes(size=(96, 96), seed=SEED - 1)})["created"]
         assert len(created) == 1
         records = check_dataset(server, project["id"])
-        print(f"{len(records)} image records consistent with their files after {INGEST_KILLS} kills")
+        uploads = [j for j in wait_jobs_settled(server) if j["kind"] == "ingest_images"]
+        print(f"{len(records)} image records consistent with their files after {INGEST_KILLS} kills; upload jobs: "
+              + ", ".join(f"#{j['id']} {j['status']}" + (f" ({j['error']})" if j["error"] else "") for j in uploads))
     finally:
         server.kill()
     if leftovers:
