@@ -12,7 +12,7 @@ from .errors import Conflict, InvalidInput, NotFound
 from .feedback import category_counts, dropped, learned_terms, rejection_notes
 from .pagination import after, decode_cursor, encode_cursor
 from .projects import ProjectService, style_dict
-from .schema import characters, generation_styles, images, lora_models, projects
+from .schema import characters, generation_styles, image_decisions, images, lora_models, projects
 from .specs import CHARACTER_SPEC
 from .text import merge_terms, slugify
 from .validation import check_text, validate
@@ -92,6 +92,15 @@ class CharacterService:
         the dataset folder stays on disk."""
         with self.db.begin() as conn:
             self.row_with_project(conn, character_id)
+            # The cascade deletes the character's decision log entries and feedback: first lock their images in id
+            # order, as decisions and undo do (else an undo and the cascade can each hold an entry the other needs)
+            held = sa.select(images.c.id, images.c.character_id).where(sa.or_(
+                images.c.character_id == character_id,
+                images.c.id.in_(sa.select(image_decisions.c.image_id).where(
+                    image_decisions.c.character_id == character_id)))).order_by(images.c.id)
+            rows = conn.execute(held.with_for_update() if self.db.is_postgres else held).all()
+            if any(r.character_id == character_id for r in rows):  # the cascade would delete them, files left behind
+                raise Conflict("an image was moved to the character meanwhile: delete the character again")
             conn.execute(characters.delete().where(characters.c.id == character_id))
         return {"deleted": character_id}
 
