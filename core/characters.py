@@ -93,13 +93,17 @@ class CharacterService:
         with self.db.begin() as conn:
             self.row_with_project(conn, character_id)
             # The cascade deletes the character's decision log entries and feedback: first lock their images in id
-            # order, as decisions and undo do (else an undo and the cascade can each hold an entry the other needs)
-            held = sa.select(images.c.id, images.c.character_id).where(sa.or_(
+            # order, then the character, as decisions, undo and reassign do (else an undo and the cascade can each
+            # hold an entry the other needs). Once the character is locked no image can move to it.
+            held = sa.select(images.c.id).where(sa.or_(
                 images.c.character_id == character_id,
                 images.c.id.in_(sa.select(image_decisions.c.image_id).where(
                     image_decisions.c.character_id == character_id)))).order_by(images.c.id)
-            rows = conn.execute(held.with_for_update() if self.db.is_postgres else held).all()
-            if any(r.character_id == character_id for r in rows):  # the cascade would delete them, files left behind
+            if self.db.is_postgres:
+                conn.execute(held.with_for_update()).all()
+                conn.execute(sa.select(characters.c.id).where(characters.c.id == character_id).with_for_update())
+            if conn.execute(sa.select(images.c.id).where(images.c.character_id == character_id).limit(1)).first():
+                # the cascade would delete its record and leave its files
                 raise Conflict("an image was moved to the character meanwhile: delete the character again")
             conn.execute(characters.delete().where(characters.c.id == character_id))
         return {"deleted": character_id}

@@ -199,3 +199,17 @@ def test_deleting_a_character_while_its_decisions_are_decided_and_undone(studio,
             t.join()
         assert all(studio.images.get(i)["unassigned"] for i in ids)
     assert not errors, errors[:5]
+
+
+def test_a_character_that_got_an_image_meanwhile_is_not_deleted(studio):
+    """Between moving a character's images to the pool and deleting its record, another request can move an
+    image in: the cascade would delete that image's record and leave its file, so the delete is refused."""
+    from lora_studio.core.errors import Conflict
+
+    project = studio.projects.create({"name": "Late"})
+    x = studio.characters.create(project["id"], {"name": "Aiko"})["id"]
+    (late,) = add_records(studio, project["id"], x, 1, 0)  # as if moved in after the images went to the pool
+    with pytest.raises(Conflict, match="moved to the character meanwhile"):
+        studio.characters.delete(x)
+    assert studio.images.get(late)["character_id"] == x
+    assert studio.delete_character(x)["images_to_pool"] == [late]  # asked again, it goes through
