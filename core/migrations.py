@@ -182,9 +182,11 @@ def _v5_colour_hash(conn: sa.Connection) -> None:
 
 
 def _v6_lookups_by_image(conn: sa.Connection) -> None:
-    """The decision log and feedback looked up by image: an image's last log entry (undo), the latest
-    rejection of each listed image, and the cascade when an image is deleted, without whole-table scans."""
+    """The decision log and feedback looked up by image and by batch: an image's last log entry and a
+    batch's entries (undo), the latest rejection of each listed image, and the cascade when an image is
+    deleted, without whole-table scans."""
     conn.execute(sa.text("CREATE INDEX ix_image_decisions_image ON image_decisions (image_id, id)"))
+    conn.execute(sa.text("CREATE INDEX ix_image_decisions_batch ON image_decisions (batch)"))
     conn.execute(sa.text("CREATE INDEX ix_feedback_image ON feedback (image_id, id)"))
 
 
@@ -194,7 +196,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (3, "classifier suggestions on images", _v3_suggestions),
     (4, "unassigned pool: images carry their project, the character is optional", _v4_unassigned_pool),
     (5, "colour signature of images for near duplicates", _v5_colour_hash),
-    (6, "decision log and feedback indexed by image", _v6_lookups_by_image),
+    (6, "decision log and feedback indexed by image, the decision log by batch", _v6_lookups_by_image),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -166,6 +166,7 @@ image_decisions = sa.Table(
     sa.Column("created_at", TS, nullable=False),
     sa.Index("ix_image_decisions_character", "character_id", "id"),
     sa.Index("ix_image_decisions_image", "image_id", "id"),  # version 6
+    sa.Index("ix_image_decisions_batch", "batch"),  # version 6
 )
 
 # A project's own negative terms for a rejection category (else the defaults apply).
