@@ -216,6 +216,14 @@ def wait_job(server: StudioServer, job_id: int, until, timeout: float = 180) -> 
         time.sleep(0.02)
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def kill_worker_at(server: StudioServer, job_id: int, step: int, rng: random.Random) -> str:
     """kill -9 the job's worker while it writes checkpoint `step`, or a random moment (0-150 ms) after."""
     job = wait_job(server, job_id, lambda j: (j["result"] or {}).get("pid") or j["status"] not in ("queued", "running"))
@@ -233,8 +241,9 @@ def kill_worker_at(server: StudioServer, job_id: int, step: int, rng: random.Ran
             time.sleep(after)
             where = f"{after * 1000:.0f} ms after checkpoint {step} was written"
             break
-        assert time.monotonic() < deadline, f"the worker never wrote checkpoint {step}: {server.log()[-3000:]}"
-        time.sleep(0.0005)
+        if time.monotonic() > deadline or not alive(pid):
+            pytest.fail(f"the worker ended (or hung) before checkpoint {step}: {ok(server, 'GET', f'/jobs/{job_id}')}")
+        time.sleep(0.002)
     os.kill(pid, 9)
     return f"job {job_id}, worker {pid}: {where}"
 
@@ -267,6 +276,9 @@ def test_training_worker_killed_at_random_steps(tmp_path):
         resumed_step = 0
         for point, drawn in enumerate(steps):
             step = max(drawn, resumed_step + 2)  # a checkpoint the resumed run will write
+            if step > TRAIN_STEPS - 4:  # the runs got that far already: let the last one finish
+                print(f"worker kill point {point} skipped: the run resumed at step {resumed_step}")
+                break
             where = kill_worker_at(server, job["id"], step, rng)
             log.append(f"worker kill point {point} at {time.monotonic() - t0:.1f}s: {where}")
             print(log[-1])
