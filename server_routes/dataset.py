@@ -100,7 +100,7 @@ async def list_images(r: Req):
     return await r.call(lambda s: s.images.search(filters, limit, cursor))
 
 
-@api.route("GET", "/images", "Images across the studio or a project", tag="images",
+@api.route("GET", "/images", "Images across the studio or a project", tag="images", errors=(404,),
            query={**QUERY, "project_id": Field(int, min=0, max=ID_MAX, description="only this project's images")})
 async def search_images(r: Req):
     project = r.q("project_id")

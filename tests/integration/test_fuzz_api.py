@@ -43,8 +43,10 @@ def no_server_error(ctx, response, case):
 
 
 CHECKS = [no_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-EXAMPLES = 10  # per operation and per kind of case (valid, invalid, valid on the seeded records)
-BUDGET_S = 40.0  # per database: the fuzz stops generating when it is spent (the count is reported)
+# per operation and pass (valid, invalid, valid on the seeded records); a longer run, e.g. before a
+# release: LORA_STUDIO_FUZZ_EXAMPLES=60 LORA_STUDIO_FUZZ_BUDGET_S=900 pytest tests/integration/test_fuzz_api.py -s
+EXAMPLES = int(os.environ.get("LORA_STUDIO_FUZZ_EXAMPLES", "10"))
+BUDGET_S = float(os.environ.get("LORA_STUDIO_FUZZ_BUDGET_S", "40"))  # per database: generation stops when spent
 REQUEST_TIMEOUT_S = 15.0
 PROFILE = os.environ.get("LORA_STUDIO_FUZZ_PROFILE") == "1"  # per-operation counts and times
 
