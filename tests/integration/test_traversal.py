@@ -54,11 +54,13 @@ def payloads(secret: Path) -> list[str]:
 
 
 def outside_tree(tmp_path: Path, roots: list[Path]) -> dict[str, int]:
-    """Every file under tmp_path that is not below one of the roots: path -> size."""
+    """Every file, folder and link under tmp_path that is not below one of the roots: path -> size."""
     found = {}
     for dirpath, dirnames, filenames in os.walk(tmp_path):
         here = Path(dirpath)
         dirnames[:] = [d for d in dirnames if (here / d) not in roots]
+        for name in dirnames:
+            found[str((here / name).relative_to(tmp_path)) + "/"] = -1
         for name in filenames:
             p = here / name
             found[str(p.relative_to(tmp_path))] = p.lstat().st_size
@@ -126,8 +128,7 @@ class Tally:
 async def test_traversal_names_never_escape_the_roots(client, settings, planted, tmp_path):
     studio = client.server.app[STUDIO_KEY].get()
     roots = [settings.data_dir, settings.comfyui_output_dir, settings.effective_models_dir,
-             settings.effective_loras_dir, tmp_path / "outside"]
-    before = outside_tree(tmp_path, roots)
+             settings.effective_loras_dir]  # the secret's own folder is watched too
     names = planted.payloads
     assert len(names) >= 200, len(names)
     tally = Tally()
@@ -151,6 +152,8 @@ async def test_traversal_names_never_escape_the_roots(client, settings, planted,
     (tmp_path / "outside" / "samples" / "s.png").write_bytes(image_bytes(seed=8) + MARKER)
     images_dir = studio.layout.images_dir(p["slug"], c["slug"])
     (images_dir / "planted.png").symlink_to(planted.secret)  # a link in the data folder: reconcile must not adopt it
+
+    before = outside_tree(tmp_path, roots)  # after planting: from here on nothing may appear outside the roots
 
     # the files that may be served are served (the suite would pass vacuously otherwise)
     assert (await client.get(f"{V1}/gallery/file", params={"path": "ok.png"})).status == 200
@@ -278,7 +281,7 @@ async def test_node_inputs_that_name_files(client, settings, planted, tmp_path):
     ref = client.server.app[STUDIO_KEY]
     studio = ref.get()
     roots = [settings.data_dir, settings.comfyui_output_dir, settings.effective_models_dir,
-             settings.effective_loras_dir, tmp_path / "outside"]
+             settings.effective_loras_dir]
     before = outside_tree(tmp_path, roots)
     p = await make_project(client)
     c = await make_character(client, p["id"])
