@@ -198,7 +198,7 @@ def test_server_killed_during_ingest(tmp_path):
 # -- the training worker killed at random steps ---------------------------------------------------------------
 
 TRAIN_STEPS = 24
-WORKER_KILLS = 3
+WORKER_KILLS = 2
 
 
 def complete_checkpoints(folder: Path) -> list[int]:
