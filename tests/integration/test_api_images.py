@@ -80,7 +80,8 @@ async def test_upload_cap_and_decompression_bomb(make_client):
 
 
 async def test_upload_needs_multipart_and_a_known_character(client, character):
-    await assert_error(await client.post(f"{V1}/characters/{character['id']}/images", json={"x": 1}), 400)
+    await assert_error(await client.post(f"{V1}/characters/{character['id']}/images", json={"x": 1}), 415,
+                       "unsupported_media_type")
     r = await client.post(f"{V1}/characters/424242/images", data=form(("a.png", image_bytes(), "image/png")))
     await assert_error(r, 404)
 

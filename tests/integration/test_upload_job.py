@@ -88,7 +88,7 @@ async def test_failed_requests_leave_no_staging_behind(make_client, settings):
     r = await client.post(f"{V1}/characters/{c['id']}/images", data=form())  # no files
     assert r.status == 400
     r = await client.post(f"{V1}/characters/{c['id']}/images", json={"files": []})
-    assert r.status == 400
+    assert r.status == 415  # not multipart: refused before anything is staged
     r = await client.post(f"{V1}/characters/{c['id']}/images", data=form(("a.png", image_bytes(), "image/png"),
                                                                           caption="x" * 20000))
     assert r.status == 400
