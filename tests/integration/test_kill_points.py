@@ -189,10 +189,8 @@ def test_server_killed_during_ingest(tmp_path):
               + ", ".join(f"#{j['id']} {j['status']}" + (f" ({j['error']})" if j["error"] else "") for j in uploads))
     finally:
         server.kill()
-    if leftovers:
-        # PENDING (lead): the start-up sweep of staged upload files (datasets/upload_jobs.py, another change)
-        # still misses a folder killed between its mkdir and its owner file; make this an assert once it lands.
-        pytest.xfail("staged upload files left after a restart:\n" + "\n".join(leftovers + log))
+    # the start-up sweep removes what a killed request or job staged (its process is dead), at once
+    assert leftovers == [], "staged upload files left after a restart:\n" + "\n".join(leftovers + log)
 
 
 # -- the training worker killed at random steps ---------------------------------------------------------------
