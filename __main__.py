@@ -49,8 +49,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "migrate":
         from .core.db import Database
+        from .core.redact import register_secrets
+        from .core.ref import database_unreachable
 
-        version = Database(settings.effective_database_url).migrate()
+        register_secrets(settings.secret_values())  # scrubbed from the one line below
+        try:
+            version = Database(settings.effective_database_url).migrate()
+        except Exception as e:
+            reason = database_unreachable(e)
+            if reason is None:
+                raise
+            print(f"lora_studio: {reason}", file=sys.stderr)
+            return 1
         print(f"database at schema version {version}")
         return 0
     import asyncio

@@ -71,3 +71,12 @@ def test_a_database_server_that_never_answers_fails_within_the_connect_timeout(t
     assert run.stderr.splitlines()[0].startswith("lora_studio: the database is not reachable: "), run.stderr
     assert len(run.stderr.splitlines()) == 1 and PASSWORD not in run.stderr
     assert CONNECT_TIMEOUT_S <= elapsed < CONNECT_TIMEOUT_S + 20, elapsed
+
+
+def test_migrate_against_an_unreachable_database_is_one_line_and_exit_1(tmp_path):
+    env = clean_env(LORA_STUDIO_DATABASE_URL=f"postgresql://studio:{PASSWORD}@127.0.0.1:1/x")
+    run = subprocess.run([sys.executable, "-m", "lora_studio", "migrate", "--data", str(tmp_path / "data")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert run.returncode == 1, run
+    assert len(run.stderr.splitlines()) == 1, run.stderr
+    assert run.stderr.startswith("lora_studio: the database is not reachable: ") and PASSWORD not in run.stderr
