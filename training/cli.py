@@ -166,7 +166,15 @@ def run_character(args: argparse.Namespace) -> int:
             if event == JOB_EVENT and data.get("id") == watched["id"] and data.get("status") == "running":
                 line.show(data.get("message") or "")
 
-    studio = Studio(settings, standalone_host(settings, Events()))
+    try:
+        studio = Studio(settings, standalone_host(settings, Events()))
+    except Exception as e:  # the database is down: one line, as `serve` says it
+        from ..core.ref import database_unreachable
+
+        if (reason := database_unreachable(e)) is None:
+            raise
+        print(f"lora_studio: {reason}", file=sys.stderr)
+        return 1
     try:
         body = {k: v for k, v in vars(args).items()
                 if k in {n for n, _, _ in OPTIONS} | set(FLAGS) and v is not None}

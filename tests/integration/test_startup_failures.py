@@ -80,3 +80,13 @@ def test_migrate_against_an_unreachable_database_is_one_line_and_exit_1(tmp_path
     assert run.returncode == 1, run
     assert len(run.stderr.splitlines()) == 1, run.stderr
     assert run.stderr.startswith("lora_studio: the database is not reachable: ") and PASSWORD not in run.stderr
+
+
+def test_train_against_an_unreachable_database_is_one_line_and_exit_1(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "lora_studio", "train", "--character", "moon/aiko", "--base-model", "x",
+                          "--data", str(tmp_path / "data"),
+                          "--database-url", f"postgresql://studio:{PASSWORD}@127.0.0.1:1/x"],
+                         capture_output=True, text=True, env=clean_env(), cwd=tmp_path, timeout=60)
+    assert run.returncode == 1, run
+    assert len(run.stderr.splitlines()) == 1, run.stderr
+    assert run.stderr.startswith("lora_studio: the database is not reachable: ") and PASSWORD not in run.stderr
