@@ -20,7 +20,7 @@ from ..core.feedback import latest_rejections
 from ..core.projects import ProjectService
 from ..core.schema import images
 from ..core.specs import IMAGE_SPEC, REASSIGN_SPEC
-from ..core.validation import validate
+from ..core.validation import check_text, validate
 from .layout import DatasetLayout, atomic_write_bytes, clean_stem, place_new
 from .phash import ImageHash, NearDuplicateIndex
 
@@ -182,6 +182,7 @@ class ImageService:
         created: list[dict] = []
         skipped: list[dict] = []
         try:
+            check_text("caption", caption)  # the node passes its caption unchecked (the routes check theirs)
             target = self.target(character_id, project_id)
             folder = self.layout.images_dir(target.project_slug, target.character_slug)
             near = self._near_index(target)

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 from lora_studio.app import STUDIO_KEY
-from lora_studio.core.errors import StudioError
+from lora_studio.core.errors import InvalidInput, StudioError
 from support.api import V1, assert_error, finished, make_character, make_project, upload
 from support.images import image_bytes, noise_png
 
@@ -303,6 +303,9 @@ async def test_node_inputs_that_name_files(client, settings, planted, tmp_path):
             # a hostile caption is text, not a name: it is stored beside the image, inside the dataset
             out = SaveToDataset().run(Images(1), p["slug"], c["slug"], "../../outside/x")
             assert "1 image(s) added" in out["ui"]["text"][0]
+            for caption in ("nul\x00byte", "lone \ud800 surrogate"):  # PostgreSQL cannot store either
+                with pytest.raises(InvalidInput, match="caption"):
+                    SaveToDataset().run(Images(1), p["slug"], c["slug"], caption)
 
         await asyncio.get_running_loop().run_in_executor(None, run_nodes)
     finally:
