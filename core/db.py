@@ -68,9 +68,9 @@ class Database:
             with self.engine.begin() as conn:
                 yield conn
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as e:
-            reason = database_failure(e)
-            log.warning("database failure: %s", reason)
-            raise Unavailable(f"the database failed ({reason}); try again", code="database_unavailable") from None
+            log.warning("database failure: %s", database_failure(e))  # the log gets PostgreSQL's detail lines
+            raise Unavailable(f"the database failed ({database_failure(e, brief=True)}); try again",
+                              code="database_unavailable") from None
 
     def migrate(self) -> int:
         """Apply pending migrations; concurrent start-ups are serialised. Returns the version."""

@@ -17,14 +17,18 @@ from .redact import scrub
 log = logging.getLogger("lora_studio.studio")
 
 
-def database_failure(error: BaseException) -> str | None:
+def database_failure(error: BaseException, *, brief: bool = False) -> str | None:
     """The driver's reason (one line, secrets scrubbed; the DSN is never part of it) when `error` says the
     database could not be reached or dropped the connection (SQLAlchemy's OperationalError or
-    InterfaceError); None for anything else."""
+    InterfaceError); None for anything else. `brief`: only the driver's first line, for answers to
+    users: PostgreSQL's DETAIL/HINT/CONTEXT lines that follow can name other sessions, tables and SQL."""
     exc = sys.modules.get("sqlalchemy.exc")  # loaded whenever a database was touched; never imported here
     if exc is None or not isinstance(error, exc.OperationalError | exc.InterfaceError):
         return None
-    return scrub(" ".join(str(getattr(error, "orig", None) or error).split()) or type(error).__name__)
+    text = str(getattr(error, "orig", None) or error).strip()
+    if brief:
+        text = text.splitlines()[0] if text else ""
+    return scrub(" ".join(text.split()) or type(error).__name__)
 
 
 def database_unreachable(error: BaseException) -> str | None:
