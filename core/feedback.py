@@ -5,12 +5,14 @@ category so the panel can show what goes wrong most; the notes rejections came w
 
 from __future__ import annotations
 
+from datetime import timezone
+
 import sqlalchemy as sa
 
 from .categories import CATEGORIES, validate_categories
 from .db import Database, iso
 from .errors import InvalidInput
-from .schema import dropped_terms, feedback, feedback_terms
+from .schema import dropped_terms, feedback, feedback_terms, image_decisions
 from .text import merge_terms, split_terms
 from .validation import Field, validate
 
@@ -54,15 +56,42 @@ def category_counts(conn: sa.Connection, character_id: int) -> dict[str, int]:
 
 
 def latest_rejections(conn: sa.Connection, image_ids: list[int]) -> dict[int, dict]:
-    """Each image's latest rejection that still stands (an undone one is gone with its feedback row):
-    {image_id: {categories, note, character_id, rejected_at}}, for any number of images in one query."""
+    """Each image's latest rejection that still stands (undo deletes its log entry and feedback row):
+    {image_id: {categories, note, character_id, rejected_at}}, for any number of images in two queries.
+
+    The decision log holds each rejection's reason since version 7, pool images included; an entry
+    logged earlier takes it from its feedback row, and a feedback row without a log entry (rejections
+    from before the log existed) still counts."""
     if not image_ids:
         return {}
-    # every standing rejection of these images (a few each), in id order along ix_feedback_image: the last wins
-    rows = conn.execute(sa.select(feedback).where(feedback.c.image_id.in_(image_ids))
-                        .order_by(feedback.c.image_id, feedback.c.id)).all()
-    return {r.image_id: {"categories": list(r.categories or []), "note": r.note, "character_id": r.character_id,
-                         "rejected_at": iso(r.created_at)} for r in rows}
+    found: dict[int, tuple] = {}  # image id -> (time, order, record); the latest wins
+    logged = (sa.select(image_decisions.c.id, image_decisions.c.image_id, image_decisions.c.character_id,
+                        image_decisions.c.created_at, image_decisions.c.categories, image_decisions.c.note,
+                        feedback.c.categories.label("f_categories"), feedback.c.note.label("f_note"))
+              .select_from(image_decisions.outerjoin(feedback, feedback.c.id == image_decisions.c.feedback_id))
+              .where(image_decisions.c.image_id.in_(image_ids), image_decisions.c.to_status == "rejected"))
+    unlogged = sa.select(feedback).where(
+        feedback.c.image_id.in_(image_ids),
+        ~sa.exists().where(image_decisions.c.feedback_id == feedback.c.id))
+    for r in conn.execute(logged):
+        categories = r.categories if r.categories is not None else r.f_categories
+        note = r.note if r.note is not None else r.f_note
+        _keep_latest(found, r.image_id, r.created_at, r.id, categories, note, r.character_id)
+    for r in conn.execute(unlogged):
+        _keep_latest(found, r.image_id, r.created_at, -1, r.categories, r.note, r.character_id)
+    return {image_id: record for image_id, (_, _, record) in found.items()}
+
+
+def _keep_latest(found: dict, image_id: int, at, order: int, categories, note, character_id) -> None:
+    key = (_utc(at), order)
+    if image_id not in found or key > found[image_id][:2]:
+        found[image_id] = (*key, {"categories": list(categories or []), "note": note or "",
+                                  "character_id": character_id, "rejected_at": iso(at)})
+
+
+def _utc(value):
+    """Comparable times (SQLite hands back naive UTC datetimes)."""
+    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
 
 
 def rejection_notes(conn: sa.Connection, character_id: int, limit: int = NOTES_LIMIT) -> list[dict]:

@@ -190,6 +190,14 @@ def _v6_lookups_by_image(conn: sa.Connection) -> None:
     conn.execute(sa.text("CREATE INDEX ix_feedback_image ON feedback (image_id, id)"))
 
 
+def _v7_decision_reasons(conn: sa.Connection) -> None:
+    """A rejection's categories and note on its decision log entry, for every image: an image of the
+    unassigned pool has no feedback row (no character to learn for), so its note had nowhere to go.
+    Entries logged earlier keep NULL (their feedback row, if any, still has the note)."""
+    conn.execute(sa.text("ALTER TABLE image_decisions ADD COLUMN categories JSON"))
+    conn.execute(sa.text("ALTER TABLE image_decisions ADD COLUMN note TEXT"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "review: decision log, feedback terms, dropped terms, image hashes", _v2_review),
@@ -197,6 +205,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (4, "unassigned pool: images carry their project, the character is optional", _v4_unassigned_pool),
     (5, "colour signature of images for near duplicates", _v5_colour_hash),
     (6, "decision log and feedback indexed by image, the decision log by batch", _v6_lookups_by_image),
+    (7, "a rejection's categories and note on its decision log entry (also in the pool)", _v7_decision_reasons),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -164,6 +164,9 @@ image_decisions = sa.Table(
     sa.Column("to_status", sa.String(20), nullable=False),
     sa.Column("feedback_id", sa.Integer, sa.ForeignKey("feedback.id", ondelete="SET NULL"), nullable=True),
     sa.Column("created_at", TS, nullable=False),
+    # version 7: a rejection's reason, also for pool images (no feedback row); NULL on other entries and older ones
+    sa.Column("categories", sa.JSON, nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
     sa.Index("ix_image_decisions_character", "character_id", "id"),
     sa.Index("ix_image_decisions_image", "image_id", "id"),  # version 6
     sa.Index("ix_image_decisions_batch", "batch"),  # version 6

@@ -102,9 +102,10 @@ class ReviewService:
                     feedback_id = conn.execute(feedback.insert().values(
                         image_id=image_id, character_id=row.character_id, categories=categories or [], note=note,
                         created_at=now)).inserted_primary_key[0]
+                reason = {"categories": categories or [], "note": note} if status == "rejected" else {}
                 conn.execute(image_decisions.insert().values(
                     batch=batch, image_id=image_id, character_id=row.character_id, from_status=row.status,
-                    to_status=status, feedback_id=feedback_id, created_at=now))
+                    to_status=status, feedback_id=feedback_id, created_at=now, **reason))
                 changed.append(image_id)
             result = conn.execute(sa.select(images).where(images.c.id.in_(ids))).all()
             by_id = {d["id"]: d for d in image_dicts(conn, result)}

@@ -86,3 +86,42 @@ async def test_a_page_of_images_costs_the_same_queries_however_many_were_rejecte
     one = await queries_for_page(1)
     await post(client, f"{V1}/images/decisions", {"image_ids": ids, "decision": "reject", "note": "all"})
     assert await queries_for_page(12) == one
+
+
+async def test_a_pool_image_keeps_its_rejection_note(client):
+    """An image of the unassigned pool has no feedback row (no character to learn for): its rejection's
+    categories and note live on its decision log entry, and go with it when undone."""
+    p = await make_project(client)
+    files = [(f"{i}.png", image_bytes(size=(32, 32), seed=970 + i), "image/png") for i in range(2)]
+    pool = [i["id"] for i in (await upload(client, None, *files, project_id=p["id"]))["created"]]
+    rejected = await post(client, f"{V1}/images/{pool[0]}/reject", {"categories": ["not_solo"], "note": "a crowd"})
+    assert rejected["character_id"] is None
+    assert rejected["last_rejection"]["note"] == "a crowd" and rejected["last_rejection"]["categories"] == ["not_solo"]
+    assert rejected["last_rejection"]["character_id"] is None
+    listed = await (await client.get(f"{V1}/projects/{p['id']}/images?unassigned=true&status=all")).json()
+    assert {i["id"]: i["last_rejection"] and i["last_rejection"]["note"] for i in listed["items"]} == {
+        pool[0]: "a crowd", pool[1]: None}
+    await post(client, f"{V1}/decisions/undo")
+    assert (await (await client.get(f"{V1}/images/{pool[0]}")).json())["last_rejection"] is None
+
+
+async def test_entries_logged_before_the_reasons_were_take_them_from_feedback(client):
+    """A rejection logged before the log held reasons (categories and note NULL on its entry) shows the
+    reason its feedback row has; a feedback row with no log entry at all (before the log existed) too."""
+    from lora_studio.core.db import utcnow
+    from lora_studio.core.schema import feedback, image_decisions
+
+    p = await make_project(client)
+    c = await make_character(client, p["id"])
+    files = [(f"{i}.png", image_bytes(size=(32, 32), seed=980 + i), "image/png") for i in range(2)]
+    old_entry, no_entry = [i["id"] for i in (await upload(client, c["id"], *files))["created"]]
+    await post(client, f"{V1}/images/{old_entry}/reject", {"categories": ["wrong_pose"], "note": "leaning"})
+    db = client.server.app[STUDIO_KEY].get().db
+    with db.begin() as conn:
+        conn.execute(image_decisions.update().where(image_decisions.c.image_id == old_entry).values(
+            categories=None, note=None))
+        conn.execute(feedback.insert().values(image_id=no_entry, character_id=c["id"], categories=["bad_quality"],
+                                              note="from long ago", created_at=utcnow()))
+    records = {i: (await (await client.get(f"{V1}/images/{i}")).json())["last_rejection"] for i in (old_entry, no_entry)}
+    assert (records[old_entry]["note"], records[old_entry]["categories"]) == ("leaning", ["wrong_pose"])
+    assert (records[no_entry]["note"], records[no_entry]["categories"]) == ("from long ago", ["bad_quality"])
