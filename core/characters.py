@@ -89,7 +89,7 @@ class CharacterService:
 
     def delete(self, character_id: int) -> dict:
         """Delete the records (the studio first moves the character's images to the pool: Studio.delete_character);
-        the dataset folder stays on disk."""
+        the dataset folder stays on disk, and the decision log entries stay as the pool's."""
         with self.db.begin() as conn:
             self.row_with_project(conn, character_id)
             # The cascade deletes the character's decision log entries and feedback: first lock their images in id
@@ -105,6 +105,10 @@ class CharacterService:
             if conn.execute(sa.select(images.c.id).where(images.c.character_id == character_id).limit(1)).first():
                 # the cascade would delete its record and leave its files
                 raise Conflict("an image was moved to the character meanwhile: delete the character again")
+            # Its images keep their history: their log entries become the pool's instead of going with the
+            # cascade, so each image's chain of statuses still ends at its status (its feedback rows do go).
+            conn.execute(image_decisions.update().where(image_decisions.c.character_id == character_id)
+                         .values(character_id=None))
             conn.execute(characters.delete().where(characters.c.id == character_id))
         return {"deleted": character_id}
 
