@@ -221,20 +221,28 @@ class TrainingService:
         return self.runner.submit("train", payload, character_id=old["character_id"])
 
     def last_checkpoint(self, job: dict) -> Path | None:
-        """The newest checkpoint folder the job's worker reported (or left) in its work folder."""
-        work = self.job_dir(job["id"])
-        reported = ((job.get("result") or {}).get("checkpoint") or {}).get("path")
-        if reported:
-            p = Path(reported).resolve()
-            if p.is_relative_to(work) and p.is_dir():
-                return p
-        folder = work / "checkpoints"
-        dirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] if folder.is_dir() else []
-        if dirs:
-            return max(dirs, key=lambda p: p.stat().st_mtime).resolve()
-        earlier = (job.get("payload") or {}).get("resume_from")  # a resumed run stopped before its own first one
-        if earlier and Path(earlier).resolve().is_relative_to(self.jobs_dir.resolve()) and Path(earlier).is_dir():
-            return Path(earlier).resolve()
+        """The newest checkpoint folder the job's worker reported (or left) in its work folder. Only
+        folders that resolve inside the jobs folder count: a job, checkpoints or step folder that is a
+        link out of it (planted in the data folder) is never handed to a worker to load."""
+        try:
+            root = self.jobs_dir.resolve()
+            work = self.job_dir(job["id"])
+            if not work.is_relative_to(root):
+                return None
+            inside = lambda p: p.is_relative_to(work) and p.is_dir()  # noqa: E731
+            reported = ((job.get("result") or {}).get("checkpoint") or {}).get("path")
+            if reported and inside(Path(reported).resolve()):
+                return Path(reported).resolve()
+            folder = work / "checkpoints"
+            dirs = [p.resolve() for p in folder.iterdir() if not p.name.startswith(".")] if folder.is_dir() else []
+            dirs = [p for p in dirs if inside(p)]
+            if dirs:
+                return max(dirs, key=lambda p: p.stat().st_mtime)
+            earlier = (job.get("payload") or {}).get("resume_from")  # a resumed run stopped before its own first
+            if earlier and Path(earlier).resolve().is_relative_to(root) and Path(earlier).resolve().is_dir():
+                return Path(earlier).resolve()
+        except (OSError, RuntimeError):  # a symlink loop, a name too long
+            return None
         return None
 
     def samples(self, job_id: int, limit: int | None = None, cursor: str | None = None) -> dict:

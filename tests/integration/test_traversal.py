@@ -317,3 +317,27 @@ async def test_node_inputs_that_name_files(client, settings, planted, tmp_path):
     assert len(items) == 1
     print(f"\nnode traversal: {calls} node calls, 0 escapes")
     await assert_error(await client.get(f"{V1}/gallery/file", params={"path": "link.png"}), 400)
+
+
+async def test_resume_never_loads_a_checkpoint_from_outside_the_jobs_folder(client, settings, tmp_path):
+    """A job folder, a checkpoints folder or a step folder planted as a link out of the jobs folder is never
+    handed to a worker as the checkpoint to resume from; the real one inside is."""
+    studio = client.server.app[STUDIO_KEY].get()
+    jobs = studio.training.jobs_dir
+    outside = tmp_path / "outside-checkpoints"
+    (outside / "checkpoints" / "step-2").mkdir(parents=True)
+    jobs.mkdir(parents=True, exist_ok=True)
+    (jobs / "901").symlink_to(outside)  # the whole job folder
+    (jobs / "902").mkdir()
+    (jobs / "902" / "checkpoints").symlink_to(outside / "checkpoints")  # its checkpoints folder
+    (jobs / "903" / "checkpoints").mkdir(parents=True)
+    (jobs / "903" / "checkpoints" / "step-4").symlink_to(outside / "checkpoints" / "step-2")  # one step folder
+    (jobs / "903" / "checkpoints" / "step-2").mkdir()  # and a real one beside it
+    (jobs / "904" / "checkpoints").mkdir(parents=True)
+    (jobs / "904" / "checkpoints" / "loop").symlink_to(jobs / "904" / "checkpoints" / "loop")
+    reported = {"checkpoint": {"path": str(outside / "checkpoints" / "step-2")}}
+    last = studio.training.last_checkpoint
+    assert last({"id": 901, "result": {}, "payload": {}}) is None
+    assert last({"id": 902, "result": reported, "payload": {}}) is None
+    assert last({"id": 903, "result": reported, "payload": {}}) == (jobs / "903" / "checkpoints" / "step-2").resolve()
+    assert last({"id": 904, "result": {}, "payload": {"resume_from": str(outside / "checkpoints" / "step-2")}}) is None
