@@ -43,6 +43,8 @@ class RouteSpec:
     form: Spec | None = None  # a multipart body: its fields (Field(bytes) for a file, a list of them for files)
     errors: tuple[int, ...] = ()  # statuses beyond the ones every route of its kind answers (see openapi.py)
     media: str = "application/octet-stream"  # a binary answer's content type ("image/*", "application/zip")
+    # a JSON answer's shape: a component name of openapi.py's RESPONSE_SCHEMAS ("Image") or a schema
+    response: str | dict | None = None
 
 
 class Api:
@@ -54,10 +56,10 @@ class Api:
     def route(self, method: str, path: str, summary: str, *, body: Spec | None = None,
               query: dict[str, str | Field] | None = None, tag: str = "", status: int = 200, binary: bool = False,
               body_schema: dict | None = None, form: Spec | None = None, errors: tuple[int, ...] = (),
-              media: str = "application/octet-stream"):
+              media: str = "application/octet-stream", response: str | dict | None = None):
         def deco(fn):
             self.routes.append(RouteSpec(method, path, fn, summary, body, query or {}, tag, status, binary,
-                                         body_schema, form, errors, media))
+                                         body_schema, form, errors, media, response))
             return fn
         return deco
 

@@ -47,14 +47,15 @@ async def _upload(r: Req, character_id: int | None, project_id: int | None):
     return await r.call(lambda s: s.uploads.start(character_id, folder, files, caption, project_id=project_id))
 
 
-@api.route("POST", "/characters/{character_id}/images", UPLOAD, tag="images", status=202, form=UPLOAD_FORM)
+@api.route("POST", "/characters/{character_id}/images", UPLOAD, tag="images", status=202, form=UPLOAD_FORM,
+           response="Job")
 async def upload_images(r: Req):
     return await _upload(r, r.int_param("character_id"), None)
 
 
 @api.route("POST", "/projects/{project_id}/images", UPLOAD.replace("as pending", "as pending in the project's "
                                                                    "unassigned pool (for the classifier or a person)"),
-           tag="images", status=202, form=UPLOAD_FORM)
+           tag="images", status=202, form=UPLOAD_FORM, response="Job")
 async def upload_project_images(r: Req):
     return await _upload(r, None, r.int_param("project_id"))
 
@@ -93,7 +94,7 @@ def image_filters(r: Req, **scope) -> dict:
 
 
 @api.route("GET", "/characters/{character_id}/images", "A character's images (the review queue)", query=QUERY,
-           tag="images")
+           tag="images", response="ImagePage")
 async def list_images(r: Req):
     filters = image_filters(r, character_id=r.int_param("character_id"))
     limit, cursor = parse_limit(r.q("limit")), parse_id_cursor(r.q("cursor"))
@@ -101,7 +102,8 @@ async def list_images(r: Req):
 
 
 @api.route("GET", "/images", "Images across the studio or a project", tag="images", errors=(404,),
-           query={**QUERY, "project_id": Field(int, min=0, max=ID_MAX, description="only this project's images")})
+           query={**QUERY, "project_id": Field(int, min=0, max=ID_MAX, description="only this project's images")},
+           response="ImagePage")
 async def search_images(r: Req):
     project = r.q("project_id")
     filters = image_filters(r, project_id=parse_id(project, "project_id") if project else None)
@@ -110,7 +112,7 @@ async def search_images(r: Req):
 
 
 @api.route("GET", "/projects/{project_id}/images", "A project's images (unassigned=true: its unassigned pool)",
-           query=QUERY, tag="images")
+           query=QUERY, tag="images", response="ImagePage")
 async def project_images(r: Req):
     filters = image_filters(r, project_id=r.int_param("project_id"))
     limit, cursor = parse_limit(r.q("limit")), parse_id_cursor(r.q("cursor"))
@@ -118,7 +120,7 @@ async def project_images(r: Req):
 
 
 @api.route("PATCH", "/images/{image_id}", "Edit an image's caption (the .txt file follows)", body=IMAGE_SPEC,
-           tag="images")
+           tag="images", response="Image")
 async def update_image(r: Req):
     iid, body = r.int_param("image_id"), await r.json()
     return await r.call(lambda s: s.images.update(iid, body))
@@ -127,13 +129,13 @@ async def update_image(r: Req):
 @api.route("POST", "/images/{image_id}/reassign",
            "Move an image (files and record) to a character ({character_id}) or to its project's unassigned pool "
            "({unassigned: true})",
-           body=REASSIGN_SPEC, tag="images")
+           body=REASSIGN_SPEC, tag="images", response="Image")
 async def reassign_image(r: Req):
     iid, body = r.int_param("image_id"), await r.json()
     return await r.call(lambda s: s.images.reassign(iid, body))
 
 
-@api.route("GET", "/images/{image_id}", "Get an image record", tag="images")
+@api.route("GET", "/images/{image_id}", "Get an image record", tag="images", response="Image")
 async def get_image(r: Req):
     iid = r.int_param("image_id")
     return await r.call(lambda s: s.images.get(iid))
@@ -146,39 +148,40 @@ async def image_file(r: Req):
     return file_response(path)
 
 
-@api.route("POST", "/images/{image_id}/approve", "Approve an image", tag="images")
+@api.route("POST", "/images/{image_id}/approve", "Approve an image", tag="images", response="Image")
 async def approve_image(r: Req):
     iid = r.int_param("image_id")
     return await r.call(lambda s: s.review.approve(iid))
 
 
 @api.route("POST", "/images/{image_id}/reject", "Reject an image with categories and/or a note",
-           body=REJECT_SPEC, tag="images")
+           body=REJECT_SPEC, tag="images", response="RejectedImage")
 async def reject_image(r: Req):
     iid, body = r.int_param("image_id"), await r.json()
     return await r.call(lambda s: s.review.reject(iid, body))
 
 
 @api.route("POST", "/images/decisions", "Approve, reject or reset many images in one transaction",
-           body=DECIDE_SPEC, tag="images", errors=(404,))
+           body=DECIDE_SPEC, tag="images", errors=(404,), response="DecisionResult")
 async def decide_images(r: Req):
     body = await r.json()
     return await r.call(lambda s: s.review.decide(body))
 
 
-@api.route("POST", "/characters/{character_id}/undo", "Undo the character's last decision (batch)", tag="images")
+@api.route("POST", "/characters/{character_id}/undo", "Undo the character's last decision (batch)", tag="images",
+           response="UndoResult")
 async def undo_character(r: Req):
     cid = r.int_param("character_id")
     return await r.call(lambda s: s.review.undo(cid))
 
 
-@api.route("POST", "/decisions/undo", "Undo the studio's last decision (batch)", tag="images")
+@api.route("POST", "/decisions/undo", "Undo the studio's last decision (batch)", tag="images", response="UndoResult")
 async def undo_last(r: Req):
     return await r.call(lambda s: s.review.undo(None))
 
 
 @api.route("GET", "/gallery", "Images in ComfyUI's output folder, newest first",
-           query={"limit": LIMIT, "cursor": "from next_cursor"}, tag="gallery")
+           query={"limit": LIMIT, "cursor": "from next_cursor"}, tag="gallery", response="GalleryPage")
 async def gallery(r: Req):
     limit, cursor = parse_limit(r.q("limit")), r.q("cursor")
     return await r.call(lambda s: s.gallery.list(limit, cursor))
@@ -195,7 +198,7 @@ async def gallery_file(r: Req):
 
 @api.route("POST", "/datasets/reconcile",
            "Adopt image files that have no record (as pending) and flag records whose file is gone",
-           tag="images", status=202)
+           tag="images", status=202, response="Job")
 async def reconcile_datasets(r: Req):
     return await r.call(lambda s: s.jobs.submit("reconcile", {}))
 
@@ -245,7 +248,7 @@ async def _send_file(request: web.Request, path, headers: dict) -> web.StreamRes
 
 @api.route("POST", "/characters/{character_id}/import-outputs",
            "Copy images from ComfyUI's output folder into the character's queue (a job), keeping their graphs",
-           body=IMPORT_OUTPUTS_SPEC, tag="images", status=202)
+           body=IMPORT_OUTPUTS_SPEC, tag="images", status=202, response="Job")
 async def import_outputs(r: Req):
     cid, body = r.int_param("character_id"), await r.json()
     return await r.call(lambda s: s.output_imports.start(cid, body))
@@ -253,7 +256,7 @@ async def import_outputs(r: Req):
 
 @api.route("POST", "/projects/{project_id}/import-outputs",
            "Copy images from ComfyUI's output folder into the project's unassigned pool (a job)",
-           body=IMPORT_OUTPUTS_SPEC, tag="images", status=202)
+           body=IMPORT_OUTPUTS_SPEC, tag="images", status=202, response="Job")
 async def import_outputs_to_pool(r: Req):
     pid, body = r.int_param("project_id"), await r.json()
     return await r.call(lambda s: s.output_imports.start(None, body, project_id=pid))
@@ -261,14 +264,14 @@ async def import_outputs_to_pool(r: Req):
 
 @api.route("POST", "/characters/{character_id}/ingest/video",
            "Upload a video (multipart field 'file'; optional 'max_frames', 'caption'): a job picks distinct frames "
-           "from its whole length", tag="ingest", status=202, form=VIDEO_FORM)
+           "from its whole length", tag="ingest", status=202, form=VIDEO_FORM, response="Job")
 async def ingest_video(r: Req):
     return await _ingest_video(r, r.int_param("character_id"), None)
 
 
 @api.route("POST", "/projects/{project_id}/ingest/video",
            "Upload a video (as for a character): the frames land in the project's unassigned pool (a job)",
-           tag="ingest", status=202, form=VIDEO_FORM)
+           tag="ingest", status=202, form=VIDEO_FORM, response="Job")
 async def ingest_video_to_pool(r: Req):
     return await _ingest_video(r, None, r.int_param("project_id"))
 
@@ -283,7 +286,7 @@ async def _ingest_video(r: Req, cid: int | None, pid: int | None):
 
 @api.route("POST", "/characters/{character_id}/ingest/url",
            "Download a video with yt-dlp (http/https; private addresses refused) and take frames from it (a job)",
-           body=INGEST_URL_SPEC, tag="ingest", status=202)
+           body=INGEST_URL_SPEC, tag="ingest", status=202, response="Job")
 async def ingest_url(r: Req):
     cid, body = r.int_param("character_id"), await r.json()
     return await r.call(lambda s: s.video_ingest.start_url(cid, body))
@@ -291,7 +294,7 @@ async def ingest_url(r: Req):
 
 @api.route("POST", "/projects/{project_id}/ingest/url",
            "Download a video with yt-dlp (as for a character): the frames land in the project's unassigned pool",
-           body=INGEST_URL_SPEC, tag="ingest", status=202)
+           body=INGEST_URL_SPEC, tag="ingest", status=202, response="Job")
 async def ingest_url_to_pool(r: Req):
     pid, body = r.int_param("project_id"), await r.json()
     return await r.call(lambda s: s.video_ingest.start_url(None, body, project_id=pid))
@@ -299,14 +302,15 @@ async def ingest_url_to_pool(r: Req):
 
 @api.route("POST", "/projects/{project_id}/classify",
            "Suggest a character for each pending image of the project (a job); sure suggestions move the image",
-           tag="ingest", status=202)
+           tag="ingest", status=202, response="Job")
 async def classify_project(r: Req):
     pid = r.int_param("project_id")
     return await r.call(lambda s: s.classification.start_classify(pid))
 
 
 @api.route("POST", "/characters/{character_id}/auto-review",
-           "Automatic review of the character's pending images by the vision model (a job)", tag="ingest", status=202)
+           "Automatic review of the character's pending images by the vision model (a job)", tag="ingest", status=202,
+           response="Job")
 async def auto_review(r: Req):
     cid = r.int_param("character_id")
     return await r.call(lambda s: s.classification.start_review(cid))

@@ -7,16 +7,17 @@ from .api import Req, api
 from .openapi import openapi_document
 
 
-@api.route("GET", "/health", "Studio status (database kind, version, host)", tag="meta")
+@api.route("GET", "/health", "Studio status (database kind, version, host)", tag="meta", response="Health")
 async def health(r: Req):
     return await r.call(lambda s: s.health())
 
 
-@api.route("GET", "/openapi.json", "This API's OpenAPI 3 document", tag="meta")
+@api.route("GET", "/openapi.json", "This API's OpenAPI 3 document", tag="meta", response="OpenApiDocument")
 async def openapi(r: Req):
     return openapi_document()
 
 
-@api.route("GET", "/feedback/categories", "Rejection categories and the negative terms each adds", tag="meta")
+@api.route("GET", "/feedback/categories", "Rejection categories and the negative terms each adds", tag="meta",
+           response="Categories")
 async def categories(r: Req):
     return {"categories": CATEGORIES}

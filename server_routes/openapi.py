@@ -27,6 +27,131 @@ ERROR_TEXT = {
 }
 
 
+# -- success responses ----------------------------------------------------------------------------
+# The records the API answers with, as OpenAPI 3.0 schemas. Objects stay open (additionalProperties:
+# true), so a field added later is not a breaking change; `required` lists every key a record always
+# has. A route names its answer with `api.route(..., response="Image")` (or gives a schema).
+
+
+def _obj(props: dict[str, Any], optional: tuple[str, ...] = ()) -> dict:
+    """An open object: every property required except those in `optional`."""
+    return {"type": "object", "additionalProperties": True,
+            "required": [k for k in props if k not in optional], "properties": props}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict) -> dict:
+    return {**schema, "nullable": True}
+
+
+def _array(items: dict) -> dict:
+    return {"type": "array", "items": items}
+
+
+def _page(item: dict) -> dict:
+    """A list page: `next_cursor` is null on the last page (pass it back as `cursor` for the next)."""
+    return _obj({"items": _array(item), "next_cursor": _nullable(STR)})
+
+
+INT, NUM, STR, BOOL = {"type": "integer"}, {"type": "number"}, {"type": "string"}, {"type": "boolean"}
+TIME = {"type": "string", "description": "ISO 8601, UTC"}
+ANY_OBJECT = {"type": "object", "additionalProperties": True}
+TERMS = {"type": "object", "additionalProperties": STR, "description": "{category: comma-separated terms}"}
+
+STYLE = _obj({"project_id": INT, "checkpoint": STR, "sampler": STR, "scheduler": STR, "steps": INT, "cfg": NUM,
+              "width": INT, "height": INT, "clip_skip": INT, "positive_template": STR, "negative_template": STR,
+              "lora_strength": NUM, "updated_at": TIME})
+IMAGE = _obj({
+    "id": INT, "project_id": INT, "character_id": _nullable(INT),
+    "unassigned": {"type": "boolean", "description": "no character: the image is in its project's pool"},
+    "rel_path": STR, "sha256": STR, "status": {"type": "string", "enum": ["pending", "approved", "rejected"]},
+    "caption": STR, "source": STR, "width": INT, "height": INT, "metadata": ANY_OBJECT, "created_at": TIME,
+    "updated_at": TIME, "decided_at": _nullable(TIME), "file_missing": BOOL,
+    "suggestion": _nullable({**_obj({"character_id": _nullable(INT), "confidence": NUM}),
+                             "description": "the classifier's suggested character, null when none"}),
+    "last_rejection": _nullable({**_obj({"categories": _array(STR), "note": STR, "character_id": _nullable(INT),
+                                         "rejected_at": _nullable(TIME)}),
+                                 "description": "the latest rejection that still stands, null when none"})})
+REGENERATION = _obj({"character_id": INT, "queued": _nullable({**INT, "description": "the job's id"}),
+                     "reason": _nullable({**STR, "description": "why nothing was queued"})})
+JOB = _obj({
+    "id": INT, "kind": STR, "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed",
+                                                                    "cancelled"]},
+    "progress": {"type": "number", "minimum": 0, "maximum": 1}, "message": STR, "error": _nullable(STR),
+    "payload": ANY_OBJECT, "result": _nullable(ANY_OBJECT), "character_id": _nullable(INT),
+    "cancel_requested": BOOL, "created_at": TIME, "started_at": _nullable(TIME), "finished_at": _nullable(TIME),
+    "updated_at": TIME})
+LORA = _obj({"id": INT, "character_id": INT, "job_id": _nullable(INT), "file_name": STR, "base_model": STR,
+             "rank": INT, "alpha": NUM, "steps": INT, "learning_rate": NUM, "sha256": STR, "image_count": INT,
+             "created_at": TIME})
+DECISION = _obj({
+    "batch": _nullable({**STR, "description": "the batch to undo; null when nothing changed"}),
+    "changed": _array(INT), "unchanged": _array(INT), "images": _array(_ref("Image")),
+    "regeneration": {**_array(_ref("Regeneration")), "description": "rejections only"}}, optional=("regeneration",))
+
+RESPONSE_SCHEMAS: dict[str, dict] = {
+    "Deleted": _obj({"deleted": INT}),
+    "Project": _obj({"id": INT, "name": STR, "slug": STR, "description": STR, "created_at": TIME, "updated_at": TIME}),
+    "ProjectPage": _page(_ref("Project")),
+    "Style": STYLE,
+    "Character": _obj({"id": INT, "project_id": INT, "name": STR, "slug": STR, "design_prompt": STR,
+                       "negative_prompt": STR, "trigger_word": STR, "current_lora_id": _nullable(INT),
+                       "project_slug": STR, "created_at": TIME, "updated_at": TIME}, optional=("project_slug",)),
+    "CharacterPage": _page(_ref("Character")),
+    "CharacterDeleted": _obj({"deleted": INT, "images_to_pool": {**_array(INT), "description": "ids of the "
+                                                                "images moved to the project's unassigned pool"}}),
+    "CharacterPrompt": _obj({
+        "character_id": INT, "project_slug": STR, "character_slug": STR, "positive": STR, "negative": STR,
+        "learned_terms": _array(STR), "dropped_terms": _array(STR),
+        "category_counts": {"type": "object", "additionalProperties": INT},
+        "rejection_notes": _array(_obj({"image_id": INT, "note": STR, "categories": _array(STR),
+                                        "rejected_at": TIME})),
+        "lora_name": _nullable(STR), "style": _ref("Style")}),
+    "FeedbackTerms": _obj({"project_id": INT, "terms": TERMS, "defaults": TERMS}),
+    "Categories": _obj({"categories": TERMS}),
+    "Samplers": _obj({"samplers": _array(STR), "schedulers": _array(STR),
+                      "source": {"type": "string", "enum": ["comfyui", "known"]},
+                      "human": {"type": "object", "additionalProperties": _array(STR),
+                                "description": "{human name: [sampler, scheduler]}"}}),
+    "Image": IMAGE,
+    "ImagePage": _page(_ref("Image")),
+    "Regeneration": REGENERATION,
+    "RejectedImage": {"allOf": [_ref("Image"), _obj({"regeneration": _array(_ref("Regeneration"))})]},
+    "DecisionResult": DECISION,
+    "UndoResult": _obj({"batch": STR, "reverted": _array(INT), "images": _array(_ref("Image"))}),
+    "Job": JOB,
+    "JobPage": _page(_ref("Job")),
+    "Models": _obj({"base_models": _array(STR),
+                    "items": _array(_obj({"name": STR, "source": {"type": "string",
+                                                                  "enum": ["diffusers", "single_file"]}})),
+                    "min_approved_images": INT}),
+    "TrainingSamplePage": _page(_obj({"file": STR, "url": {**STR, "description": "below the API prefix"}})),
+    "Lora": LORA,
+    "LoraPage": _page(_ref("Lora")),
+    "Generation": _obj({
+        "id": INT, "character_id": INT, "lora_model_id": _nullable(INT), "prompt_id": _nullable(STR),
+        "status": {"type": "string", "enum": ["queued", "succeeded", "failed"]}, "graph": ANY_OBJECT,
+        "outputs": _nullable(_array(ANY_OBJECT)), "error": _nullable(STR), "created_at": TIME, "updated_at": TIME}),
+    "GalleryPage": _page(_obj({"path": STR, "name": STR, "subfolder": STR, "size": INT,
+                               "mtime": {**NUM, "description": "seconds since the epoch"}})),
+    "Health": _obj({"status": {"type": "string", "enum": ["ok"]}, "version": STR,
+                    "host": {"type": "string", "enum": ["comfyui", "standalone"]},
+                    "database": {"type": "string", "enum": ["sqlite", "postgresql"]}, "schema_version": INT}),
+    "OpenApiDocument": _obj({"openapi": STR, "info": ANY_OBJECT, "paths": ANY_OBJECT, "components": ANY_OBJECT}),
+}
+
+
+def _success_schema(spec: RouteSpec) -> dict:
+    """The route's declared answer; a bare object when it declares none (tests/unit/test_openapi_responses.py
+    fails on that)."""
+    if spec.response is None:
+        return {"type": "object"}
+    return _ref(spec.response) if isinstance(spec.response, str) else spec.response
+
+
 def _statuses(spec: RouteSpec) -> list[int]:
     """Error statuses a route answers: 400, 403 (a foreign Host name) and 503 (the studio could not
     start) for every route, 404 for those that name something, 409 and 415 (a body of another media
@@ -68,7 +193,7 @@ def _operation(spec: RouteSpec) -> dict:
     if spec.binary:
         ok = {"description": "the file", "content": {spec.media: {"schema": {"type": "string", "format": "binary"}}}}
     else:
-        ok = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+        ok = {"description": "OK", "content": {"application/json": {"schema": _success_schema(spec)}}}
     responses: dict[str, Any] = {str(spec.status): ok}
     for code in _statuses(spec):
         responses[str(code)] = {"description": ERROR_TEXT.get(code, "error"),
@@ -90,5 +215,5 @@ def openapi_document() -> dict:
                  "description": "Errors are {\"error\": {\"code\", \"message\"}} with a 4xx status (503/502 when "
                                 "a component or ComfyUI is unavailable), never a 500."},
         "paths": paths,
-        "components": {"schemas": {"Error": error}},
+        "components": {"schemas": {"Error": error, **RESPONSE_SCHEMAS}},
     }
