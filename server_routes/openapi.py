@@ -4,6 +4,7 @@ answers with its shape. The fuzz test (tests/integration/test_fuzz_api.py) holds
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -99,8 +100,10 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
     "Style": STYLE,
     "Character": _obj({"id": INT, "project_id": INT, "name": STR, "slug": STR, "design_prompt": STR,
                        "negative_prompt": STR, "trigger_word": STR, "current_lora_id": _nullable(INT),
-                       "project_slug": STR, "created_at": TIME, "updated_at": TIME}, optional=("project_slug",)),
-    "CharacterPage": _page(_ref("Character")),
+                       "project_slug": STR, "created_at": TIME, "updated_at": TIME}),
+    "CharacterListItem": {"allOf": [_ref("Character"), _obj({"counts": {
+        **_obj({"pending": INT, "approved": INT}), "description": "the character's images by status"}})]},
+    "CharacterPage": _page(_ref("CharacterListItem")),
     "CharacterDeleted": _obj({"deleted": INT, "images_to_pool": {**_array(INT), "description": "ids of the "
                                                                 "images moved to the project's unassigned pool"}}),
     "CharacterPrompt": _obj({
@@ -209,11 +212,11 @@ def openapi_document() -> dict:
     error = {"type": "object", "additionalProperties": False, "required": ["error"], "properties": {"error": {
         "type": "object", "additionalProperties": False, "required": ["code", "message"],
         "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}
-    return {
+    return copy.deepcopy({  # the schemas above are shared module state: a caller may change its copy
         "openapi": "3.0.3",
         "info": {"title": "LoRA Studio API", "version": "1",
                  "description": "Errors are {\"error\": {\"code\", \"message\"}} with a 4xx status (503/502 when "
                                 "a component or ComfyUI is unavailable), never a 500."},
         "paths": paths,
         "components": {"schemas": {"Error": error, **RESPONSE_SCHEMAS}},
-    }
+    })
