@@ -131,7 +131,9 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
                     "items": _array(_obj({"name": STR, "source": {"type": "string",
                                                                   "enum": ["diffusers", "single_file"]}})),
                     "min_approved_images": INT}),
-    "TrainingSamplePage": _page(_obj({"file": STR, "url": {**STR, "description": "below the API prefix"}})),
+    # a sample as the training job's result stores it (step and prompt: every sample this version records)
+    "TrainingSamplePage": _page(_obj({"file": STR, "url": {**STR, "description": "below the API prefix"},
+                                      "step": INT, "prompt": STR}, optional=("step", "prompt"))),
     "Lora": LORA,
     "LoraPage": _page(_ref("Lora")),
     "Generation": _obj({
