@@ -2,8 +2,10 @@
 against a standalone server (SQLite and PostgreSQL), after seeding a project, a character and a few
 images so the requests reach deep code: no answer is a 5xx, and every answer keeps to the document
 (documented status, content type and shape). Bounded: a fixed number of examples per operation and
-mode, a derandomized (fixed-seed) generator, and a wall-clock budget; ComfyUI points at a port where
-nothing listens, and no base model exists, so nothing long (training, generation) can start."""
+mode, a derandomized (fixed-seed) generator, and a wall-clock budget. ComfyUI and Ollama are the
+tests' own stand-ins (tests/support/fake_comfyui.py, fake_ollama.py), served from this process on
+their own event loop, so the routes that talk to them answer for real (no 502/503 for "upstream
+down"); no base model exists, so nothing long (training) can start."""
 
 from __future__ import annotations
 
@@ -12,10 +14,16 @@ import os
 import time
 import urllib.request
 from collections import Counter
+from pathlib import Path
 
 import pytest
+from lora_studio.core.comfy_schema import load_object_info
+from support.fake_comfyui import create_fake_comfyui
+from support.fake_comfyui import state_of as comfyui_state
+from support.fake_ollama import create_fake_ollama
+from support.fake_ollama import state_of as ollama_state
 from support.images import image_bytes
-from support.processes import clean_env, free_port, studio_process
+from support.processes import app_in_thread, clean_env, studio_process
 from support.studio_http import upload
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -32,17 +40,18 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 )
 
 V1 = "/lora-studio/v1"
+OBJECT_INFO = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui" / "object_info.json"
+# what the stand-in Ollama answers: a review for the auto-review prompt, an empty suggestion otherwise
+REVIEW = {"character_match": 10, "solo": True, "clarity": 10, "completeness": 10, "training_value": 10,
+          "caption": "aikotnk, 1girl", "issues": []}
+SUGGESTION = {"primary": None, "others": [], "confidence": 0.0, "description": "a drawn test image"}
 
 
-def no_server_error(ctx, response, case):
-    """not_a_server_error, except for the documented 502/503 (ComfyUI down, a component missing): the
-    count of those is reported apart."""
-    if response.status_code in (502, 503):
-        return None
-    return not_a_server_error(ctx, response, case)
+def ollama_answer(call) -> dict:
+    return REVIEW if "character_match" in call.prompt else SUGGESTION
 
 
-CHECKS = [no_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # per operation and pass (valid, invalid, valid on the seeded records); a longer run, e.g. before a
 # release: LORA_STUDIO_FUZZ_EXAMPLES=60 LORA_STUDIO_FUZZ_BUDGET_S=900 pytest tests/integration/test_fuzz_api.py -s
 EXAMPLES = int(os.environ.get("LORA_STUDIO_FUZZ_EXAMPLES", "10"))
@@ -65,8 +74,11 @@ def call(server: Server, method: str, path: str, body: dict | None = None) -> di
 
 
 def seed(server: Server) -> dict:
-    """A project, a character with approved, rejected and pending images, a pool image, a job."""
+    """A project whose style has a checkpoint, a character with approved, rejected and pending images, a pool
+    image, a job, a generation queued on the stand-in ComfyUI."""
     p = call(server, "POST", "/projects", {"name": "Fuzz Academy"})
+    # a checkpoint the stand-in ComfyUI lists, so generations reach it (and its /history) for real
+    call(server, "PATCH", f"/projects/{p['id']}/style", {"checkpoint": "random_sd15.safetensors"})
     c = call(server, "POST", f"/projects/{p['id']}/characters", {"name": "Aiko", "design_prompt": "1girl",
                                                                    "trigger_word": "aikotnk"})
     created = upload(server, c["id"], {f"{i}.png": image_bytes(seed=900 + i) for i in range(4)})["created"]
@@ -76,8 +88,9 @@ def seed(server: Server) -> dict:
     call(server, "POST", f"/images/{ids[1]}/approve")
     call(server, "POST", f"/images/{ids[2]}/reject", {"categories": ["bad_quality"], "regenerate": False})
     job = call(server, "GET", "/jobs?limit=1")["items"][0]
+    generation = call(server, "POST", f"/characters/{c['id']}/generate", {"seed": 42})
     return {"project_id": p["id"], "character_id": c["id"], "image_id": ids[3], "job_id": job["id"],
-            "generation_id": 1, "name": "sample.png", "pool_image": pool[0]["id"]}
+            "generation_id": generation["id"], "name": "sample.png", "pool_image": pool[0]["id"]}
 
 
 def run_cases(op, strategy, negative: bool, server: Server, session, deadline: float, statuses: Counter,
@@ -143,33 +156,46 @@ def fuzz(server: Server, known: dict) -> tuple[Counter, list[str], set[str]]:
     return statuses, failures, reached
 
 
-def test_schemathesis_finds_no_5xx_and_no_schema_violation(tmp_path, database_url):
-    data, out, models = tmp_path / "data", tmp_path / "comfy_output", tmp_path / "models"
-    out.mkdir()
-    models.mkdir()
-    (out / "ComfyUI_00001_.png").write_bytes(image_bytes(seed=1))
-    args = ["--comfyui-url", f"http://127.0.0.1:{free_port()}", "--comfyui-output", str(out),
-            "--models-dir", str(models), "--loras-dir", str(tmp_path / "loras")]
-    if database_url:
-        args += ["--database-url", database_url]
-    env = clean_env(LORA_STUDIO_MIN_APPROVED_IMAGES="2", LORA_STUDIO_OLLAMA_URL=f"http://127.0.0.1:{free_port()}")
+def fuzz_studio(tmp_path: Path, data: Path, args: list[str], env: dict[str, str]):
+    """The studio in a subprocess, seeded, then fuzzed; its log stays in tmp_path/server.log."""
     with studio_process(tmp_path, data, *args, env=env) as base:
         server = Server(base)
         known = seed(server)
         started = time.monotonic()
         statuses, failures, reached = fuzz(server, known)
-        cases = sum(statuses.values())
         operations = {f"{method.upper()} {path}" for path, item in
                       json.loads(urllib.request.urlopen(server.api + "/openapi.json").read())["paths"].items()
                       for method in item}
         took = time.monotonic() - started
+    return statuses, failures, reached, operations, took
+
+
+def test_schemathesis_finds_no_5xx_and_no_schema_violation(tmp_path, database_url):
+    data, out, models = tmp_path / "data", tmp_path / "comfy_output", tmp_path / "models"
+    out.mkdir()
+    models.mkdir()
+    (out / "ComfyUI_00001_.png").write_bytes(image_bytes(seed=1))
+    comfyui, ollama = create_fake_comfyui(load_object_info(OBJECT_INFO), out), create_fake_ollama(ollama_answer)
+    with app_in_thread(comfyui, "fake-comfyui") as comfyui_url, app_in_thread(ollama, "fake-ollama") as ollama_url:
+        args = ["--comfyui-url", comfyui_url, "--comfyui-output", str(out),
+                "--models-dir", str(models), "--loras-dir", str(tmp_path / "loras")]
+        if database_url:
+            args += ["--database-url", database_url]
+        env = clean_env(LORA_STUDIO_MIN_APPROVED_IMAGES="2", LORA_STUDIO_CLASSIFIER="ollama",
+                        LORA_STUDIO_OLLAMA_URL=ollama_url)
+        statuses, failures, reached, operations, took = fuzz_studio(tmp_path, data, args, env)
     log = (tmp_path / "server.log").read_text(errors="replace")
     kind = "postgresql" if database_url else "sqlite"
-    server_errors = sum(n for code, n in statuses.items() if code >= 500 and code not in (502, 503))
+    cases = sum(statuses.values())
+    server_errors = {code: n for code, n in statuses.items() if code >= 500}
     print(f"\nfuzz[{kind}]: {cases} cases in {took:.0f}s, statuses {dict(sorted(statuses.items()))}, "
-          f"5xx other than 502/503: {server_errors}, schema failures: {len(failures)}, operations: {len(reached)}")
+          f"5xx: {server_errors or 0}, schema failures: {len(failures)}, operations: {len(reached)}, "
+          f"stand-ins: ComfyUI {len(comfyui_state(comfyui).requests)} requests "
+          f"({len(comfyui_state(comfyui).accepted)} prompts queued), Ollama {len(ollama_state(ollama).calls)} calls")
+    # the routes that need ComfyUI and Ollama were answered by them, not by "upstream unreachable"
+    assert comfyui_state(comfyui).requests and ollama_state(ollama).calls, "the stand-ins were never called"
     # the document itself is what the fuzz loads (Schemathesis leaves it out of the operations it calls)
     assert operations - reached == {f"GET {V1}/openapi.json"}, "operations the fuzz never reached"
     assert cases >= 500, f"the fuzz ran only {cases} cases"
-    assert statuses[500] == 0 and "Traceback" not in log, log[-3000:]
+    assert not server_errors and "Traceback" not in log, "\n".join(failures[:30]) + "\n" + log[-3000:]
     assert not failures, "\n".join(failures[:30])
