@@ -54,7 +54,8 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Browser tests last: Playwright's sync API holds an event loop in the main thread."""
+    """Browser tests last: Playwright's sync API holds an event loop in the main thread. Under
+    pytest-xdist (`-n 2`) each worker takes its tests in this order, so they come last there too."""
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
 
 
