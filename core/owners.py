@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import socket
+import sys
 from datetime import datetime, timezone
 
 # this host, short and safe in a file name (host names may hold any character)
@@ -46,12 +47,31 @@ def process_gone(pid: int, since: datetime | None = None) -> bool:
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
+    if sys.platform == "win32":  # there os.kill(pid, 0) is TerminateProcess: it would kill whatever has that pid
+        return _windows_pid_alive(pid)
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    except OSError:  # e.g. Windows: no such process
+    except OSError:
         return False
     return True
+
+
+def _windows_pid_alive(pid: int) -> bool:
+    """OpenProcess + GetExitCodeProcess (STILL_ACTIVE): looks, never signals."""
+    import ctypes
+    from ctypes import wintypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.OpenProcess.restype = wintypes.HANDLE
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return ctypes.get_last_error() == 5  # ERROR_ACCESS_DENIED: it exists, as another user's
+    try:
+        code = wintypes.DWORD()
+        return not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
