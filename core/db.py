@@ -24,13 +24,16 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(value: datetime | None) -> datetime | None:
+    """An aware datetime (comparable with others); SQLite hands back naive datetimes stored as UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
 def iso(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC; SQLite hands back naive datetimes that were stored as UTC."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat()
+    """ISO 8601 in UTC."""
+    return None if value is None else as_utc(value).astimezone(timezone.utc).isoformat()
 
 
 def normalize_url(url: str) -> str:

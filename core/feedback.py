@@ -5,12 +5,10 @@ category so the panel can show what goes wrong most; the notes rejections came w
 
 from __future__ import annotations
 
-from datetime import timezone
-
 import sqlalchemy as sa
 
 from .categories import CATEGORIES, validate_categories
-from .db import Database, iso
+from .db import Database, as_utc, iso
 from .errors import InvalidInput
 from .schema import dropped_terms, feedback, feedback_terms, image_decisions
 from .text import merge_terms, split_terms
@@ -83,15 +81,10 @@ def latest_rejections(conn: sa.Connection, image_ids: list[int]) -> dict[int, di
 
 
 def _keep_latest(found: dict, image_id: int, at, order: int, categories, note, character_id) -> None:
-    key = (_utc(at), order)
+    key = (as_utc(at), order)
     if image_id not in found or key > found[image_id][:2]:
         found[image_id] = (*key, {"categories": list(categories or []), "note": note or "",
                                   "character_id": character_id, "rejected_at": iso(at)})
-
-
-def _utc(value):
-    """Comparable times (SQLite hands back naive UTC datetimes)."""
-    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
 
 
 def rejection_notes(conn: sa.Connection, character_id: int, limit: int = NOTES_LIMIT) -> list[dict]:

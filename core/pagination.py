@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .errors import InvalidInput
+from .validation import INT64_MAX, INT64_MIN, check_text
 
 _MAX_CURSOR = 2000  # characters; a name is at most 200, so a real cursor is far shorter
 _BAD = "'cursor' is not valid: pass the next_cursor of the previous page"
@@ -45,13 +46,12 @@ def _fits(value: Any, type_: type) -> bool:
     if not isinstance(value, type_) or isinstance(value, bool):
         return False
     if isinstance(value, int):
-        return -(2**63) <= value < 2**63
+        return INT64_MIN <= value <= INT64_MAX
     if isinstance(value, str):
         try:
-            value.encode("utf-8")  # no lone surrogates
-        except UnicodeEncodeError:
+            check_text("cursor", value)  # no NUL, no lone surrogates
+        except InvalidInput:
             return False
-        return "\x00" not in value
     return True
 
 
