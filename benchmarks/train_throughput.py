@@ -261,8 +261,8 @@ def _import_trainer() -> tuple[Any, Any]:
         package.__spec__, package.__path__, package.__package__ = spec, [str(REPO)], "lora_studio"
         sys.modules["lora_studio"] = package
     trainer = importlib.import_module("lora_studio.training.trainer")
-    worker = importlib.import_module("lora_studio.training.worker")
-    return trainer.train, worker.parse_config
+    config = importlib.import_module("lora_studio.training.config")
+    return trainer.train, config.parse_config
 
 
 def run_child(variant: str, spec_path: Path) -> None:

@@ -6,7 +6,7 @@ deterministic, their outputs (``cache.TextCache``), then frees those models and 
 on the UNet (kohya's module coverage, ``targets.py``) and optionally on the text encoder(s). It reports
 progress through ``on_event(name, **fields)`` (the worker protocol), writes periodic checkpoints that a
 later run resumes from bit-exactly (on CPU), renders sample images, and saves kohya-format weights
-atomically (``kohya.py``). The config is the validated ``worker.TrainConfig``.
+atomically (``kohya.py``). The config is the validated ``config.TrainConfig``.
 
 Reproducibility: every random draw of the loop comes from three sources that a checkpoint saves and a
 resume restores: a CPU ``torch.Generator`` (latent sampling, noise, timesteps), a ``random.Random``
@@ -40,7 +40,7 @@ from .checkpoints import CHECKPOINT_FORMAT, CheckpointInfo, find_checkpoint, rem
 from .errors import MissingDependenciesError, TrainingCancelled, TrainingError
 
 if TYPE_CHECKING:
-    from .worker import TrainConfig
+    from .config import TrainConfig
 
 log = logging.getLogger("lora_studio.training.trainer")
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from lora_studio.training.config import TrainConfig, TrainItem, parse_config
 from lora_studio.training.errors import MISSING_DEPENDENCIES_MESSAGE, ConfigError
-from lora_studio.training.worker import TrainConfig, TrainItem, parse_config
 from PIL import Image
 from support.train_cfg import fake_model_folder
 

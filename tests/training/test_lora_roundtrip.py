@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
+from lora_studio.training.config import parse_config  # noqa: E402
 from lora_studio.training.kohya import kohya_module_name, sdxl_unet_ldm_path  # noqa: E402
 from lora_studio.training.trainer import train  # noqa: E402
-from lora_studio.training.worker import parse_config  # noqa: E402
 from support.tiny_sd import build_tiny_sd15, build_tiny_sdxl, write_sample_images  # noqa: E402
 from support.train_cfg import item_dicts, train_fields  # noqa: E402
 

@@ -13,9 +13,9 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
 from lora_studio.training.checkpoints import find_checkpoint, list_checkpoints, write_checkpoint_atomic  # noqa: E402
+from lora_studio.training.config import parse_config  # noqa: E402
 from lora_studio.training.errors import TrainingCancelled, TrainingError  # noqa: E402
 from lora_studio.training.trainer import train  # noqa: E402
-from lora_studio.training.worker import parse_config  # noqa: E402
 from support.tiny_sd import build_tiny_sd15, write_sample_images  # noqa: E402
 from support.train_cfg import EventLog, item_dicts, train_fields  # noqa: E402
 
