@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from ..core.projects import ProjectService
 from ..core.schema import images
 from ..core.specs import IMAGE_SPEC, REASSIGN_SPEC
 from ..core.validation import check_text, validate
+from ..training.hashing import sha256_file
 from .layout import DatasetLayout, atomic_write_bytes, clean_stem, place_new
 from .phash import ImageHash, NearDuplicateIndex
 
@@ -124,14 +124,6 @@ def check_image(path: Path, fix_orientation: bool = False) -> CheckedImage:
         raise InvalidInput("the image is damaged or truncated") from None
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @dataclass(frozen=True)
 class Target:
     """Where ingested images land: a character, or (character_id None) its project's unassigned pool."""
@@ -204,7 +196,7 @@ class ImageService:
                meta: dict, near: NearDuplicateIndex[int]) -> dict:
         checked = check_image(tmp, fix_orientation=True)
         fmt, width, height = checked.format, checked.width, checked.height
-        digest = sha256_of(tmp)
+        digest = sha256_file(tmp)
         with self.db.begin() as conn:
             dup = conn.execute(sa.select(images.c.id).where(target.scope(), images.c.sha256 == digest)).first()
         if dup:

@@ -17,7 +17,8 @@ from ..core.db import Database, utcnow
 from ..core.errors import InvalidInput
 from ..core.owners import tag_gone
 from ..core.schema import characters, images, projects
-from .images import check_image, sha256_of
+from ..training.hashing import sha256_file
+from .images import check_image
 from .layout import TEMP_PREFIX, UNASSIGNED, DatasetLayout
 
 log = logging.getLogger("lora_studio.datasets.reconcile")
@@ -110,7 +111,7 @@ def reconcile(db: Database, layout: DatasetLayout, progress: Callable[[float, st
                     skipped.append({"path": rel, "reason": reason})
                     continue
                 checked = check_image(path)  # the user's own file: read, never rewritten
-                digest = sha256_of(path)
+                digest = sha256_file(path)
                 caption_file = path.with_suffix(".txt")
                 caption = caption_file.read_text(encoding="utf-8", errors="replace").strip() \
                     if caption_file.is_file() else ""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import PREPROCESS_VERSION, Bucket, PreparedImage, TrainItem, load_for_bucket
-from .kohya import sha256_file
+from .hashing import sha256_file
 
 log = logging.getLogger("lora_studio.training.cache")
 

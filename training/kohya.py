@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TrainingError
+from .hashing import sha256_file
 
 log = logging.getLogger("lora_studio.training.kohya")
 
@@ -422,14 +423,6 @@ def kohya_model_hashes(tensors: Mapping[str, Any], metadata: Mapping[str, str]) 
 
 def _cpu(tensors: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value.detach().to("cpu").contiguous() for key, value in tensors.items()}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_lora_atomic(
