@@ -5,28 +5,28 @@ from __future__ import annotations
 
 import logging
 
+from .classification.service import ClassificationService
 from .core.characters import CharacterService
-from .core.comfy_client import ComfyUIClient
 from .core.db import Database
 from .core.errors import Conflict
 from .core.feedback import FeedbackService
-from .core.generation import GenerationService
 from .core.host import Host
 from .core.jobs import JobRunner
 from .core.projects import ProjectService
 from .core.samplers import SamplerNames
 from .core.settings import Settings
-from .datasets.classify_jobs import ClassificationService
 from .datasets.comfy_outputs import OutputImports
 from .datasets.export import Export, export_zip
 from .datasets.gallery import Gallery
 from .datasets.images import ImageService
 from .datasets.layout import DatasetLayout
 from .datasets.reconcile import reconcile
-from .datasets.regenerate import Regenerator
 from .datasets.review import ReviewService
 from .datasets.upload_jobs import ImageUploads
 from .datasets.video_ingest import VideoIngest
+from .generation.client import ComfyUIClient
+from .generation.regenerate import Regenerator
+from .generation.service import GenerationService
 from .training.service import TrainingService
 
 log = logging.getLogger("lora_studio.studio")

@@ -9,14 +9,78 @@ from __future__ import annotations
 
 import difflib
 import logging
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from .comfy_graph import HUMAN_SAMPLERS, resolve_sampler
-from .comfy_schema import combo_choices
 from .errors import InvalidInput, StudioError
+
+# Sampler names as the original system (and A1111-style UIs) show them -> ComfyUI (sampler, scheduler).
+HUMAN_SAMPLERS: dict[str, tuple[str, str]] = {
+    "DPM++ 2M Karras": ("dpmpp_2m", "karras"),
+    "DPM++ 2M SDE Karras": ("dpmpp_2m_sde", "karras"),
+    "DPM++ 2S a Karras": ("dpmpp_2s_ancestral", "karras"),
+    "DPM++ SDE Karras": ("dpmpp_sde", "karras"),
+    "DPM++ 2M": ("dpmpp_2m", "normal"),
+    "Euler a": ("euler_ancestral", "normal"),
+    "Euler": ("euler", "normal"),
+    "DDIM": ("ddim", "ddim_uniform"),
+}
+_HUMAN_BY_KEY = {" ".join(name.lower().split()): pair for name, pair in HUMAN_SAMPLERS.items()}
+_COMFY_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")  # ComfyUI's sampler/scheduler identifiers
+
+
+def resolve_sampler(sampler: str, scheduler: str | None = None) -> tuple[str, str]:
+    """(ComfyUI sampler_name, scheduler) for a ComfyUI sampler name or a human name ("Euler a").
+
+    A human name carries its own scheduler, which wins over `scheduler`; a ComfyUI sampler name is
+    used with `scheduler` as given (default "normal").
+    """
+    if not isinstance(sampler, str) or not sampler.strip():
+        raise InvalidInput("A sampler is required, e.g. 'euler' or 'DPM++ 2M Karras'.")
+    name = sampler.strip()
+    if not _COMFY_NAME.match(name):  # ComfyUI names ("euler", "ddim") first, then human ones ("Euler", "DDIM")
+        human = _HUMAN_BY_KEY.get(" ".join(name.lower().split()))
+        if human is not None:
+            return human
+        known = ", ".join(repr(n) for n in HUMAN_SAMPLERS)
+        raise InvalidInput(f"Unknown sampler {sampler!r}: use a ComfyUI sampler name such as 'euler' "
+                           f"or 'dpmpp_2m', or one of {known}.")
+    if scheduler is None or (isinstance(scheduler, str) and not scheduler.strip()):
+        return name, "normal"
+    if not isinstance(scheduler, str) or not _COMFY_NAME.match(scheduler.strip()):
+        raise InvalidInput(f"Unknown scheduler {scheduler!r}: use a ComfyUI scheduler name such as "
+                           "'normal' or 'karras'.")
+    return name, scheduler.strip()
+
+
+def _choices(spec: list) -> list | None:
+    """The allowed values of a combo input, or None when the input is not a combo."""
+    type_ = spec[0] if spec else None
+    if isinstance(type_, list):
+        return type_
+    if type_ == "COMBO":
+        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        choices = options.get("options")
+        return list(choices) if isinstance(choices, list) else []
+    return None
+
+
+def combo_choices(object_info: Mapping[str, Any], node_class: str, input_name: str) -> list | None:
+    """The choices of a node's combo input in an /object_info answer (either spelling: a list as the
+    type, or "COMBO" with options), or None when the node, the input or a list of choices is missing."""
+    node = object_info.get(node_class)
+    inputs = node.get("input") if isinstance(node, Mapping) else None
+    if not isinstance(inputs, Mapping):
+        return None
+    for category in ("required", "optional"):
+        spec = (inputs.get(category) or {}).get(input_name)
+        if isinstance(spec, list) and spec:
+            names = [c for c in _choices(spec) or [] if isinstance(c, str)]
+            return names or None
+    return None
 
 log = logging.getLogger("lora_studio.samplers")
 

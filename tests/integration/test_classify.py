@@ -14,15 +14,10 @@ import numpy as np
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from lora_studio.classification.base import ClassifierError, Review, Suggestion, decide
+from lora_studio.classification.embedding import EmbeddingBackend
+from lora_studio.classification.ollama import OllamaBackend
 from lora_studio.core.errors import UpstreamError
-from lora_studio.datasets.classify import (
-    ClassifierError,
-    EmbeddingBackend,
-    OllamaBackend,
-    Review,
-    Suggestion,
-    decide,
-)
 from PIL import Image, ImageDraw
 from support.fake_ollama import FakeOllama, OllamaCall, create_fake_ollama, error_response, state_of
 from support.images import draw

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
-from lora_studio.core.comfy_client import ComfyUIClient, GraphRefused
-from lora_studio.core.comfy_graph import build_txt2img
-from lora_studio.core.comfy_schema import load_object_info
 from lora_studio.core.errors import InvalidInput, NotFound, Unavailable, UpstreamError
+from lora_studio.generation.client import ComfyUIClient, GraphRefused
+from lora_studio.generation.graph import build_txt2img
 from PIL import Image
+from support.comfy_schema import load_object_info
 from support.fake_comfyui import FakeComfyUI, create_fake_comfyui, state_of, wait_for_history
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui"

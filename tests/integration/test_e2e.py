@@ -14,8 +14,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from lora_studio.core.comfy_schema import load_object_info, validate_graph
 from support.api import V1, finished, form
+from support.comfy_schema import load_object_info, validate_graph
 from support.fake_comfyui import create_fake_comfyui, state_of
 from support.images import image_bytes
 from support.tiny_sd import TINY_RESOLUTION, build_tiny_sd15

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from lora_studio.core.comfy_schema import load_object_info
+from support.comfy_schema import load_object_info
 from support.fake_comfyui import create_fake_comfyui
 from support.fake_comfyui import state_of as comfyui_state
 from support.fake_ollama import create_fake_ollama

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from lora_studio.core.comfy_schema import load_object_info, validate_graph
 from support.api import V1, assert_error, make_character, make_project, upload
+from support.comfy_schema import load_object_info, validate_graph
 from support.fake_comfyui import create_fake_comfyui, state_of
 from support.images import image_bytes
 

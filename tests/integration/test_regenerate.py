@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lora_studio.core.comfy_schema import load_object_info
 from support.api import V1, finished, make_character, make_project, upload
+from support.comfy_schema import load_object_info
 from support.fake_comfyui import create_fake_comfyui, state_of
 from support.images import image_bytes
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from lora_studio.core.comfy_schema import load_object_info
 from lora_studio.core.db import Database
 from lora_studio.core.schema import generation_styles
 from support.api import V1, assert_error, make_character, make_project
+from support.comfy_schema import load_object_info
 from support.fake_comfyui import create_fake_comfyui, state_of
 
 OBJECT_INFO = load_object_info(Path(__file__).resolve().parents[1] / "fixtures" / "comfyui" / "object_info.json")

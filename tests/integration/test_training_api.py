@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from lora_studio.app import STUDIO_KEY
-from lora_studio.core.comfy_schema import load_object_info
 from support.api import V1, assert_error, finished, make_character, make_project, upload
+from support.comfy_schema import load_object_info
 from support.fake_comfyui import create_fake_comfyui, state_of
 from support.images import image_bytes
 

@@ -1,7 +1,7 @@
 """A stand-in ComfyUI for tests: the HTTP contract and answer shapes of ComfyUI 0.3.64.
 
 See tests/fixtures/comfyui/samples/http_and_websocket.json for the real answers it mimics. POST
-/prompt validates graphs with core.comfy_schema (400 + ComfyUI's error body when invalid) and runs
+/prompt validates graphs with tests/support/comfy_schema.py (400 + ComfyUI's error body when invalid) and runs
 valid ones one at a time in a background task: every SaveImage node writes small real PNGs, with the
 `prompt` and extra_pnginfo text chunks ComfyUI writes, into `output_dir`. Everything received is
 kept in the app's FakeComfyUI state (`app[FAKE_COMFYUI]` or `state_of(app)`) for assertions.
@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from lora_studio.core.comfy_schema import is_output_node, validate_graph
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+
+from support.comfy_schema import is_output_node, validate_graph
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from lora_studio.datasets.classify import Review, parse_review, review_verdict
+from lora_studio.classification.base import Review, parse_review, review_verdict
 
 
 def review(match=0.9, clarity=0.9, value=0.9, solo=True, issues=()) -> Review:

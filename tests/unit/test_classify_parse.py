@@ -9,9 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from lora_studio.core.categories import CATEGORIES
-from lora_studio.core.errors import UpstreamError
-from lora_studio.datasets.classify import (
+from lora_studio.classification.base import (
     ClassifierError,
     NoBackend,
     Review,
@@ -24,6 +22,8 @@ from lora_studio.datasets.classify import (
     parse_suggestion,
     resolve_slug,
 )
+from lora_studio.core.categories import CATEGORIES
+from lora_studio.core.errors import UpstreamError
 from PIL import Image
 
 ROSTER = [
@@ -161,7 +161,7 @@ def test_no_backend_leaves_everything_unassigned(tmp_path) -> None:
 
 
 def test_encode_image_downscales_and_keeps_transparency(tmp_path) -> None:
-    from lora_studio.datasets.classify_ollama import encode_image
+    from lora_studio.classification.ollama import encode_image
 
     Image.new("RGB", (1000, 600), (200, 30, 30)).save(tmp_path / "wide.png")
     Image.new("RGBA", (300, 900), (0, 0, 255, 128)).save(tmp_path / "alpha.png")
@@ -174,7 +174,8 @@ def test_encode_image_downscales_and_keeps_transparency(tmp_path) -> None:
 
 
 def test_importing_the_backends_does_not_import_torch() -> None:
-    code = ("import sys; import lora_studio.datasets.classify as c; c.OllamaBackend; c.EmbeddingBackend; "
+    code = ("import sys; import lora_studio.classification.ollama, lora_studio.classification.embedding, "
+            "lora_studio.classification.factory; "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"

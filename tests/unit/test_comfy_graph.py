@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lora_studio.core.comfy_graph import HUMAN_SAMPLERS, build_txt2img, resolve_sampler
-from lora_studio.core.comfy_schema import load_object_info, validate_graph
 from lora_studio.core.errors import InvalidInput
+from lora_studio.core.samplers import HUMAN_SAMPLERS, resolve_sampler
+from lora_studio.generation.graph import build_txt2img
+from support.comfy_schema import load_object_info, validate_graph
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui"
 

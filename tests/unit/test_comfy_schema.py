@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from lora_studio.core.comfy_schema import assert_valid, load_object_info, summarize_errors, validate_graph
+from support.comfy_schema import assert_valid, load_object_info, summarize_errors, validate_graph
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui"
 

@@ -92,7 +92,7 @@ def _keys(doc: dict, name: str) -> tuple[set, set]:
     ("Project", "lora_studio.core.projects", "project_dict", ()),
     ("Style", "lora_studio.core.projects", "style_dict", ()),
     ("Character", "lora_studio.core.characters", "character_dict", ("academy",)),  # every route gives the project slug
-    ("Generation", "lora_studio.core.generation", "generation_dict", ()),
+    ("Generation", "lora_studio.generation.service", "generation_dict", ()),
 ])
 def test_record_schema_matches_its_builder(doc, name, module, builder, args):
     required, documented = _keys(doc, name)

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from lora_studio.core.comfy_client import ComfyUIClient
-from lora_studio.core.comfy_schema import combo_choices, load_object_info
 from lora_studio.core.errors import InvalidInput, Unavailable
-from lora_studio.core.samplers import KNOWN_SAMPLERS, KNOWN_SCHEDULERS, SamplerNames
+from lora_studio.core.samplers import KNOWN_SAMPLERS, KNOWN_SCHEDULERS, SamplerNames, combo_choices
+from lora_studio.generation.client import ComfyUIClient
+from support.comfy_schema import load_object_info
 
 OBJECT_INFO = load_object_info(Path(__file__).resolve().parents[1] / "fixtures" / "comfyui" / "object_info.json")
 

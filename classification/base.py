@@ -1,13 +1,13 @@
 """Auto-assign ingested images to one of a project's characters, and auto-review them.
 
 A pure library: the roster (the project's characters) and the reference images always come from the
-caller. Three backends share one answer shape, `Suggestion`:
+caller. Three backends share one answer shape, `Suggestion` (`factory.make_backend` picks one):
 
-- `OllamaBackend` (datasets/classify_ollama.py): a vision LLM behind an Ollama-compatible HTTP API;
+- `OllamaBackend` (classification/ollama.py): a vision LLM behind an Ollama-compatible HTTP API;
   it also reviews images (`Review`).
-- `EmbeddingBackend` (datasets/classify_embed.py): local CLIP vision weights; nearest neighbours
+- `EmbeddingBackend` (classification/embedding.py): local CLIP vision weights; nearest neighbours
   between the image and each character's approved images.
-- `NoBackend`: classification switched off; everything stays unassigned.
+- `NoBackend` (here): classification switched off; everything stays unassigned.
 
 `decide(suggestion, threshold)` turns a suggestion into the slug to assign, or None (unassigned).
 The backends are synchronous (urllib, torch): call them from worker threads.
@@ -21,18 +21,14 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..core.errors import UpstreamError
 
-if TYPE_CHECKING:
-    from .classify_embed import EmbeddingBackend
-    from .classify_ollama import OllamaBackend
-
-log = logging.getLogger("lora_studio.datasets.classify")
+log = logging.getLogger("lora_studio.classification.base")
 
 __all__ = [
-    "ClassifierError", "EmbeddingBackend", "NoBackend", "OllamaBackend", "Review", "Suggestion",
+    "ClassifierError", "NoBackend", "Review", "Suggestion",
     "categories_from_issues", "decide", "extract_json", "normalise_score", "parse_review", "parse_suggestion",
     "resolve_slug", "review_verdict",
 ]
@@ -302,17 +298,3 @@ def parse_review(answer: dict) -> Review:
         issues=issues,
         categories=categories_from_issues(issues, solo),
     )
-
-
-def __getattr__(name: str) -> Any:
-    """The backends live in their own modules, imported on first use (no import cycle, and the
-    embedding backend's module stays unloaded for Ollama-only setups)."""
-    if name == "OllamaBackend":
-        from .classify_ollama import OllamaBackend
-
-        return OllamaBackend
-    if name == "EmbeddingBackend":
-        from .classify_embed import EmbeddingBackend
-
-        return EmbeddingBackend
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,9 +23,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..core.errors import InvalidInput
 from ..core.http import TransportError, direct_opener, exchange
-from .classify import ClassifierError, Review, Suggestion, extract_json, parse_review, parse_suggestion, snippet
+from .base import ClassifierError, Review, Suggestion, extract_json, parse_review, parse_suggestion, snippet
 
-log = logging.getLogger("lora_studio.datasets.classify")
+log = logging.getLogger("lora_studio.classification.base")
 
 MAX_SIDE = 768  # longer side of the image sent to the model
 _DESIGN_CHARS = 240  # of each character's design prompt, in the classification prompt

@@ -16,9 +16,8 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from .comfy_schema import summarize_errors
-from .errors import InvalidInput, NotFound, Unavailable, UpstreamError
-from .http import TransportError, direct_opener, exchange
+from ..core.errors import InvalidInput, NotFound, Unavailable, UpstreamError
+from ..core.http import TransportError, direct_opener, exchange
 
 log = logging.getLogger("lora_studio.comfy")
 
@@ -211,3 +210,31 @@ class ComfyUIClient:
 
 def _join(subfolder: str, filename: str) -> str:
     return f"{subfolder.strip('/')}/{filename}" if subfolder else filename
+
+
+def summarize_errors(result: Any) -> str:
+    """One readable line for a `validate_graph` result or a ComfyUI 400 body (any shape)."""
+    if not isinstance(result, dict):
+        return str(result)[:500]
+    error = result.get("error")
+    if isinstance(error, dict):
+        head = str(error.get("message") or error.get("type") or "invalid graph")
+        if error.get("details") and not result.get("node_errors"):
+            head += f" ({error['details']})"
+    else:
+        head = str(error or "invalid graph")
+    parts: list[str] = []
+    node_errors = result.get("node_errors")
+    if isinstance(node_errors, dict):
+        for node_id in sorted(node_errors, key=lambda k: (len(str(k)), str(k))):
+            entry = node_errors[node_id] if isinstance(node_errors[node_id], dict) else {}
+            label = f"node {node_id} ({entry.get('class_type', '?')})"
+            for err in entry.get("errors") or []:
+                if isinstance(err, dict):
+                    text = str(err.get("message") or err.get("type") or "error")
+                    if err.get("details"):
+                        text += f": {err['details']}"
+                else:
+                    text = str(err)
+                parts.append(f"{label}: {text}")
+    return head + (" — " + "; ".join(parts) if parts else "")

@@ -15,13 +15,13 @@ import sqlalchemy as sa
 
 from ..core.db import Database
 from ..core.errors import UpstreamError
-from ..core.generation import GenerationService
 from ..core.jobs import JobContext, JobRunner
 from ..core.schema import images, jobs
-from .images import ImageService
-from .layout import DatasetLayout, mkstemp_umask
+from ..datasets.images import ImageService
+from ..datasets.layout import DatasetLayout, mkstemp_umask
+from .service import GenerationService
 
-log = logging.getLogger("lora_studio.datasets.regenerate")
+log = logging.getLogger("lora_studio.generation.regenerate")
 
 KIND = "regenerate"
 

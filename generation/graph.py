@@ -1,7 +1,7 @@
 """Build API-format ComfyUI graphs for the studio's generations.
 
 The graphs use ComfyUI's core nodes only, so that any ComfyUI can run them; they are checked against
-the real `/object_info` in tests (core.comfy_schema.validate_graph).
+the real `/object_info` in tests (tests/support/comfy_schema.py).
 """
 
 from __future__ import annotations
@@ -9,26 +9,12 @@ from __future__ import annotations
 import logging
 import math
 import posixpath
-import re
 from typing import Any
 
-from .errors import InvalidInput
+from ..core.errors import InvalidInput
+from ..core.samplers import resolve_sampler
 
 log = logging.getLogger("lora_studio.comfy")
-
-# Sampler names as the original system (and A1111-style UIs) show them -> ComfyUI (sampler, scheduler).
-HUMAN_SAMPLERS: dict[str, tuple[str, str]] = {
-    "DPM++ 2M Karras": ("dpmpp_2m", "karras"),
-    "DPM++ 2M SDE Karras": ("dpmpp_2m_sde", "karras"),
-    "DPM++ 2S a Karras": ("dpmpp_2s_ancestral", "karras"),
-    "DPM++ SDE Karras": ("dpmpp_sde", "karras"),
-    "DPM++ 2M": ("dpmpp_2m", "normal"),
-    "Euler a": ("euler_ancestral", "normal"),
-    "Euler": ("euler", "normal"),
-    "DDIM": ("ddim", "ddim_uniform"),
-}
-_HUMAN_BY_KEY = {" ".join(name.lower().split()): pair for name, pair in HUMAN_SAMPLERS.items()}
-_COMFY_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")  # ComfyUI's sampler/scheduler identifiers
 
 # Node ids: those of ComfyUI's default txt2img workflow, plus 10 (LoRA) and 11 (CLIP skip).
 ID_CHECKPOINT, ID_LORA, ID_CLIP_SKIP = "4", "10", "11"
@@ -37,30 +23,6 @@ ID_SAMPLER, ID_DECODE, ID_SAVE = "3", "8", "9"
 
 MAX_SEED = 2**64 - 1  # KSampler's seed range
 MAX_SIZE = 16384
-
-
-def resolve_sampler(sampler: str, scheduler: str | None = None) -> tuple[str, str]:
-    """(ComfyUI sampler_name, scheduler) for a ComfyUI sampler name or a human name ("Euler a").
-
-    A human name carries its own scheduler, which wins over `scheduler`; a ComfyUI sampler name is
-    used with `scheduler` as given (default "normal").
-    """
-    if not isinstance(sampler, str) or not sampler.strip():
-        raise InvalidInput("A sampler is required, e.g. 'euler' or 'DPM++ 2M Karras'.")
-    name = sampler.strip()
-    if not _COMFY_NAME.match(name):  # ComfyUI names ("euler", "ddim") first, then human ones ("Euler", "DDIM")
-        human = _HUMAN_BY_KEY.get(" ".join(name.lower().split()))
-        if human is not None:
-            return human
-        known = ", ".join(repr(n) for n in HUMAN_SAMPLERS)
-        raise InvalidInput(f"Unknown sampler {sampler!r}: use a ComfyUI sampler name such as 'euler' "
-                           f"or 'dpmpp_2m', or one of {known}.")
-    if scheduler is None or (isinstance(scheduler, str) and not scheduler.strip()):
-        return name, "normal"
-    if not isinstance(scheduler, str) or not _COMFY_NAME.match(scheduler.strip()):
-        raise InvalidInput(f"Unknown scheduler {scheduler!r}: use a ComfyUI scheduler name such as "
-                           "'normal' or 'karras'.")
-    return name, scheduler.strip()
 
 
 def _int(name: str, value: Any, low: int, high: int) -> int:

@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..core.errors import InvalidInput
-from .classify import ClassifierError, Suggestion, snippet
+from .base import ClassifierError, Suggestion, snippet
 
-log = logging.getLogger("lora_studio.datasets.classify")
+log = logging.getLogger("lora_studio.classification.base")
 
 TOP_K = 3  # a character's score: mean of its TOP_K best reference similarities
 

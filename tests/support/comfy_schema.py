@@ -21,6 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lora_studio.core.samplers import _choices
+from lora_studio.generation.client import summarize_errors
+
 log = logging.getLogger("lora_studio.comfy")
 
 _LONG_LIST = 20  # ComfyUI abbreviates choice lists longer than this in error details
@@ -61,33 +64,6 @@ def _types_match(received: Any, expected: Any) -> bool:
     if "*" in got_set or "*" in want_set:
         return True
     return got_set <= want_set or want_set <= got_set
-
-
-def _choices(spec: list) -> list | None:
-    """The allowed values of a combo input, or None when the input is not a combo."""
-    type_ = spec[0] if spec else None
-    if isinstance(type_, list):
-        return type_
-    if type_ == "COMBO":
-        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-        choices = options.get("options")
-        return list(choices) if isinstance(choices, list) else []
-    return None
-
-
-def combo_choices(object_info: Mapping[str, Any], node_class: str, input_name: str) -> list | None:
-    """The choices of a node's combo input in an /object_info answer (either spelling: a list as the
-    type, or "COMBO" with options), or None when the node, the input or a list of choices is missing."""
-    node = object_info.get(node_class)
-    inputs = node.get("input") if isinstance(node, Mapping) else None
-    if not isinstance(inputs, Mapping):
-        return None
-    for category in ("required", "optional"):
-        spec = (inputs.get(category) or {}).get(input_name)
-        if isinstance(spec, list) and spec:
-            names = [c for c in _choices(spec) or [] if isinstance(c, str)]
-            return names or None
-    return None
 
 
 def _check_literal(name: str, value: Any, spec: list) -> dict | None:
@@ -280,34 +256,6 @@ def validate_graph(graph: dict, object_info: dict) -> dict:
                   "details": details, "extra_info": {}},
         "node_errors": node_errors,
     }
-
-
-def summarize_errors(result: Any) -> str:
-    """One readable line for a `validate_graph` result or a ComfyUI 400 body (any shape)."""
-    if not isinstance(result, dict):
-        return str(result)[:500]
-    error = result.get("error")
-    if isinstance(error, dict):
-        head = str(error.get("message") or error.get("type") or "invalid graph")
-        if error.get("details") and not result.get("node_errors"):
-            head += f" ({error['details']})"
-    else:
-        head = str(error or "invalid graph")
-    parts: list[str] = []
-    node_errors = result.get("node_errors")
-    if isinstance(node_errors, dict):
-        for node_id in sorted(node_errors, key=lambda k: (len(str(k)), str(k))):
-            entry = node_errors[node_id] if isinstance(node_errors[node_id], dict) else {}
-            label = f"node {node_id} ({entry.get('class_type', '?')})"
-            for err in entry.get("errors") or []:
-                if isinstance(err, dict):
-                    text = str(err.get("message") or err.get("type") or "error")
-                    if err.get("details"):
-                        text += f": {err['details']}"
-                else:
-                    text = str(err)
-                parts.append(f"{label}: {text}")
-    return head + (" — " + "; ".join(parts) if parts else "")
 
 
 def assert_valid(graph: dict, object_info: dict) -> None:

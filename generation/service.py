@@ -9,15 +9,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .characters import CharacterService
-from .comfy_client import ComfyUIClient
-from .comfy_graph import build_txt2img
-from .db import Database, iso, utcnow
-from .errors import InvalidInput, NotFound
-from .samplers import SamplerNames
-from .schema import generations
-from .specs import GENERATE_SPEC
-from .validation import validate
+from ..core.characters import CharacterService
+from ..core.db import Database, iso, utcnow
+from ..core.errors import InvalidInput, NotFound
+from ..core.samplers import SamplerNames
+from ..core.schema import generations
+from ..core.specs import GENERATE_SPEC
+from ..core.validation import validate
+from .client import ComfyUIClient
+from .graph import build_txt2img
 
 
 def generation_dict(row: Any) -> dict:

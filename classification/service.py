@@ -23,11 +23,12 @@ from ..core.errors import InvalidInput, StudioError, Unavailable
 from ..core.jobs import JobContext, JobRunner
 from ..core.schema import images
 from ..core.settings import Settings
-from .classify import NoBackend, decide, review_verdict
-from .images import ImageService
-from .review import ReviewService
+from ..datasets.images import ImageService
+from ..datasets.review import ReviewService
+from .base import decide, review_verdict
+from .factory import make_backend
 
-log = logging.getLogger("lora_studio.datasets.classify_jobs")
+log = logging.getLogger("lora_studio.classification.service")
 
 
 class ClassificationService:
@@ -41,19 +42,7 @@ class ClassificationService:
 
     def backend(self) -> Any:
         if self._backend is None:
-            kind = self.settings.classifier
-            if kind == "ollama":
-                from .classify_ollama import OllamaBackend
-
-                self._backend = OllamaBackend(self.settings.ollama_url, self.settings.ollama_model)
-            elif kind == "embedding":
-                if self.settings.clip_model_dir is None:
-                    raise Unavailable("the embedding classifier needs LORA_STUDIO_CLIP_MODEL_DIR (CLIP vision weights)")
-                from .classify_embed import EmbeddingBackend
-
-                self._backend = EmbeddingBackend(self.settings.clip_model_dir)
-            else:
-                self._backend = NoBackend()
+            self._backend = make_backend(self.settings)
         return self._backend
 
     # -- requests ------------------------------------------------------------------------------
