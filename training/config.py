@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import data as _data
-from . import models as _models
+from .architecture import detect_model
 from .data import TrainItem
 from .errors import ConfigError, TrainingError
 
@@ -308,7 +308,7 @@ def check_base_model(path: Path, arch: str = "auto") -> str:
                 f"base model {path} is not a diffusers-format folder: missing {', '.join(m + '/' for m in missing)}"
             )
     try:
-        info = _models.detect_model(path)
+        info = detect_model(path)
     except ConfigError:
         raise
     except TrainingError as exc:

@@ -162,8 +162,8 @@ class TrainingService:
     def detect(self, name: str, path: Path) -> dict:
         """{"arch", "prediction_type", "source"} read cheaply from the model (no torch); 400 when the
         model is not one the trainer can train (another architecture, a broken file)."""
+        from .architecture import detect_model  # reads headers and JSON only: no torch in the studio process
         from .errors import TrainingError
-        from .models import detect_model  # reads headers and JSON only: no torch in the studio process
 
         try:
             info = detect_model(path)

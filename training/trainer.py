@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import data, optim
+from .architecture import detect_model
 from .checkpoints import CHECKPOINT_FORMAT, CheckpointInfo, find_checkpoint, remove_stale_temp, write_checkpoint_atomic
 from .errors import MissingDependenciesError, TrainingCancelled, TrainingError
 
@@ -910,7 +911,7 @@ def train(
     check_dependencies()
     _check_stop(stop)
     resume = find_checkpoint(config.resume_from) if config.resume_from is not None else None
-    arch = _models().detect_model(config.base_model).arch
+    arch = detect_model(config.base_model).arch
     if config.arch not in ("auto", arch):
         raise TrainingError(f"arch is {config.arch!r} but the base model is {arch!r}")
     emit("start", total_steps=config.steps, arch=arch, resume_step=resume.step if resume else 0)

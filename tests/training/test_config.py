@@ -17,7 +17,7 @@ from support.train_cfg import fake_model_folder
 PACK_ROOT = Path(__file__).resolve().parents[2]
 TRAINING_DIR = PACK_ROOT / "training"
 OWN_MODULES = ("__init__.py", "errors.py", "kohya.py", "optim.py", "trainer.py", "worker.py", "checkpoints.py", "targets.py",
-               "models.py", "hashing.py")
+               "models.py", "hashing.py", "architecture.py", "clip_tokenizer.py")
 ALLOWED_IMPORTS = {"torch", "diffusers", "peft", "transformers", "safetensors", "numpy", "PIL", "bitsandbytes"}
 
 
@@ -217,7 +217,8 @@ def test_training_package_is_import_light() -> None:
         f"ns = runpy.run_path({str(TRAINING_DIR / 'worker.py')!r}, run_name='not_main')\n"
         "pkg = ns['bootstrap_package']()\n"
         "for name in ('training', 'training.errors', 'training.kohya', 'training.optim', 'training.trainer',"
-        " 'training.worker', 'training.data', 'training.models', 'training.hashing'):\n"
+        " 'training.worker', 'training.data', 'training.models', 'training.hashing',"
+        " 'training.architecture', 'training.clip_tokenizer'):\n"
         "    importlib.import_module(pkg + '.' + name)\n"
         "heavy = [m for m in ('torch', 'diffusers', 'peft', 'transformers', 'safetensors', 'lora_studio')"
         " if m in sys.modules]\n"

@@ -1,4 +1,4 @@
-"""Offline base-model loading (training/models.py): detection, single-file LDM checkpoints, diffusers folders,
+"""Offline base-model loading (training/models.py, architecture.py, clip_tokenizer.py): detection, single-file LDM checkpoints, diffusers folders,
 CLIP tokenizers, text conditioning and full-size configs on the meta device."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 import torch  # noqa: E402
-from lora_studio.training import models  # noqa: E402
+from lora_studio.training import architecture, clip_tokenizer, models  # noqa: E402
 from lora_studio.training.errors import TrainingError  # noqa: E402
 from support.ldm_export import diffusers_to_ldm, export_single_file, open_clip_to_ldm, unet_to_ldm, vae_to_ldm  # noqa: E402
 from support.tiny_sd import build_tiny_sd15, build_tiny_sdxl, tiny_tokenizer_dir  # noqa: E402
@@ -32,7 +32,7 @@ COMFY_MERGES_SHA = "f61f2adf497e6f5357c347aeb4646fabe82f341e946de5bdec5d2858e41b
 def offline(monkeypatch):
     """HF_HUB_OFFLINE=1 and any socket connection fails loudly."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv(models.TOKENIZER_ENV, raising=False)
+    monkeypatch.delenv(clip_tokenizer.TOKENIZER_ENV, raising=False)
 
     def refuse(self, *args, **kwargs):
         raise AssertionError(f"network access attempted: {args}")
@@ -101,35 +101,35 @@ def _unet_inputs(arch: str, unet):
 
 
 def test_detect_single_files_and_folders(tiny):
-    assert models.detect_model(tiny["sd15_file"]) == models.ModelInfo("sd15", "epsilon", "single_file")
-    assert models.detect_model(tiny["sdxl_file"]) == models.ModelInfo("sdxl", "epsilon", "single_file")
-    assert models.detect_model(tiny["sd15"]) == models.ModelInfo("sd15", "epsilon", "diffusers")
-    assert models.detect_model(tiny["sdxl"]) == models.ModelInfo("sdxl", "epsilon", "diffusers")
+    assert architecture.detect_model(tiny["sd15_file"]) == architecture.ModelInfo("sd15", "epsilon", "single_file")
+    assert architecture.detect_model(tiny["sdxl_file"]) == architecture.ModelInfo("sdxl", "epsilon", "single_file")
+    assert architecture.detect_model(tiny["sd15"]) == architecture.ModelInfo("sd15", "epsilon", "diffusers")
+    assert architecture.detect_model(tiny["sdxl"]) == architecture.ModelInfo("sdxl", "epsilon", "diffusers")
 
 
 def test_detect_v_prediction(tiny, tmp_path):
     marked = export_single_file(tiny["sd15"], tmp_path / "vpred_key.safetensors", v_pred_key=True)
-    assert models.detect_model(marked).prediction_type == "v_prediction"
+    assert architecture.detect_model(marked).prediction_type == "v_prediction"
     spec = export_single_file(tiny["sdxl"], tmp_path / "vpred_meta.safetensors",
                               metadata={"modelspec.prediction_type": "v"})
-    assert models.detect_model(spec) == models.ModelInfo("sdxl", "v_prediction", "single_file")
+    assert architecture.detect_model(spec) == architecture.ModelInfo("sdxl", "v_prediction", "single_file")
     eps = export_single_file(tiny["sdxl"], tmp_path / "eps_meta.safetensors",
                              metadata={"modelspec.prediction_type": "epsilon"})
-    assert models.detect_model(eps).prediction_type == "epsilon"
+    assert architecture.detect_model(eps).prediction_type == "epsilon"
 
     folder = tmp_path / "vpred_folder"
     shutil.copytree(tiny["sd15"], folder)
     config_file = folder / "scheduler" / "scheduler_config.json"
     config = json.loads(config_file.read_text())
     config_file.write_text(json.dumps({**config, "prediction_type": "v_prediction"}))
-    assert models.detect_model(folder) == models.ModelInfo("sd15", "v_prediction", "diffusers")
+    assert architecture.detect_model(folder) == architecture.ModelInfo("sd15", "v_prediction", "diffusers")
 
 
 def test_zero_terminal_snr_and_legacy_clip_layout(tiny, tmp_path, offline):
     path = export_single_file(tiny["sd15"], tmp_path / "old.safetensors", v_pred_key=True, ztsnr_key=True,
                               legacy_clip=True)
-    info = models.detect_model(path)
-    assert info == models.ModelInfo("sd15", "v_prediction", "single_file", zero_terminal_snr=True)
+    info = architecture.detect_model(path)
+    assert info == architecture.ModelInfo("sd15", "v_prediction", "single_file", zero_terminal_snr=True)
     base = models.load_base_model(path, tokenizer_dir=tiny_tokenizer_dir(tiny["sd15"]))
     assert base.noise_scheduler.config.prediction_type == "v_prediction"
     assert base.noise_scheduler.alphas_cumprod[-1].item() == pytest.approx(0.0, abs=1e-6)  # zero SNR at t=T
@@ -154,44 +154,44 @@ def test_refuses_other_architectures_clearly(tiny, tmp_path):
     sd2 = {k: v for k, v in sd15_state.items() if not k.startswith("cond_stage_model.")}
     sd2.update(open_clip_to_ldm(bigg.state_dict(), "cond_stage_model.model."))
     with pytest.raises(TrainingError, match=r"SD2\.x checkpoint \(OpenCLIP-H"):
-        models.detect_model(_save(tmp_path / "sd2.safetensors", sd2))
+        architecture.detect_model(_save(tmp_path / "sd2.safetensors", sd2))
 
     inpaint = dict(sd15_state)
     weight = inpaint["model.diffusion_model.input_blocks.0.0.weight"]
     inpaint["model.diffusion_model.input_blocks.0.0.weight"] = torch.zeros(weight.shape[0], 9, 3, 3)
     with pytest.raises(TrainingError, match="9 input channels"):
-        models.detect_model(_save(tmp_path / "inpaint.safetensors", inpaint))
+        architecture.detect_model(_save(tmp_path / "inpaint.safetensors", inpaint))
 
     unet_only = {k: v for k, v in sd15_state.items() if k.startswith("model.diffusion_model.")}
     with pytest.raises(TrainingError, match="without its VAE"):
-        models.detect_model(_save(tmp_path / "unet_only.safetensors", unet_only))
+        architecture.detect_model(_save(tmp_path / "unet_only.safetensors", unet_only))
 
     with pytest.raises(TrainingError, match="Flux"):
-        models.detect_model(_save(tmp_path / "flux.safetensors", {"double_blocks.0.img_attn.qkv.weight": torch.ones(3, 2)}))
+        architecture.detect_model(_save(tmp_path / "flux.safetensors", {"double_blocks.0.img_attn.qkv.weight": torch.ones(3, 2)}))
     with pytest.raises(TrainingError, match="SD3"):
-        models.detect_model(_save(tmp_path / "sd3.safetensors", {"model.diffusion_model.joint_blocks.0.x": torch.ones(2)}))
+        architecture.detect_model(_save(tmp_path / "sd3.safetensors", {"model.diffusion_model.joint_blocks.0.x": torch.ones(2)}))
     with pytest.raises(TrainingError, match=r"only SD1\.5 and SDXL.*no Stable Diffusion UNet"):
-        models.detect_model(_save(tmp_path / "random.safetensors", {"foo.weight": torch.randn(4, 4)}))
+        architecture.detect_model(_save(tmp_path / "random.safetensors", {"foo.weight": torch.randn(4, 4)}))
     with pytest.raises(TrainingError, match="a LoRA, not a base model"):
-        models.detect_model(_save(tmp_path / "lora.safetensors", {"lora_unet_x.lora_down.weight": torch.ones(2, 2)}))
+        architecture.detect_model(_save(tmp_path / "lora.safetensors", {"lora_unet_x.lora_down.weight": torch.ones(2, 2)}))
 
     ckpt = tmp_path / "model.ckpt"
     ckpt.write_bytes(b"PK\x03\x04 pickle")
     with pytest.raises(TrainingError, match=r"only \.safetensors"):
-        models.detect_model(ckpt)
+        architecture.detect_model(ckpt)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\xff" * 64)
     with pytest.raises(TrainingError, match="not a valid .safetensors"):
         models.load_base_model(garbage)
     with pytest.raises(TrainingError, match="not found"):
-        models.detect_model(tmp_path / "missing.safetensors")
+        architecture.detect_model(tmp_path / "missing.safetensors")
 
     sd2_folder = tmp_path / "sd2_folder"
     shutil.copytree(tiny["sd15"], sd2_folder)
     te_config = json.loads((sd2_folder / "text_encoder" / "config.json").read_text())
     (sd2_folder / "text_encoder" / "config.json").write_text(json.dumps({**te_config, "hidden_act": "gelu"}))
     with pytest.raises(TrainingError, match="SD2"):
-        models.detect_model(sd2_folder)
+        architecture.detect_model(sd2_folder)
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -201,7 +201,7 @@ def test_refuses_other_architectures_clearly(tiny, tmp_path):
 def test_single_file_loads_offline_with_identical_weights_and_outputs(tiny, offline, arch):
     folder = tiny[arch]
     base = models.load_base_model(tiny[f"{arch}_file"], tokenizer_dir=tiny_tokenizer_dir(folder))
-    assert base.info == models.ModelInfo(arch, "epsilon", "single_file")
+    assert base.info == architecture.ModelInfo(arch, "epsilon", "single_file")
     source = _source_modules(folder)
     # The SDXL export was saved in fp16: the loader upcasts to fp32 (dtype=None) bit-exactly from fp16 values.
     cast = torch.float16 if arch == "sdxl" else None
@@ -239,7 +239,7 @@ def latent_shape_ok(base) -> bool:
 @pytest.mark.parametrize("arch", ["sd15", "sdxl"])
 def test_diffusers_folder_loads_offline(tiny, offline, arch):
     base = models.load_base_model(tiny[arch])
-    assert base.info == models.ModelInfo(arch, "epsilon", "diffusers")
+    assert base.info == architecture.ModelInfo(arch, "epsilon", "diffusers")
     source = _source_modules(tiny[arch])
     _assert_same_weights(base.unet, source["unet"])
     for loaded, original in zip(base.text_encoders, source["text_encoders"], strict=True):
@@ -267,7 +267,7 @@ def test_single_file_matches_folder_text_conditioning(tiny, offline):
 def test_encode_text_sdxl_uses_penultimate_layers_and_pooled_projection(tiny, offline):
     base = models.load_base_model(tiny["sdxl"])
     out = models.encode_text(base, ["the girl"])
-    ids = [models.tokenize(t, ["the girl"]) for t in base.tokenizers]
+    ids = [clip_tokenizer.tokenize(t, ["the girl"]) for t in base.tokenizers]
     assert ids[0][0, -1].item() == 520 and ids[1][0, -1].item() == 0  # pad ids: "<|endoftext|>" and "!"
     with torch.no_grad():
         first = base.text_encoders[0](ids[0], output_hidden_states=True)
@@ -318,49 +318,49 @@ def test_tokenizer_must_match_the_text_encoder(tiny, offline):
 
 
 def test_clip_tokenizer_rebuilt_from_open_clip_bpe(monkeypatch):
-    monkeypatch.delenv(models.TOKENIZER_ENV, raising=False)
-    assert models.open_clip_bpe_path() is not None, "open_clip_torch must be installed (pip install --no-deps)"
-    vocab, merges, origin = models.load_clip_vocab()
+    monkeypatch.delenv(clip_tokenizer.TOKENIZER_ENV, raising=False)
+    assert clip_tokenizer.open_clip_bpe_path() is not None, "open_clip_torch must be installed (pip install --no-deps)"
+    vocab, merges, origin = clip_tokenizer.load_clip_vocab()
     assert origin.endswith("bpe_simple_vocab_16e6.txt.gz")
-    assert len(vocab) == models.CLIP_VOCAB_SIZE and len(merges) == models.CLIP_MERGES
+    assert len(vocab) == clip_tokenizer.CLIP_VOCAB_SIZE and len(merges) == clip_tokenizer.CLIP_MERGES
     assert hashlib.sha256(json.dumps(vocab, sort_keys=True, ensure_ascii=False).encode()).hexdigest() == COMFY_VOCAB_SHA
     assert hashlib.sha256("\n".join(merges).encode()).hexdigest() == COMFY_MERGES_SHA
 
-    first = models.build_clip_tokenizer("sdxl", vocab, merges)
-    second = models.build_clip_tokenizer("sdxl", vocab, merges, second=True)
+    first = clip_tokenizer.build_clip_tokenizer("sdxl", vocab, merges)
+    second = clip_tokenizer.build_clip_tokenizer("sdxl", vocab, merges, second=True)
     assert len(first) == 49408
     assert first("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
     assert first("1girl, solo, long hair, blue eyes").input_ids == [
         49406, 272, 1611, 267, 5797, 267, 1538, 2225, 267, 1746, 3095, 49407]
     assert first("Hatsune Miku, masterpiece").input_ids == [49406, 3447, 41096, 37703, 267, 12066, 49407]
-    padded = [models.tokenize(t, ["a cat"])[0].tolist() for t in (first, second)]
+    padded = [clip_tokenizer.tokenize(t, ["a cat"])[0].tolist() for t in (first, second)]
     assert padded[0][:4] == padded[1][:4] == [49406, 320, 2368, 49407]
     assert set(padded[0][4:]) == {49407} and set(padded[1][4:]) == {0} and len(padded[1]) == 77
 
 
 def test_tokenizer_sources_explicit_and_env(tmp_path, monkeypatch, tiny):
     folder = tiny_tokenizer_dir(tiny["sd15"])
-    monkeypatch.setenv(models.TOKENIZER_ENV, str(folder))
-    vocab, merges, origin = models.load_clip_vocab()
+    monkeypatch.setenv(clip_tokenizer.TOKENIZER_ENV, str(folder))
+    vocab, merges, origin = clip_tokenizer.load_clip_vocab()
     assert origin == str(folder) and len(vocab) == 521
-    monkeypatch.setenv(models.TOKENIZER_ENV, str(tmp_path))
+    monkeypatch.setenv(clip_tokenizer.TOKENIZER_ENV, str(tmp_path))
     with pytest.raises(TrainingError, match="lacks vocab.json/merges.txt"):
-        models.load_clip_vocab()
-    assert models.load_clip_vocab(folder)[2] == str(folder)  # explicit beats the env var
+        clip_tokenizer.load_clip_vocab()
+    assert clip_tokenizer.load_clip_vocab(folder)[2] == str(folder)  # explicit beats the env var
 
 
 def test_tokenizer_found_in_the_comfyui_install_around_the_pack(tmp_path, monkeypatch, tiny):
-    monkeypatch.delenv(models.TOKENIZER_ENV, raising=False)
+    monkeypatch.delenv(clip_tokenizer.TOKENIZER_ENV, raising=False)
     comfy = tmp_path / "ComfyUI"
     tokenizer = comfy / "comfy" / "sd1_tokenizer"
     shutil.copytree(tiny_tokenizer_dir(tiny["sd15"]), tokenizer)
-    module = comfy / "custom_nodes" / "lora-studio" / "training" / "models.py"
-    monkeypatch.setattr(models, "__file__", str(module))
-    assert models.comfyui_tokenizer_dir() == tokenizer
-    assert models.load_clip_vocab()[2] == str(tokenizer)
-    monkeypatch.setattr(models, "__file__", str(tmp_path / "elsewhere" / "training" / "models.py"))
-    assert models.comfyui_tokenizer_dir() is None
-    assert models.load_clip_vocab()[2].endswith("bpe_simple_vocab_16e6.txt.gz")
+    module = comfy / "custom_nodes" / "lora-studio" / "training" / "clip_tokenizer.py"
+    monkeypatch.setattr(clip_tokenizer, "__file__", str(module))
+    assert clip_tokenizer.comfyui_tokenizer_dir() == tokenizer
+    assert clip_tokenizer.load_clip_vocab()[2] == str(tokenizer)
+    monkeypatch.setattr(clip_tokenizer, "__file__", str(tmp_path / "elsewhere" / "training" / "clip_tokenizer.py"))
+    assert clip_tokenizer.comfyui_tokenizer_dir() is None
+    assert clip_tokenizer.load_clip_vocab()[2].endswith("bpe_simple_vocab_16e6.txt.gz")
 
 
 # ------------------------------------------------------------------------------------------ full size, meta
@@ -371,7 +371,7 @@ def _full_ldm_shapes(arch: str) -> dict:
 
     meta = models.build_meta_modules(arch)
     with torch.device("meta"):
-        vae = AutoencoderKL(**models.shipped_config(arch, "vae"))
+        vae = AutoencoderKL(**architecture.shipped_config(arch, "vae"))
     state = {**unet_to_ldm(meta["unet"].state_dict(), dict(meta["unet"].config)),
              **vae_to_ldm(vae.state_dict(), dict(vae.config))}
     te = {k: v for k, v in meta["text_encoders"][0].state_dict().items() if not k.endswith("position_ids")}
@@ -397,34 +397,34 @@ def test_full_size_configs_on_meta_device(arch, unet_params, te_params):
 
     # A full-size checkpoint's shapes derive exactly the shipped configs (same code as for tiny models).
     shapes = _full_ldm_shapes(arch)
-    assert models._arch_from_shapes(Path("full.safetensors"), shapes) == arch
-    derived = models.derive_unet_config(arch, shapes)
-    shipped = models.shipped_config(arch, "unet")
+    assert architecture._arch_from_shapes(Path("full.safetensors"), shapes) == arch
+    derived = architecture.derive_unet_config(arch, shapes)
+    shipped = architecture.shipped_config(arch, "unet")
     assert {k: (list(v) if isinstance(v, tuple) else v) for k, v in derived.items()} == shipped
-    assert models.derive_vae_config(arch, shapes) == models.shipped_config(arch, "vae")
+    assert architecture.derive_vae_config(arch, shapes) == architecture.shipped_config(arch, "vae")
     prefix = "cond_stage_model.transformer." if arch == "sd15" else "conditioner.embedders.0.transformer."
-    te_config = models.shipped_config(arch, "text_encoder")
-    assert models.derive_clip_config(te_config, shapes, prefix) == te_config
+    te_config = architecture.shipped_config(arch, "text_encoder")
+    assert architecture.derive_clip_config(te_config, shapes, prefix) == te_config
     if arch == "sdxl":
-        te2_config = models.shipped_config(arch, "text_encoder_2")
-        assert models.derive_open_clip_config(te2_config, shapes, "conditioner.embedders.1.model.") == te2_config
+        te2_config = architecture.shipped_config(arch, "text_encoder_2")
+        assert architecture.derive_open_clip_config(te2_config, shapes, "conditioner.embedders.1.model.") == te2_config
 
 
 @pytest.mark.parametrize(("arch", "unet_params"), [("sd15", 859_520_964), ("sdxl", 2_567_463_684)])
 def test_full_size_checkpoint_keys_load_strictly_on_meta(arch, unet_params, monkeypatch):
     """The whole single-file path (derivation, key conversion, strict loading) on a full-size LDM key set,
     with meta tensors standing in for the weights."""
-    monkeypatch.delenv(models.TOKENIZER_ENV, raising=False)
+    monkeypatch.delenv(clip_tokenizer.TOKENIZER_ENV, raising=False)
     shapes = _full_ldm_shapes(arch)
 
     def fetch(prefix):
         return {k: torch.empty(shape, device="meta") for k, shape in shapes.items() if k.startswith(prefix)}
 
-    vocab, merges, _ = models.load_clip_vocab()
-    tokenizers = [models.build_clip_tokenizer(arch, vocab, merges, second=i == 1) for i in range(1 + (arch == "sdxl"))]
+    vocab, merges, _ = clip_tokenizer.load_clip_vocab()
+    tokenizers = [clip_tokenizer.build_clip_tokenizer(arch, vocab, merges, second=i == 1) for i in range(1 + (arch == "sdxl"))]
     unet, vae, encoders = models.modules_from_ldm(arch, shapes, fetch, tokenizers, name="full")
     assert sum(p.numel() for p in unet.parameters()) == unet_params
-    assert list(unet.config["block_out_channels"]) == models.shipped_config(arch, "unet")["block_out_channels"]
+    assert list(unet.config["block_out_channels"]) == architecture.shipped_config(arch, "unet")["block_out_channels"]
     assert [type(e).__name__ for e in encoders] == ["CLIPTextModel", "CLIPTextModelWithProjection"][: len(encoders)]
     assert encoders[-1].config.eos_token_id == 49407
     assert sum(p.numel() for p in vae.parameters()) == 83_653_863
