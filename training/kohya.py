@@ -18,11 +18,15 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import TrainingError
 from .hashing import sha256_file
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 log = logging.getLogger("lora_studio.training.kohya")
 
@@ -287,122 +291,102 @@ BASE_MODEL_VERSIONS = {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0"}
 MODELSPEC_ARCHITECTURES = {"sd15": "stable-diffusion-v1/lora", "sdxl": "stable-diffusion-xl-v1-base/lora"}
 
 
-def build_metadata(
-    *,
-    rank: int,
-    alpha: float,
-    steps: int,
-    learning_rate: float,
-    resolution: int,
-    num_train_images: int,
-    output_name: str,
-    seed: int,
-    trigger_word: str,
-    started_at: float,
-    finished_at: float,
-    extra: Mapping[str, str] | None = None,
-    arch: str = "sd15",
-    base_model_name: str | None = None,
-    prediction_type: str = "epsilon",
-    conv_rank: int | None = None,
-    conv_alpha: float | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    grad_accum: int | None = None,
-    train_text_encoder: bool = False,
-    text_encoder_lr: float | None = None,
-    optimizer: str | None = None,
-    lr_scheduler: str | None = None,
-    warmup_steps: int | None = None,
-    noise_offset: float | None = None,
-    min_snr_gamma: float | None = None,
-    mixed_precision: str | None = None,
-    gradient_checkpointing: bool | None = None,
-    bucketing: bool | None = None,
-    flip: bool | None = None,
-    shuffle_tags: bool | None = None,
-    keep_tokens: int | None = None,
-    tag_dropout: float | None = None,
-    caption_dropout: float | None = None,
-    dataset: Sequence[tuple[str, str]] | None = None,
-    dataset_name: str = "lora_studio",
-) -> dict[str, str]:
-    """kohya-style ``ss_*`` header (+ SAI ``modelspec.*``). ``extra`` is merged first: it can add keys, not
-    falsify these. ``dataset`` = (image content sha256, caption) per training image (see ``dataset_entries``):
-    it gives ``lora_studio_dataset_sha256``, ``ss_dataset_dirs`` and ``ss_tag_frequency``. Options left at None
-    are not written."""
+@dataclass(frozen=True)
+class RunFacts:
+    """What the metadata says about a run beyond its ``TrainConfig``: what happened and what was resolved."""
+
+    arch: str  # "sd15" | "sdxl" (detected)
+    started_at: float  # time.time()
+    finished_at: float
+    num_train_images: int
+    output_name: str
+    base_model_name: str | None = None
+    prediction_type: str = "epsilon"  # the base model's
+    epochs: int | None = None
+    optimizer: str | None = None  # the optimizer that ran (its class name: AdamW8bit may fall back to AdamW)
+    mixed_precision: str | None = None  # the precision that ran ("no" on a CPU whatever the config asked)
+    dataset: Sequence[tuple[str, str]] | None = None  # (image content sha256, caption) per image
+    dataset_name: str = "lora_studio"
+
+
+def build_metadata(config: TrainConfig, facts: RunFacts) -> dict[str, str]:
+    """kohya-style ``ss_*`` header (+ SAI ``modelspec.*``) for a run of ``config``. ``config.metadata`` is merged
+    first: it can add keys, not falsify these. ``facts.dataset`` = (image content sha256, caption) per training
+    image (see ``dataset_entries``): it gives ``lora_studio_dataset_sha256``, ``ss_dataset_dirs`` and
+    ``ss_tag_frequency``. Facts left at None are not written, nor are options that were off (conv, the text
+    encoder's learning rate, min-SNR)."""
     import datetime
     import json
 
+    arch, resolution, steps, output_name = facts.arch, int(config.resolution), int(config.steps), facts.output_name
     if arch not in BASE_MODEL_VERSIONS:
         raise ValueError(f"unknown arch {arch!r}")
-    metadata = {str(k): str(v) for k, v in (extra or {}).items()}
-    unet_lr = float(learning_rate)
+    metadata = {str(k): str(v) for k, v in (config.metadata or {}).items()}
+    unet_lr = float(config.learning_rate)
     metadata.update(
         {
             "ss_network_module": "networks.lora",
-            "ss_network_dim": str(int(rank)),
-            "ss_network_alpha": str(float(alpha)),
+            "ss_network_dim": str(int(config.rank)),
+            "ss_network_alpha": str(float(config.alpha)),
             "ss_base_model_version": BASE_MODEL_VERSIONS[arch],
             "ss_v2": "False",
-            "ss_steps": str(int(steps)),
-            "ss_max_train_steps": str(int(steps)),
+            "ss_steps": str(steps),
+            "ss_max_train_steps": str(steps),
             "ss_learning_rate": str(unet_lr),
             "ss_unet_lr": str(unet_lr),
-            "ss_resolution": f"({int(resolution)}, {int(resolution)})",
-            "ss_num_train_images": str(int(num_train_images)),
+            "ss_resolution": f"({resolution}, {resolution})",
+            "ss_num_train_images": str(int(facts.num_train_images)),
             "ss_output_name": output_name,
-            "ss_training_started_at": str(started_at),
-            "ss_training_finished_at": str(finished_at),
-            "ss_seed": str(int(seed)),
-            "ss_network_train_unet_only": str(not train_text_encoder),
-            "lora_studio_trigger_word": trigger_word,
+            "ss_training_started_at": str(facts.started_at),
+            "ss_training_finished_at": str(facts.finished_at),
+            "ss_seed": str(int(config.seed)),
+            "ss_network_train_unet_only": str(not config.train_text_encoder),
+            "lora_studio_trigger_word": config.trigger_word,
             "modelspec.sai_model_spec": "1.0.0",
             "modelspec.architecture": MODELSPEC_ARCHITECTURES[arch],
             "modelspec.implementation": (
                 "https://github.com/Stability-AI/generative-models" if arch == "sdxl" else "diffusers"
             ),
             "modelspec.title": output_name,
-            "modelspec.resolution": f"{int(resolution)}x{int(resolution)}",
-            "modelspec.date": datetime.datetime.fromtimestamp(finished_at, datetime.timezone.utc).isoformat(),
+            "modelspec.resolution": f"{resolution}x{resolution}",
+            "modelspec.date": datetime.datetime.fromtimestamp(facts.finished_at, datetime.timezone.utc).isoformat(),
         }
     )
-    if prediction_type == "v_prediction":
+    if facts.prediction_type == "v_prediction":
         metadata["ss_v_parameterization"] = "True"
-    metadata["modelspec.prediction_type"] = "v" if prediction_type == "v_prediction" else "epsilon"
-    if base_model_name:
-        metadata["ss_sd_model_name"] = base_model_name
-    if conv_rank:
-        conv_alpha_value = float(conv_alpha if conv_alpha is not None else alpha)
-        metadata["ss_network_args"] = json.dumps({"conv_dim": str(int(conv_rank)), "conv_alpha": str(conv_alpha_value)})
-    if train_text_encoder:
-        metadata["ss_text_encoder_lr"] = str(float(text_encoder_lr if text_encoder_lr is not None else unet_lr))
-    if epochs is not None:
-        metadata["ss_num_epochs"] = metadata["ss_epoch"] = str(int(epochs))
-    if batch_size is not None:
-        metadata["ss_batch_size_per_device"] = str(int(batch_size))
-        metadata["ss_total_batch_size"] = str(int(batch_size) * int(grad_accum or 1))
-    _opt(metadata, "ss_gradient_accumulation_steps", grad_accum)
-    _opt(metadata, "ss_optimizer", optimizer)
-    _opt(metadata, "ss_lr_scheduler", lr_scheduler)
-    _opt(metadata, "ss_lr_warmup_steps", warmup_steps)
-    _opt(metadata, "ss_noise_offset", None if noise_offset is None else float(noise_offset))
-    if min_snr_gamma:  # kohya writes it only when enabled
-        metadata["ss_min_snr_gamma"] = str(float(min_snr_gamma))
-    _opt(metadata, "ss_mixed_precision", mixed_precision)
-    _opt(metadata, "ss_gradient_checkpointing", gradient_checkpointing)
-    _opt(metadata, "ss_enable_bucket", bucketing)
-    _opt(metadata, "ss_flip_aug", flip)
-    _opt(metadata, "ss_shuffle_caption", shuffle_tags)
-    _opt(metadata, "ss_keep_tokens", keep_tokens)
-    _opt(metadata, "ss_caption_tag_dropout_rate", None if tag_dropout is None else float(tag_dropout))
-    _opt(metadata, "ss_caption_dropout_rate", None if caption_dropout is None else float(caption_dropout))
-    if dataset is not None:
-        entries = list(dataset)
+    metadata["modelspec.prediction_type"] = "v" if facts.prediction_type == "v_prediction" else "epsilon"
+    if facts.base_model_name:
+        metadata["ss_sd_model_name"] = facts.base_model_name
+    if config.conv and config.conv_rank:
+        conv_alpha = float(config.conv_alpha if config.conv_alpha is not None else config.alpha)
+        metadata["ss_network_args"] = json.dumps({"conv_dim": str(int(config.conv_rank)), "conv_alpha": str(conv_alpha)})
+    if config.train_text_encoder:
+        metadata["ss_text_encoder_lr"] = str(float(config.text_encoder_lr or unet_lr))
+    if facts.epochs is not None:
+        metadata["ss_num_epochs"] = metadata["ss_epoch"] = str(int(facts.epochs))
+    metadata["ss_batch_size_per_device"] = str(int(config.batch_size))
+    metadata["ss_total_batch_size"] = str(int(config.batch_size) * int(config.grad_accum))
+    metadata["ss_gradient_accumulation_steps"] = str(config.grad_accum)
+    _opt(metadata, "ss_optimizer", facts.optimizer)
+    metadata["ss_lr_scheduler"] = str(config.lr_scheduler)
+    metadata["ss_lr_warmup_steps"] = str(config.warmup_steps)
+    metadata["ss_noise_offset"] = str(float(config.noise_offset))
+    if config.min_snr_gamma:  # kohya writes it only when enabled
+        metadata["ss_min_snr_gamma"] = str(float(config.min_snr_gamma))
+    _opt(metadata, "ss_mixed_precision", facts.mixed_precision)
+    metadata["ss_gradient_checkpointing"] = str(config.gradient_checkpointing)
+    metadata["ss_enable_bucket"] = str(config.bucketing)
+    metadata["ss_flip_aug"] = str(config.flip)
+    metadata["ss_shuffle_caption"] = str(config.shuffle_tags)
+    metadata["ss_keep_tokens"] = str(config.keep_tokens)
+    metadata["ss_caption_tag_dropout_rate"] = str(float(config.tag_dropout))
+    metadata["ss_caption_dropout_rate"] = str(float(config.caption_dropout))
+    if facts.dataset is not None:
+        entries = list(facts.dataset)
         metadata["lora_studio_dataset_sha256"] = dataset_sha256(entries)
-        metadata["ss_dataset_dirs"] = json.dumps({dataset_name: {"n_repeats": 1, "img_count": len(entries)}})
-        frequency = tag_frequency((caption for _, caption in entries), trigger_word)
-        metadata["ss_tag_frequency"] = json.dumps({dataset_name: frequency}, ensure_ascii=False)
+        metadata["ss_dataset_dirs"] = json.dumps({facts.dataset_name: {"n_repeats": 1, "img_count": len(entries)}})
+        frequency = tag_frequency((caption for _, caption in entries), config.trigger_word)
+        metadata["ss_tag_frequency"] = json.dumps({facts.dataset_name: frequency}, ensure_ascii=False)
     return metadata
 
 

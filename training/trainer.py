@@ -813,50 +813,26 @@ class _Run:
         return tensors, num_modules
 
     def save_output(self, final_loss: float) -> TrainResult:
-        from .kohya import build_metadata, dataset_entries, save_lora_atomic
+        from .kohya import RunFacts, build_metadata, dataset_entries, save_lora_atomic
 
         config = self.config
         self.emit("phase", name="saving", done=0, total=1)
         for module in self.lora.modules.values():
             module.eval()
         tensors, num_modules = self.export_tensors()
-        metadata = build_metadata(
+        facts = RunFacts(
             arch=self.arch,
-            rank=config.rank,
-            alpha=config.alpha,
-            steps=config.steps,
-            learning_rate=config.learning_rate,
-            resolution=config.resolution,
-            num_train_images=len(self.items),
-            output_name=config.output_path.stem,
-            seed=config.seed,
-            trigger_word=config.trigger_word,
             started_at=self.started,
             finished_at=time.time(),
-            extra=config.metadata,
+            num_train_images=len(self.items),
+            output_name=config.output_path.stem,
             base_model_name=config.base_model.name,
             prediction_type=self.base.info.prediction_type,
-            conv_rank=config.conv_rank if config.conv else None,
-            conv_alpha=config.conv_alpha if config.conv else None,
-            batch_size=config.batch_size,
-            grad_accum=config.grad_accum,
-            train_text_encoder=config.train_text_encoder,
-            text_encoder_lr=(config.text_encoder_lr or config.learning_rate) if config.train_text_encoder else None,
             optimizer=self.optimizer_name,
-            lr_scheduler=config.lr_scheduler,
-            warmup_steps=config.warmup_steps,
-            noise_offset=config.noise_offset,
-            min_snr_gamma=config.min_snr_gamma,
             mixed_precision=self.precision.mode,
-            gradient_checkpointing=config.gradient_checkpointing,
-            bucketing=config.bucketing,
-            flip=config.flip,
-            shuffle_tags=config.shuffle_tags,
-            keep_tokens=config.keep_tokens,
-            tag_dropout=config.tag_dropout,
-            caption_dropout=config.caption_dropout,
             dataset=dataset_entries(self.items),
         )
+        metadata = build_metadata(config, facts)
         config.output_path.parent.mkdir(parents=True, exist_ok=True)
         digest = save_lora_atomic(tensors, config.output_path, metadata, before_commit=lambda: _check_stop(self.stop))
         self.emit("phase", name="saving", done=1, total=1)

@@ -7,8 +7,9 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from lora_studio.training.config import TrainConfig
 from lora_studio.training.errors import TrainingCancelled, TrainingError
-from lora_studio.training.kohya import build_metadata, kohya_module_name, split_peft_key
+from lora_studio.training.kohya import RunFacts, build_metadata, kohya_module_name, split_peft_key
 from support.tiny_sd import tiny_unet_config
 
 HAS_TRAIN_STACK = all(importlib.util.find_spec(m) for m in ("torch", "diffusers", "peft", "safetensors"))
@@ -51,20 +52,10 @@ def test_split_peft_key_rejects_other_tensors() -> None:
 
 
 def test_metadata_is_all_strings_and_truthful() -> None:
-    metadata = build_metadata(
-        rank=8,
-        alpha=4,
-        steps=100,
-        learning_rate=1e-4,
-        resolution=512,
-        num_train_images=12,
-        output_name="akane-v1",
-        seed=7,
-        trigger_word="akane_v1",
-        started_at=1.5,
-        finished_at=2.5,
-        extra={"ss_network_alpha": "999", "lora_studio_character": "Akane"},
-    )
+    config = _config(rank=8, alpha=4, steps=100, learning_rate=1e-4, resolution=512, seed=7, trigger_word="akane_v1",
+                     metadata={"ss_network_alpha": "999", "lora_studio_character": "Akane"})  # fmt: skip
+    metadata = build_metadata(config, _facts(num_train_images=12, output_name="akane-v1", started_at=1.5,
+                                             finished_at=2.5))  # fmt: skip
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
     assert metadata["ss_network_module"] == "networks.lora"
     assert metadata["ss_network_dim"] == "8" and metadata["ss_network_alpha"] == "4.0"
@@ -207,29 +198,21 @@ def test_metadata_sdxl_with_training_options() -> None:
     from lora_studio.training.kohya import dataset_sha256
 
     dataset = [("a" * 64, "akane, Red Hair, smile"), ("b" * 64, "akane_v1, red hair,  , school uniform")]
-    metadata = build_metadata(
+    config = _config(
         rank=16,
         alpha=8,
         steps=400,
         learning_rate=1e-4,
         resolution=1024,
-        num_train_images=2,
-        output_name="akane-v2",
         seed=1,
         trigger_word="akane_v1",
-        started_at=1700000000.0,
-        finished_at=1700000100.0,
-        arch="sdxl",
-        base_model_name="sd_xl_base_1.0.safetensors",
-        prediction_type="v_prediction",
+        conv=True,
         conv_rank=4,
         conv_alpha=1,
-        epochs=200,
         batch_size=2,
         grad_accum=3,
         train_text_encoder=True,
         text_encoder_lr=5e-5,
-        optimizer="adamw8bit",
         lr_scheduler="cosine",
         warmup_steps=20,
         noise_offset=0.05,
@@ -239,9 +222,21 @@ def test_metadata_sdxl_with_training_options() -> None:
         tag_dropout=0.1,
         caption_dropout=0.05,
         flip=False,
+    )
+    facts = RunFacts(
+        arch="sdxl",
+        started_at=1700000000.0,
+        finished_at=1700000100.0,
+        num_train_images=2,
+        output_name="akane-v2",
+        base_model_name="sd_xl_base_1.0.safetensors",
+        prediction_type="v_prediction",
+        epochs=200,
+        optimizer="adamw8bit",
         dataset=dataset,
         dataset_name="akane",
     )
+    metadata = build_metadata(config, facts)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
     assert metadata["ss_base_model_version"] == "sdxl_base_v1-0"
     assert metadata["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
@@ -268,21 +263,27 @@ def test_metadata_sdxl_with_training_options() -> None:
 
 
 def test_metadata_leaves_out_what_was_not_used() -> None:
-    metadata = build_metadata(
-        rank=4, alpha=4, steps=10, learning_rate=1e-4, resolution=512, num_train_images=3, output_name="x",
-        seed=0, trigger_word="", started_at=0.0, finished_at=1.0, min_snr_gamma=0,
-    )  # fmt: skip
+    metadata = build_metadata(_config(rank=4, alpha=4, steps=10, min_snr_gamma=0), _facts(num_train_images=3))
     for key in ("ss_network_args", "ss_text_encoder_lr", "ss_min_snr_gamma", "ss_tag_frequency", "ss_optimizer",
                 "lora_studio_dataset_sha256", "ss_v_parameterization", "ss_sd_model_name"):  # fmt: skip
         assert key not in metadata
     assert metadata["ss_network_train_unet_only"] == "True" and metadata["modelspec.prediction_type"] == "epsilon"
+    assert "ss_network_args" not in build_metadata(_config(conv_rank=4), _facts())  # conv off: its rank unused
     with pytest.raises(ValueError):
-        build_metadata(**{**_minimal(), "arch": "sd3"})
+        build_metadata(_config(), _facts(arch="sd3"))
 
 
-def _minimal() -> dict:
-    return dict(rank=4, alpha=4, steps=1, learning_rate=1e-4, resolution=512, num_train_images=1, output_name="x",
-                seed=0, trigger_word="", started_at=0.0, finished_at=1.0)  # fmt: skip
+def _config(**fields) -> TrainConfig:
+    """A TrainConfig for the metadata tests (not validated: no file is read)."""
+    defaults = dict(base_model=Path("/models/base.safetensors"), items=(), output_path=Path("/out/x.safetensors"),
+                    steps=1, rank=4, alpha=4.0, learning_rate=1e-4, resolution=512)  # fmt: skip
+    return TrainConfig(**{**defaults, **fields})
+
+
+def _facts(**fields) -> RunFacts:
+    """The run facts of the metadata tests: an SD1.5 run of one image named x."""
+    defaults = dict(arch="sd15", started_at=0.0, finished_at=1.0, num_train_images=1, output_name="x")
+    return RunFacts(**{**defaults, **fields})
 
 
 def test_dataset_hash_covers_images_and_captions_not_order(tmp_path: Path) -> None:
