@@ -17,7 +17,8 @@ from support.train_cfg import fake_model_folder
 PACK_ROOT = Path(__file__).resolve().parents[2]
 TRAINING_DIR = PACK_ROOT / "training"
 OWN_MODULES = ("__init__.py", "errors.py", "kohya.py", "optim.py", "trainer.py", "worker.py", "checkpoints.py", "targets.py",
-               "models.py", "hashing.py", "architecture.py", "clip_tokenizer.py")
+               "models.py", "hashing.py", "architecture.py", "clip_tokenizer.py", "context.py", "run_data.py",
+               "adapters.py", "loop.py", "run_state.py", "sampling.py")
 ALLOWED_IMPORTS = {"torch", "diffusers", "peft", "transformers", "safetensors", "numpy", "PIL", "bitsandbytes"}
 
 
@@ -218,7 +219,8 @@ def test_training_package_is_import_light() -> None:
         "pkg = ns['bootstrap_package']()\n"
         "for name in ('training', 'training.errors', 'training.kohya', 'training.optim', 'training.trainer',"
         " 'training.worker', 'training.data', 'training.models', 'training.hashing',"
-        " 'training.architecture', 'training.clip_tokenizer'):\n"
+        " 'training.architecture', 'training.clip_tokenizer', 'training.context', 'training.run_data',"
+        " 'training.adapters', 'training.loop', 'training.run_state', 'training.sampling'):\n"
         "    importlib.import_module(pkg + '.' + name)\n"
         "heavy = [m for m in ('torch', 'diffusers', 'peft', 'transformers', 'safetensors', 'lora_studio')"
         " if m in sys.modules]\n"

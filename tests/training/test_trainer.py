@@ -12,7 +12,8 @@ pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
-from lora_studio.training import trainer as trainer_module  # noqa: E402
+from lora_studio.training import loop as loop_module  # noqa: E402
+from lora_studio.training import run_data as run_data_module  # noqa: E402
 from lora_studio.training.config import parse_config  # noqa: E402
 from lora_studio.training.errors import TrainingCancelled, TrainingError  # noqa: E402
 from lora_studio.training.trainer import train  # noqa: E402
@@ -158,13 +159,13 @@ def test_text_encoder_lora_trains_and_exports_te_keys(sd15: Path, sdxl: Path, it
 
 def test_latent_and_text_caches_hit_on_a_second_run(sd15: Path, items: list[dict], tmp_path: Path, monkeypatch):
     freed: list[tuple] = []
-    original_loop = trainer_module._Run.loop
+    original_run = loop_module.TrainLoop.run
 
-    def loop(self):  # what is still loaded when the training loop starts
+    def run_loop(self, after_step):  # what is still loaded when the training loop starts
         freed.append((self.base.vae, tuple(self.base.text_encoders)))
-        return original_loop(self)
+        return original_run(self, after_step)
 
-    monkeypatch.setattr(trainer_module._Run, "loop", loop)
+    monkeypatch.setattr(loop_module.TrainLoop, "run", run_loop)
     cache = tmp_path / "cache"
     first, _ = run(sd15, items, tmp_path / "a.safetensors", flip=True, cache_dir=str(cache))
     assert freed == [(None, (None,))]  # latents and captions cached: VAE and text encoder released
@@ -185,7 +186,7 @@ def test_the_disk_cache_is_pruned_to_its_budget_keeping_the_run_s_own_entries(sd
     run(sd15, items[:1], tmp_path / "a.safetensors", cache_dir=str(cache))
     first_files = set((cache).rglob("*.safetensors"))
     assert len(first_files) == 2  # one latent, one caption
-    monkeypatch.setattr(trainer_module, "CACHE_MAX_BYTES", 1)
+    monkeypatch.setattr(run_data_module, "CACHE_MAX_BYTES", 1)
     second, _ = run(sd15, items[1:], tmp_path / "b.safetensors", cache_dir=str(cache))
     left = set(cache.rglob("*.safetensors"))
     assert len(left) == 2 and not left & first_files  # the first dataset's entries were removed
@@ -208,9 +209,9 @@ def test_gradient_checkpointing_and_accumulation(sd15: Path, items: list[dict], 
 
     monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
     micro: list[int] = []
-    original_micro = trainer_module._Run._micro_step
+    original_micro = loop_module.TrainLoop.micro_step
     monkeypatch.setattr(
-        trainer_module._Run, "_micro_step", lambda self, b: micro.append(len(b)) or original_micro(self, b)
+        loop_module.TrainLoop, "micro_step", lambda self, b: micro.append(len(b)) or original_micro(self, b)
     )
     checkpointed, _ = run(sd15, items, tmp_path / "ckpt.safetensors", steps=2, grad_accum=2,
                           gradient_checkpointing=True)
@@ -276,7 +277,7 @@ def test_latents_beyond_the_memory_budget_are_read_from_the_disk_cache(
     """A dataset whose latents do not fit the RAM budget trains from the on-disk cache, to the same result."""
     common = {"steps": 3, "flip": True, "shuffle_tags": True, "cache_dir": str(tmp_path / "cache")}
     in_memory, _ = run(sd15, items, tmp_path / "memory.safetensors", **common)
-    monkeypatch.setattr(trainer_module, "LATENTS_IN_MEMORY_MB", 0)
+    monkeypatch.setattr(run_data_module, "LATENTS_IN_MEMORY_MB", 0)
     from_disk, _ = run(sd15, items, tmp_path / "disk.safetensors", **common)
     assert in_memory.latents_in_memory and not from_disk.latents_in_memory
     assert from_disk.latent_cache == {"hits": 4, "misses": 0}  # the caching phase: all on disk already
