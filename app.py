@@ -15,6 +15,7 @@ from .core.host import Host
 from .core.redact import install_log_filter, register_secrets
 from .core.ref import StudioRef
 from .core.settings import Settings
+from .server_routes import build_api
 from .server_routes.api import PREFIX, error_response, origin_allowed, register_routes
 from .server_routes.perimeter import host_refusal
 from .studio import Studio
@@ -112,7 +113,7 @@ def create_app(settings: Settings) -> web.Application:
     app[EVENTS_KEY] = hub
     app.router.add_get(PREFIX + "/events", _events)  # before the routes' catch-all for the rest of PREFIX
     table = web.RouteTableDef()
-    register_routes(table, ref)
+    register_routes(table, ref, build_api())
     app.add_routes(table)
     app.router.add_get("/", _index)
     app.router.add_static("/lora-studio/web/", WEB_ROOT, follow_symlinks=False)

@@ -71,6 +71,7 @@ def attach() -> None:
 
     from .core.ref import StudioRef
     from .nodes import bind_studio
+    from .server_routes import build_api
     from .server_routes.api import register_routes
 
     default_data = Path(folder_paths.get_user_directory()) / "lora_studio"
@@ -89,7 +90,7 @@ def attach() -> None:
         return studio
 
     ref = StudioRef(build)
-    register_routes(PromptServer.instance.routes, ref)
+    register_routes(PromptServer.instance.routes, ref, build_api())
     bind_studio(ref)
     _build_when_started(PromptServer.instance, ref)
 

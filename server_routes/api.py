@@ -1,6 +1,8 @@
-"""The route declarations' machinery: a registry of routes (also the source of the OpenAPI
+"""The route declarations' machinery: `Api` (a table of routes, also the source of the OpenAPI
 document), the request wrapper handlers see, error shaping and the cross-origin check.
 
+Each resource module (meta, catalog, images, ingest, gallery, jobs, training, generation) declares its
+routes on a table of its own and exposes `add_routes(api)`; `server_routes.build_api()` composes them.
 The same `register_routes` fills ComfyUI's `PromptServer.instance.routes` and the standalone app's
 route table, so both serve identical routes."""
 
@@ -48,10 +50,14 @@ class RouteSpec:
 
 
 class Api:
-    """Collects route declarations from the route modules."""
+    """A table of route declarations: a resource module's own (filled by its `@routes.route(...)`
+    decorators), or the whole API (`server_routes.build_api()`, which includes every module's)."""
 
     def __init__(self) -> None:
         self.routes: list[RouteSpec] = []
+
+    def include(self, other: Api) -> None:
+        self.routes.extend(other.routes)
 
     def route(self, method: str, path: str, summary: str, *, body: Spec | None = None,
               query: dict[str, str | Field] | None = None, tag: str = "", status: int = 200, binary: bool = False,
@@ -64,16 +70,15 @@ class Api:
         return deco
 
 
-api = Api()
-
 
 class Req:
     """What a handler sees: the request, `call` to run a service on the studio, and helpers that
     turn bad input into 4xx answers."""
 
-    def __init__(self, request: web.Request, ref):
+    def __init__(self, request: web.Request, ref, api: Api):
         self.request = request
         self.ref = ref
+        self.api = api  # the whole API (the OpenAPI route describes it)
 
     def int_param(self, name: str) -> int:
         return parse_id(self.request.match_info.get(name, ""), name)
@@ -143,7 +148,7 @@ async def perimeter_refusal(request: web.Request, ref) -> web.Response | None:
     return None
 
 
-def _wrap(spec: RouteSpec, ref) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _wrap(spec: RouteSpec, ref, api: Api) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     upload = spec.form is not None  # a multipart route; every other route's body is JSON
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
@@ -152,7 +157,7 @@ def _wrap(spec: RouteSpec, ref) -> Callable[[web.Request], Awaitable[web.StreamR
                 refusal = body_refusal(request, upload)
             if refusal is not None:
                 return refusal
-            result = await spec.handler(Req(request, ref))
+            result = await spec.handler(Req(request, ref, api))
         except StudioError as e:
             return error_response(e.status, e.code, e.message)
         except web.HTTPException:
@@ -168,12 +173,10 @@ def _wrap(spec: RouteSpec, ref) -> Callable[[web.Request], Awaitable[web.StreamR
     return handler
 
 
-def register_routes(table: web.RouteTableDef, ref) -> None:
-    """Add every declared route under PREFIX to `table` (ComfyUI's or the standalone app's)."""
-    from . import all_routes  # noqa: F401  (imports the modules that declare routes)
-
+def register_routes(table: web.RouteTableDef, ref, api: Api) -> None:
+    """Add every route of `api` under PREFIX to `table` (ComfyUI's or the standalone app's)."""
     for spec in api.routes:
-        table.route(spec.method, PREFIX + spec.path)(_wrap(spec, ref))
+        table.route(spec.method, PREFIX + spec.path)(_wrap(spec, ref, api))
     # Last, so every declared route resolves first: the rest of our prefix answers JSON 404/405
     # (inside ComfyUI also under its /api alias; ComfyUI's own paths are never matched).
     table.route("*", PREFIX + "{tail:(/.*)?}")(_unmatched(ref))

@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from ..core.validation import ID_MAX, Field, spec_schema
-from .api import PREFIX, STATE_CHANGING, RouteSpec, api
+from .api import PREFIX, STATE_CHANGING, Api, RouteSpec
 
 # Path ids are read by `parse_id` (ASCII digits, at most ID_MAX).
 ID_SCHEMA = {"type": "integer", "minimum": 0, "maximum": ID_MAX}
@@ -207,7 +207,7 @@ def _operation(spec: RouteSpec) -> dict:
     return op
 
 
-def openapi_document() -> dict:
+def openapi_document(api: Api) -> dict:
     paths: dict[str, dict] = {}
     for spec in api.routes:
         paths.setdefault(PREFIX + spec.path, {})[spec.method.lower()] = _operation(spec)

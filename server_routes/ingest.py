@@ -1,0 +1,111 @@
+"""Bringing images in: uploads, videos, URLs and ComfyUI outputs (each a job), classification and
+auto-review."""
+
+from __future__ import annotations
+
+from ..core.specs import IMPORT_OUTPUTS_SPEC, INGEST_URL_SPEC
+from ..core.validation import Field
+from .api import Api, Req
+from .uploads import stream_multipart
+
+routes = Api()
+
+
+def add_routes(api: Api) -> None:
+    api.include(routes)
+
+
+UPLOAD = ("Upload images (multipart field 'files', optional 'caption'): the files stream to disk, then a job "
+          "(kind ingest_images) checks and places them as pending; its result is {created: [images], "
+          "skipped: [{filename, reason}]}")
+
+UPLOAD_FORM = {"files": Field(list, required=True, item=Field(bytes), min_items=1, max_items=200,
+                              description="the image files (each part's filename is kept as the image's name)"),
+               "caption": Field(str, max_len=10000, description="a caption for every image")}
+
+VIDEO_FORM = {"file": Field(bytes, required=True, description="the video"),
+              "max_frames": Field(str, description="at most this many frames (1-200)"),
+              "caption": Field(str, max_len=2000)}
+
+async def _upload(r: Req, character_id: int | None, project_id: int | None):
+    # 404 before reading the body, and a staging folder of the request's own
+    studio, folder = await r.call(lambda s: (s, s.images.target(character_id, project_id) and s.uploads.new_staging()))
+    try:
+        files, fields = await stream_multipart(r.request, folder, studio.settings.max_upload_bytes)
+    except BaseException:
+        studio.uploads.discard(folder)
+        raise
+    caption = fields.get("caption", "").strip()
+    return await r.call(lambda s: s.uploads.start(character_id, folder, files, caption, project_id=project_id))
+
+@routes.route("POST", "/characters/{character_id}/images", UPLOAD, tag="images", status=202, form=UPLOAD_FORM,
+           response="Job")
+async def upload_images(r: Req):
+    return await _upload(r, r.int_param("character_id"), None)
+
+@routes.route("POST", "/projects/{project_id}/images", UPLOAD.replace("as pending", "as pending in the project's "
+                                                                   "unassigned pool (for the classifier or a person)"),
+           tag="images", status=202, form=UPLOAD_FORM, response="Job")
+async def upload_project_images(r: Req):
+    return await _upload(r, None, r.int_param("project_id"))
+
+@routes.route("POST", "/characters/{character_id}/import-outputs",
+           "Copy images from ComfyUI's output folder into the character's queue (a job), keeping their graphs",
+           body=IMPORT_OUTPUTS_SPEC, tag="images", status=202, response="Job")
+async def import_outputs(r: Req):
+    cid, body = r.int_param("character_id"), await r.json()
+    return await r.call(lambda s: s.output_imports.start(cid, body))
+
+@routes.route("POST", "/projects/{project_id}/import-outputs",
+           "Copy images from ComfyUI's output folder into the project's unassigned pool (a job)",
+           body=IMPORT_OUTPUTS_SPEC, tag="images", status=202, response="Job")
+async def import_outputs_to_pool(r: Req):
+    pid, body = r.int_param("project_id"), await r.json()
+    return await r.call(lambda s: s.output_imports.start(None, body, project_id=pid))
+
+@routes.route("POST", "/characters/{character_id}/ingest/video",
+           "Upload a video (multipart field 'file'; optional 'max_frames', 'caption'): a job picks distinct frames "
+           "from its whole length", tag="ingest", status=202, form=VIDEO_FORM, response="Job")
+async def ingest_video(r: Req):
+    return await _ingest_video(r, r.int_param("character_id"), None)
+
+@routes.route("POST", "/projects/{project_id}/ingest/video",
+           "Upload a video (as for a character): the frames land in the project's unassigned pool (a job)",
+           tag="ingest", status=202, form=VIDEO_FORM, response="Job")
+async def ingest_video_to_pool(r: Req):
+    return await _ingest_video(r, None, r.int_param("project_id"))
+
+async def _ingest_video(r: Req, cid: int | None, pid: int | None):
+    studio = await r.call(lambda s: s.images.target(cid, pid) and s)  # 404 before reading the body
+    files, fields = await stream_multipart(r.request, studio.layout.staging_dir(),
+                                           studio.settings.max_video_mb * 1024 * 1024, max_files=1, file_field="file")
+    name, staged = files[0]
+    return await r.call(lambda s: s.video_ingest.start_video(cid, name, staged, fields, project_id=pid))
+
+@routes.route("POST", "/characters/{character_id}/ingest/url",
+           "Download a video with yt-dlp (http/https; private addresses refused) and take frames from it (a job)",
+           body=INGEST_URL_SPEC, tag="ingest", status=202, response="Job")
+async def ingest_url(r: Req):
+    cid, body = r.int_param("character_id"), await r.json()
+    return await r.call(lambda s: s.video_ingest.start_url(cid, body))
+
+@routes.route("POST", "/projects/{project_id}/ingest/url",
+           "Download a video with yt-dlp (as for a character): the frames land in the project's unassigned pool",
+           body=INGEST_URL_SPEC, tag="ingest", status=202, response="Job")
+async def ingest_url_to_pool(r: Req):
+    pid, body = r.int_param("project_id"), await r.json()
+    return await r.call(lambda s: s.video_ingest.start_url(None, body, project_id=pid))
+
+@routes.route("POST", "/projects/{project_id}/classify",
+           "Suggest a character for each pending image of the project (a job); sure suggestions move the image",
+           tag="ingest", status=202, response="Job")
+async def classify_project(r: Req):
+    pid = r.int_param("project_id")
+    return await r.call(lambda s: s.classification.start_classify(pid))
+
+@routes.route("POST", "/characters/{character_id}/auto-review",
+           "Automatic review of the character's pending images by the vision model (a job)", tag="ingest", status=202,
+           response="Job")
+async def auto_review(r: Req):
+    cid = r.int_param("character_id")
+    return await r.call(lambda s: s.classification.start_review(cid))
