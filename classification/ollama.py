@@ -22,7 +22,7 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..core.errors import InvalidInput
-from ..core.http import TransportError, direct_opener, exchange
+from ..core.http import TransportError, direct_opener, exchange, service_url
 from .base import ClassifierError, Review, Suggestion, extract_json, parse_review, parse_suggestion, snippet
 
 log = logging.getLogger("lora_studio.classification.base")
@@ -99,24 +99,9 @@ class OllamaBackend:
     def __init__(self, base_url: str, model: str, timeout: float = 120, headers: Mapping[str, str] | None = None):
         if not isinstance(model, str) or not model.strip():
             raise InvalidInput("The Ollama model name is required, e.g. llava or qwen2.5vl.")
-        try:
-            parts = urllib.parse.urlsplit((base_url or "").strip())
-            port = parts.port  # raises ValueError for a bad port
-        except (ValueError, AttributeError) as exc:
-            raise InvalidInput(f"The Ollama URL is not valid: {exc}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidInput("The Ollama URL must start with http:// or https:// and name a host, "
-                               "e.g. http://127.0.0.1:11434.")
+        self.base_url, self.headers = service_url(base_url, "Ollama", "http://127.0.0.1:11434", headers)
         if timeout is None or timeout <= 0:
             raise InvalidInput("The Ollama timeout must be a positive number of seconds.")
-        self.headers: dict[str, str] = dict(headers or {})
-        if parts.username is not None:  # user:password@host becomes a Basic Authorization header
-            user, password = urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
-            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-            self.headers.setdefault("Authorization", f"Basic {token}")
-        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        netloc = host if port is None else f"{host}:{port}"
-        self.base_url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         self.model = model.strip()
         self.timeout = float(timeout)
         self._use_generate = False  # set once /api/chat answered 404 and /api/generate worked

@@ -7,7 +7,6 @@ in messages.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import urllib.error
@@ -17,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.errors import InvalidInput, NotFound, Unavailable, UpstreamError
-from ..core.http import TransportError, direct_opener, exchange
+from ..core.http import TransportError, direct_opener, exchange, service_url
 
 log = logging.getLogger("lora_studio.comfy")
 
@@ -48,26 +47,9 @@ class ComfyUIClient:
     def __init__(self, base_url: str, timeout: float = 30, headers: Mapping[str, str] | None = None):
         if not isinstance(base_url, str) or not base_url.strip():
             raise InvalidInput("The ComfyUI URL is required, e.g. http://127.0.0.1:8188.")
-        try:
-            parts = urllib.parse.urlsplit(base_url.strip())
-            port = parts.port  # raises ValueError for a bad port
-        except ValueError as exc:
-            raise InvalidInput(f"The ComfyUI URL is not valid: {exc}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidInput("The ComfyUI URL must start with http:// or https:// and name a host, "
-                               "e.g. http://127.0.0.1:8188.")
+        self.base_url, self.headers = service_url(base_url, "ComfyUI", "http://127.0.0.1:8188", headers)
         if timeout is None or timeout <= 0:
             raise InvalidInput("The ComfyUI timeout must be a positive number of seconds.")
-        self.headers: dict[str, str] = dict(headers or {})
-        if parts.username is not None:
-            # user:password@host in the URL becomes a Basic Authorization header (urllib ignores it).
-            user = urllib.parse.unquote(parts.username)
-            password = urllib.parse.unquote(parts.password or "")
-            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-            self.headers.setdefault("Authorization", f"Basic {token}")
-        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        netloc = host if port is None else f"{host}:{port}"
-        self.base_url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         self.timeout = float(timeout)
         # ComfyUI is a local/LAN service: don't send its requests through the environment's proxies.
         self._opener = direct_opener()
