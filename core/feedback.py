@@ -5,14 +5,14 @@ category so the panel can show what goes wrong most; the notes rejections came w
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import sqlalchemy as sa
 
 from .categories import CATEGORIES, validate_categories
 from .db import Database, as_utc, iso
-from .errors import InvalidInput
 from .schema import dropped_terms, feedback, feedback_terms, image_decisions
 from .text import merge_terms, split_terms
-from .validation import Field, validate
 
 NOTES_LIMIT = 50  # rejection notes in a character's feedback summary (GET /characters/{id}/prompt)
 
@@ -106,18 +106,12 @@ class FeedbackService:
             self.projects._row(conn, project_id)
             return {"project_id": project_id, "terms": category_terms(conn, project_id), "defaults": CATEGORIES}
 
-    def set_terms(self, project_id: int, body: dict) -> dict:
-        """{"<category>": "term, term" | null (back to the default)}"""
-        if not isinstance(body, dict):
-            raise InvalidInput("the request body must be a JSON object")
-        validate_categories(list(body))  # unknown categories are refused
-        for category, terms in body.items():
-            if terms is not None and (not isinstance(terms, str) or len(terms) > 2000):
-                raise InvalidInput(f"'{category}' must be a string of terms (at most 2000 characters) or null")
-        data = body
+    def set_terms(self, project_id: int, terms_by_category: Mapping[str, str | None]) -> dict:
+        """{category: "term, term" | None (back to the default)}; unknown categories are refused."""
+        validate_categories(list(terms_by_category))
         with self.db.begin() as conn:
             self.projects._row(conn, project_id)
-            for category, terms in data.items():
+            for category, terms in terms_by_category.items():
                 conn.execute(feedback_terms.delete().where(feedback_terms.c.project_id == project_id,
                                                            feedback_terms.c.category == category))
                 if terms is not None and split_terms(terms):
@@ -125,11 +119,8 @@ class FeedbackService:
                                                                 terms=merge_terms(terms)))
         return self.terms(project_id)
 
-    def set_dropped(self, character_id: int, body: dict) -> dict:
-        """{"terms": [...]}: the learned terms to leave out of this character's negative prompt."""
-        terms = validate(body, {"terms": Field(list, required=True)})["terms"]
-        if not all(isinstance(t, str) and 0 < len(t.strip()) <= 200 for t in terms):
-            raise InvalidInput("'terms' must be a list of non-empty strings (at most 200 characters each)")
+    def set_dropped(self, character_id: int, terms: Sequence[str]) -> dict:
+        """The learned terms to leave out of this character's negative prompt (replacing the earlier ones)."""
         with self.db.begin() as conn:
             self.characters.row_with_project(conn, character_id)
             conn.execute(dropped_terms.delete().where(dropped_terms.c.character_id == character_id))

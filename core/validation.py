@@ -33,6 +33,17 @@ class Field:
     max_items: int | None = None
     description: str = ""
 
+    def __post_init__(self) -> None:
+        """A list must say what it holds (so the validator checks every item, and no service has to);
+        item descriptions belong to lists only."""
+        if self.type is list:
+            if (self.item is None) == (self.items is None):
+                raise TypeError("Field(list) must describe its items: item=Field(...) for typed items, or "
+                                "items=(...) for strings (the allowed values; () for any string) — one of them")
+        elif self.item is not None or self.items is not None or self.min_items is not None \
+                or self.max_items is not None:
+            raise TypeError(f"item, items, min_items and max_items describe lists, not {self.type.__name__}")
+
     def json_schema(self) -> dict:
         kind = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object",
                 bytes: "string"}[self.type]
