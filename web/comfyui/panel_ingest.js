@@ -5,7 +5,8 @@
 // files are on the server; its result {created, skipped} is shown when it ends.
 
 import { h, numberOrUndefined } from "./panel_dom.js";
-import { jobTracker, isIngestKind, resultCounts, ACTIVE_JOB } from "./panel_jobs.js";
+import { ACTIVE_JOB } from "./panel_jobfollow.js";
+import { jobTracker, isIngestKind, resultCounts } from "./panel_jobs.js";
 
 const UPLOAD_BATCH = 16;
 

@@ -9,7 +9,6 @@
 import { h } from "./panel_dom.js";
 import { ACTIVE_JOB, isNewerJob, renderJobRow } from "./panel_jobfollow.js";
 
-export { ACTIVE_JOB }; // historical import path (panel_ingest.js, panel_training.js)
 const KEEP = 20; // jobs shown
 const KIND_LABELS = {
   import_outputs: "Import from ComfyUI output",
