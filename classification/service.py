@@ -97,7 +97,7 @@ class ClassificationService:
             chosen = decide(suggestion, self.settings.classify_threshold)
             if chosen and target and target["id"] != row.character_id:
                 try:
-                    self.images.reassign(row.id, {"character_id": target["id"]})
+                    self.images.reassign(row.id, character_id=target["id"])
                     moved.append(row.id)
                 except StudioError as e:
                     failed.append({"image_id": row.id, "reason": e.message})
@@ -122,8 +122,8 @@ class ClassificationService:
             rejection = review_verdict(verdict, self.settings.review_reject_below)
             if rejection is not None:
                 categories, reason = rejection
-                self.review.reject(row.id, {"categories": categories, "note": f"automatic review: {reason}"[:5000],
-                                            "regenerate": False})
+                self.review.reject(row.id, categories=categories, note=f"automatic review: {reason}"[:5000],
+                                   regenerate=False)
                 rejected.append(row.id)
             elif score >= self.settings.review_approve_above:
                 self.review.approve(row.id)

@@ -4,8 +4,7 @@ in the OpenAPI document by the routes. Kept apart from the services so that decl
 
 from __future__ import annotations
 
-from .categories import CATEGORIES
-from .validation import ID_MAX, Field, Spec
+from .validation import Field, Spec
 
 PROJECT_SPEC: Spec = {
     "name": Field(str, required=True, max_len=200),
@@ -32,41 +31,6 @@ CHARACTER_SPEC: Spec = {
     "design_prompt": Field(str, max_len=10000, description="the single source of truth for the character's look"),
     "negative_prompt": Field(str, max_len=10000),
     "trigger_word": Field(str, max_len=200),
-}
-
-REJECT_SPEC: Spec = {
-    "regenerate": Field(bool, description="queue a generation with the refined negatives (default: the setting)"),
-    "categories": Field(list, items=tuple(CATEGORIES), description="rejection categories (see /feedback/categories)"),
-    "note": Field(str, max_len=5000),
-}
-
-IMAGE_SPEC: Spec = {
-    "caption": Field(str, max_len=10000, description="written to the .txt beside the image too"),
-}
-
-REASSIGN_SPEC: Spec = {
-    "character_id": Field(int, min=1, max=ID_MAX, description="the character to move the image to"),
-    "unassigned": Field(bool, description="true: back to the project's unassigned pool (instead of character_id)"),
-}
-
-IMPORT_OUTPUTS_SPEC: Spec = {
-    "paths": Field(list, items=(), description="output images as GET /gallery lists them"),
-    "all": Field(bool, description="every image in the output folder (those the character has are skipped)"),
-}
-
-INGEST_URL_SPEC: Spec = {
-    "url": Field(str, required=True, max_len=2000, description="http(s) URL of a video or a page with one"),
-    "max_frames": Field(int, min=1, max=200),
-    "caption": Field(str, max_len=2000),
-}
-
-DECIDE_SPEC: Spec = {
-    "image_ids": Field(list, required=True, item=Field(int, min=1, max=ID_MAX), min_items=1, max_items=1000,
-                       description="ids of the images to decide on (1-1000)"),
-    "decision": Field(str, required=True, choices=("approve", "reject", "reset")),
-    "regenerate": Field(bool, description="after a rejection, queue generations (default: the setting)"),
-    "categories": Field(list, items=tuple(CATEGORIES), description="rejection categories"),
-    "note": Field(str, max_len=5000),
 }
 
 TRAIN_SPEC: Spec = {

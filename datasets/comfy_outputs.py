@@ -10,12 +10,10 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..core.errors import InvalidInput, StudioError
-from ..core.specs import IMPORT_OUTPUTS_SPEC
-from ..core.validation import validate
 from .gallery import Gallery
 from .images import ImageService
 from .layout import mkstemp_umask
@@ -117,17 +115,17 @@ class OutputImports:
         self.images, self.characters, self.gallery, self.jobs, self.layout = images, characters, gallery, jobs, layout
         jobs.register("import_outputs", self._run)
 
-    def start(self, character_id: int | None, body: dict, project_id: int | None = None) -> dict:
-        data = validate(body, IMPORT_OUTPUTS_SPEC)
-        paths = data.get("paths")
-        if bool(paths) == bool(data.get("all")):
+    def start(self, character_id: int | None, *, paths: Sequence[str] | None = None, all_: bool = False,
+              project_id: int | None = None) -> dict:
+        """Queue the import of `paths` (output images as the gallery lists them), or with `all_` of
+        every image in the output folder: one of the two."""
+        if bool(paths) == all_:
             raise InvalidInput("give either 'paths' (a non-empty list) or 'all': true")
-        if paths is not None and not all(isinstance(p, str) for p in paths):
-            raise InvalidInput("'paths' must be a list of strings")
         target = self.images.target(character_id, project_id)
         self.gallery.list(limit=1)  # 503 now, not in the job, when there is no output folder
         return self.jobs.submit("import_outputs", {"character_id": character_id, "project_id": target.project_id,
-                                                   "paths": paths}, character_id=character_id)
+                                                   "paths": None if paths is None else list(paths)},
+                                character_id=character_id)
 
     def _run(self, ctx) -> dict:
         p = ctx.payload

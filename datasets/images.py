@@ -18,8 +18,7 @@ from ..core.errors import Conflict, InvalidInput, NotFound, StudioError
 from ..core.feedback import latest_rejections
 from ..core.projects import ProjectService
 from ..core.schema import images
-from ..core.specs import IMAGE_SPEC, REASSIGN_SPEC
-from ..core.validation import check_text, validate
+from ..core.validation import check_text
 from ..training.hashing import sha256_file
 from .layout import DatasetLayout, atomic_write_bytes, clean_stem, place_new
 from .phash import ImageHash, NearDuplicateIndex
@@ -317,31 +316,29 @@ class ImageService:
             items = image_dicts(conn, rows[:limit])
         return {"items": items, "next_cursor": str(items[-1]["id"]) if len(rows) > limit else None}
 
-    def update(self, image_id: int, body: dict) -> dict:
-        """Edit the caption: the .txt beside the image and the record change together."""
-        data = validate(body, IMAGE_SPEC)
-        if "caption" not in data:
+    def update(self, image_id: int, *, caption: str | None = None) -> dict:
+        """Edit the caption (None: unchanged): the .txt beside the image and the record change together."""
+        if caption is None:
             return self.get(image_id)
+        check_text("caption", caption)
         with self.db.begin() as conn:
             row = self._row(conn, image_id)
-            conn.execute(images.update().where(images.c.id == image_id).values(
-                caption=data["caption"], updated_at=utcnow()))
+            conn.execute(images.update().where(images.c.id == image_id).values(caption=caption, updated_at=utcnow()))
             # written inside the transaction: if the file cannot be written, the record rolls back
-            atomic_write_bytes(self.layout.abs_path(row.rel_path).with_suffix(".txt"), data["caption"].encode("utf-8"))
+            atomic_write_bytes(self.layout.abs_path(row.rel_path).with_suffix(".txt"), caption.encode("utf-8"))
         return self.get(image_id)
 
-    def reassign(self, image_id: int, body: dict) -> dict:
-        """Move an image (file, caption and record together) to another character
-        ({"character_id": id}), or back to its project's unassigned pool ({"unassigned": true})."""
-        data = validate(body, REASSIGN_SPEC)
-        if ("character_id" in data) == bool(data.get("unassigned")):
+    def reassign(self, image_id: int, *, character_id: int | None = None, unassigned: bool = False) -> dict:
+        """Move an image (file, caption and record together) to another character (`character_id`),
+        or back to its project's unassigned pool (`unassigned`): one of the two."""
+        if (character_id is not None) == unassigned:
             raise InvalidInput("give either 'character_id' or 'unassigned': true")
         with self.db.begin() as conn:
             row = self._row(conn, image_id)
-        if data.get("unassigned"):
+        if unassigned:
             to = self.target(None, row.project_id)
         else:
-            to = self.target(data["character_id"])
+            to = self.target(character_id)
         if row.character_id == to.character_id and row.project_id == to.project_id:
             return self.get(image_id)
         self._move(image_id, to)

@@ -14,15 +14,14 @@ image is training data of a character, so it needs one first (409, nothing chang
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from ..core.categories import validate_categories
+from ..core.categories import CATEGORIES
 from ..core.db import Database, utcnow
 from ..core.errors import Conflict, InvalidInput, NotFound
 from ..core.schema import feedback, image_decisions, images
-from ..core.specs import DECIDE_SPEC, REJECT_SPEC
-from ..core.validation import validate
 from .images import image_dicts
 
 STATUS_OF = {"approve": "approved", "reject": "rejected", "reset": "pending"}
@@ -39,39 +38,43 @@ class ReviewService:
     def approve(self, image_id: int) -> dict:
         return self._apply([image_id], "approved")["images"][0]
 
-    def reject(self, image_id: int, body: dict) -> dict:
-        data = validate(body or {}, REJECT_SPEC)
-        categories, note = self._reject_reason(data)
-        result = self._regenerate(self._apply([image_id], "rejected", categories, note), data)
+    def reject(self, image_id: int, *, categories: Sequence[str] = (), note: str = "",
+               regenerate: bool | None = None) -> dict:
+        """Reject one image for `categories` (rejection category names) and/or a `note`; `regenerate`
+        (None: the setting) queues a generation with the refined negatives afterwards."""
+        reason = self._reject_reason(categories, note)
+        result = self._regenerate(self._apply([image_id], "rejected", *reason), regenerate)
         return {**result["images"][0], "regeneration": result["regeneration"]}
 
-    def decide(self, body: dict) -> dict:
-        """{"image_ids": [...], "decision": "approve" | "reject" | "reset", "categories", "note"}"""
-        data = validate(body, DECIDE_SPEC)
-        ids = data["image_ids"]
-        if not ids or len(ids) > MAX_BATCH or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+    def decide(self, image_ids: Sequence[int], decision: str, *, categories: Sequence[str] = (), note: str = "",
+               regenerate: bool | None = None) -> dict:
+        """Approve, reject or reset 1 to MAX_BATCH images in one transaction (`decision`: "approve" |
+        "reject" | "reset"); a rejection takes categories and/or a note as `reject` does."""
+        if decision not in STATUS_OF:
+            raise InvalidInput(f"'decision' must be one of {', '.join(STATUS_OF)}")
+        ids = list(dict.fromkeys(image_ids))
+        if not 1 <= len(image_ids) <= MAX_BATCH:
             raise InvalidInput(f"'image_ids' must hold 1 to {MAX_BATCH} image ids")
-        categories, note = [], ""
-        if data["decision"] == "reject":
-            categories, note = self._reject_reason(data)
-        result = self._apply(list(dict.fromkeys(ids)), STATUS_OF[data["decision"]], categories, note)
-        return self._regenerate(result, data) if data["decision"] == "reject" else result
+        if decision != "reject":
+            return self._apply(ids, STATUS_OF[decision])
+        return self._regenerate(self._apply(ids, "rejected", *self._reject_reason(categories, note)), regenerate)
 
-    def _regenerate(self, result: dict, data: dict) -> dict:
+    def _regenerate(self, result: dict, regenerate: bool | None) -> dict:
         """After rejections (committed), queue bounded regenerations when asked or configured."""
-        wanted = data.get("regenerate", self.auto_regenerate)
+        wanted = self.auto_regenerate if regenerate is None else regenerate
         changed = set(result["changed"])
         chars = [i["character_id"] for i in result["images"] if i["id"] in changed and i["character_id"] is not None]
         result["regeneration"] = self.regenerator.after_rejection(chars) if wanted and chars and self.regenerator else []
         return result
 
     @staticmethod
-    def _reject_reason(data: dict) -> tuple[list[str], str]:
-        categories = validate_categories(data.get("categories"))
-        note = data.get("note", "")
+    def _reject_reason(categories: Sequence[str], note: str) -> tuple[list[str], str]:
+        unknown = [c for c in categories if c not in CATEGORIES]
+        if unknown:
+            raise InvalidInput(f"unknown rejection categories: {', '.join(unknown)}; known: {', '.join(CATEGORIES)}")
         if not categories and not note:
             raise InvalidInput("a rejection needs at least one category or a note")
-        return categories, note
+        return list(dict.fromkeys(categories)), note
 
     def _apply(self, ids: list[int], status: str, categories: list[str] | None = None, note: str = "") -> dict:
         batch, now = uuid.uuid4().hex, utcnow()

@@ -15,26 +15,12 @@ from pathlib import Path
 from ..core.errors import InvalidInput
 from ..core.jobs import JobCancelled, JobContext, JobRunner
 from ..core.settings import Settings
-from ..core.specs import INGEST_URL_SPEC
-from ..core.validation import validate
 from .images import ImageService
 from .layout import DatasetLayout, clean_stem, mkstemp_umask
 
 log = logging.getLogger("lora_studio.datasets.video_ingest")
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".ts", ".gif"}
-
-
-def _max_frames(value: object, default: int) -> int:
-    if value in (None, ""):
-        return default
-    try:
-        n = int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise InvalidInput("'max_frames' must be an integer") from None
-    if not 1 <= n <= 200:
-        raise InvalidInput("'max_frames' must be between 1 and 200")
-    return n
 
 
 class VideoIngest:
@@ -47,13 +33,13 @@ class VideoIngest:
         jobs.register("ingest_url", self._run_url)
 
     # -- requests ------------------------------------------------------------------------------
-    def start_video(self, character_id: int | None, name: str, staged: Path, fields: dict[str, str],
-                    project_id: int | None = None) -> dict:
+    def start_video(self, character_id: int | None, name: str, staged: Path, *, max_frames: int | None = None,
+                    caption: str = "", project_id: int | None = None) -> dict:
         """Take over an uploaded video (a staged temporary file) and queue its ingest job; the
-        frames go to the character, or (character_id None) to the project's unassigned pool."""
+        frames (at most `max_frames`, None: the setting) go to the character, or (character_id
+        None) to the project's unassigned pool."""
         try:
             target = self.images.target(character_id, project_id)
-            max_frames = _max_frames(fields.get("max_frames"), self.settings.video_max_frames)
             suffix = Path(name).suffix.lower()
             if suffix not in VIDEO_SUFFIXES:
                 raise InvalidInput(f"'{name[:100]}' does not look like a video ({', '.join(sorted(VIDEO_SUFFIXES))})")
@@ -63,18 +49,20 @@ class VideoIngest:
         finally:
             staged.unlink(missing_ok=True)
         payload = {"character_id": character_id, "project_id": target.project_id, "video": str(kept),
-                   "name": name[:200], "max_frames": max_frames, "caption": fields.get("caption", "")[:2000]}
+                   "name": name[:200], "max_frames": self.settings.video_max_frames if max_frames is None else max_frames,
+                   "caption": caption}
         return self.jobs.submit("ingest_video", payload, character_id=character_id)
 
-    def start_url(self, character_id: int | None, body: dict, project_id: int | None = None) -> dict:
+    def start_url(self, character_id: int | None, url: str, *, max_frames: int | None = None, caption: str = "",
+                  project_id: int | None = None) -> dict:
+        """Queue the download of `url` (checked against the SSRF guard now, not in the job) and the
+        ingest of its frames, as `start_video` does."""
         from .url_fetch import check_url
 
-        data = validate(body, INGEST_URL_SPEC)
         target = self.images.target(character_id, project_id)
-        check_url(data["url"], self.settings.ingest_allowed_hosts)  # refused now, not in the job
-        payload = {"character_id": character_id, "project_id": target.project_id, "url": data["url"],
-                   "max_frames": _max_frames(data.get("max_frames"), self.settings.video_max_frames),
-                   "caption": data.get("caption", "")}
+        check_url(url, self.settings.ingest_allowed_hosts)  # refused now, not in the job
+        payload = {"character_id": character_id, "project_id": target.project_id, "url": url,
+                   "max_frames": self.settings.video_max_frames if max_frames is None else max_frames, "caption": caption}
         return self.jobs.submit("ingest_url", payload, character_id=character_id)
 
     # -- jobs ----------------------------------------------------------------------------------

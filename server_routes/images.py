@@ -8,9 +8,9 @@ import os
 
 from aiohttp import web
 
+from ..core.categories import CATEGORIES
 from ..core.errors import InvalidInput
-from ..core.specs import DECIDE_SPEC, IMAGE_SPEC, REASSIGN_SPEC, REJECT_SPEC
-from ..core.validation import ID_MAX, Field, parse_id, parse_id_cursor, parse_limit, parse_uint
+from ..core.validation import ID_MAX, Field, Spec, parse_id, parse_id_cursor, parse_limit, parse_uint, validate
 from .api import Api, Req
 from .files import file_response
 
@@ -24,6 +24,34 @@ def add_routes(api: Api) -> None:
 
 
 EXPORT_CHUNK = 1 << 20
+# datasets.review's (ReviewService refuses larger batches too); not imported from there: declaring the
+# routes at ComfyUI start-up must not import database code (tests/unit/test_comfyui_load.py)
+MAX_BATCH = 1000
+DECISIONS = ("approve", "reject", "reset")
+
+REJECT_SPEC: Spec = {
+    "regenerate": Field(bool, description="queue a generation with the refined negatives (default: the setting)"),
+    "categories": Field(list, items=tuple(CATEGORIES), description="rejection categories (see /feedback/categories)"),
+    "note": Field(str, max_len=5000),
+}
+
+IMAGE_SPEC: Spec = {
+    "caption": Field(str, max_len=10000, description="written to the .txt beside the image too"),
+}
+
+REASSIGN_SPEC: Spec = {
+    "character_id": Field(int, min=1, max=ID_MAX, description="the character to move the image to"),
+    "unassigned": Field(bool, description="true: back to the project's unassigned pool (instead of character_id)"),
+}
+
+DECIDE_SPEC: Spec = {
+    "image_ids": Field(list, required=True, item=Field(int, min=1, max=ID_MAX), min_items=1, max_items=MAX_BATCH,
+                       description=f"ids of the images to decide on (1-{MAX_BATCH})"),
+    "decision": Field(str, required=True, choices=DECISIONS),
+    "regenerate": Field(bool, description="after a rejection, queue generations (default: the setting)"),
+    "categories": Field(list, items=tuple(CATEGORIES), description="rejection categories"),
+    "note": Field(str, max_len=5000),
+}
 
 LIMIT = Field(int, min=1, max=500, description="page size, 1-500 (default 50)")
 
@@ -88,16 +116,17 @@ async def project_images(r: Req):
 @routes.route("PATCH", "/images/{image_id}", "Edit an image's caption (the .txt file follows)", body=IMAGE_SPEC,
            tag="images", response="Image")
 async def update_image(r: Req):
-    iid, body = r.int_param("image_id"), await r.json()
-    return await r.call(lambda s: s.images.update(iid, body))
+    iid, data = r.int_param("image_id"), validate(await r.json(), IMAGE_SPEC)
+    return await r.call(lambda s: s.images.update(iid, caption=data.get("caption")))
 
 @routes.route("POST", "/images/{image_id}/reassign",
            "Move an image (files and record) to a character ({character_id}) or to its project's unassigned pool "
            "({unassigned: true})",
            body=REASSIGN_SPEC, tag="images", response="Image")
 async def reassign_image(r: Req):
-    iid, body = r.int_param("image_id"), await r.json()
-    return await r.call(lambda s: s.images.reassign(iid, body))
+    iid, data = r.int_param("image_id"), validate(await r.json(), REASSIGN_SPEC)
+    return await r.call(lambda s: s.images.reassign(iid, character_id=data.get("character_id"),
+                                                    unassigned=data.get("unassigned", False)))
 
 @routes.route("GET", "/images/{image_id}", "Get an image record", tag="images", response="Image")
 async def get_image(r: Req):
@@ -118,14 +147,17 @@ async def approve_image(r: Req):
 @routes.route("POST", "/images/{image_id}/reject", "Reject an image with categories and/or a note",
            body=REJECT_SPEC, tag="images", response="RejectedImage")
 async def reject_image(r: Req):
-    iid, body = r.int_param("image_id"), await r.json()
-    return await r.call(lambda s: s.review.reject(iid, body))
+    iid, data = r.int_param("image_id"), validate(await r.json(), REJECT_SPEC)
+    return await r.call(lambda s: s.review.reject(iid, categories=data.get("categories", ()), note=data.get("note", ""),
+                                                  regenerate=data.get("regenerate")))
 
 @routes.route("POST", "/images/decisions", "Approve, reject or reset many images in one transaction",
            body=DECIDE_SPEC, tag="images", errors=(404,), response="DecisionResult")
 async def decide_images(r: Req):
-    body = await r.json()
-    return await r.call(lambda s: s.review.decide(body))
+    data = validate(await r.json(), DECIDE_SPEC)
+    return await r.call(lambda s: s.review.decide(data["image_ids"], data["decision"],
+                                                  categories=data.get("categories", ()), note=data.get("note", ""),
+                                                  regenerate=data.get("regenerate")))
 
 @routes.route("POST", "/characters/{character_id}/undo", "Undo the character's last decision (batch)", tag="images",
            response="UndoResult")
@@ -152,7 +184,7 @@ async def export_character(r: Req):
     cid = r.int_param("character_id")
     repeats = parse_uint(r.q("repeats") or "10", "repeats")
     class_token = r.q("class") or "person"
-    building = asyncio.ensure_future(r.call(lambda s: s.export(cid, repeats, class_token)))  # in a worker thread
+    building = asyncio.ensure_future(r.call(lambda s: s.exports.build(cid, repeats, class_token)))  # in a worker thread
     try:
         export = await asyncio.shield(building)
     except asyncio.CancelledError:  # the client left while the zip was being built: remove it once it is

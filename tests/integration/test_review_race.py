@@ -73,11 +73,11 @@ def test_undo_racing_decisions_keeps_the_log_whole(studio, database_url):
             if n >= MIN_DECISIONS and time.monotonic() >= deadline:
                 break
             decision = rng.choice(["approve", "approve", "reject", "reject", "reset"])
-            body = {"image_ids": rng.sample(ids, rng.randint(1, 3)), "decision": decision}
+            chosen, reason = rng.sample(ids, rng.randint(1, 3)), {}
             if decision == "reject":
-                body |= {"categories": [rng.choice(["bad_quality", "not_solo"])], "note": f"n{seed}"}
+                reason = {"categories": [rng.choice(["bad_quality", "not_solo"])], "note": f"n{seed}"}
             try:
-                result = studio.review.decide(body)
+                result = studio.review.decide(chosen, decision, **reason)
                 tally("decisions")
                 tally("changes", len(result["changed"]))
             except Conflict:
@@ -135,10 +135,10 @@ def test_undo_skips_what_was_decided_again_and_keeps_its_entries(studio):
     def status(*ids):
         return [studio.images.get(i)["status"] for i in ids]
 
-    studio.review.decide({"image_ids": [i1], "decision": "approve"})  # batch 0
-    studio.review.decide({"image_ids": [i2, i3], "decision": "approve"})  # batch 1
-    studio.images.reassign(i2, {"character_id": b})
-    studio.review.reject(i2, {"categories": ["not_solo"], "note": "two girls"})  # batch 2, Beni's
+    studio.review.decide([i1], "approve")  # batch 0
+    studio.review.decide([i2, i3], "approve")  # batch 1
+    studio.images.reassign(i2, character_id=b)
+    studio.review.reject(i2, categories=["not_solo"], note="two girls")  # batch 2, Beni's
     assert studio.images.get(i2)["last_rejection"]["note"] == "two girls"
 
     undone = studio.review.undo(a)  # batch 1, but only i3: i2 was decided on again since
@@ -168,7 +168,7 @@ def test_deleting_a_character_while_its_decisions_are_decided_and_undone(studio,
     for n in range(DELETE_ROUNDS["postgres" if database_url else "sqlite"]):
         x = studio.characters.create(project["id"], {"name": f"X{n}"})["id"]
         ids = add_records(studio, project["id"], x, 12, 1000 * (n + 1))
-        studio.review.decide({"image_ids": ids, "decision": "approve"})
+        studio.review.decide(ids, "approve")
         stop = threading.Event()
 
         def work(seed: int, x: int = x, ids: list[int] = ids, stop: threading.Event = stop) -> None:
@@ -178,8 +178,8 @@ def test_deleting_a_character_while_its_decisions_are_decided_and_undone(studio,
                     if seed % 2:
                         studio.review.undo(x if seed % 4 == 1 else None)
                     else:
-                        studio.review.decide({"image_ids": rng.sample(ids, 8), "note": "n",
-                                              "decision": rng.choice(["reject", "reset", "approve"])})
+                        studio.review.decide(rng.sample(ids, 8), rng.choice(["reject", "reset", "approve"]),
+                                             note="n")
                 except Conflict:
                     pass  # nothing to undo, or approving images that are in the pool by now
                 except Exception as e:  # noqa: BLE001
