@@ -1,5 +1,7 @@
 """The composition root: one Studio (settings, database, dataset layout, LoRA folder, job runner,
-event sink, ComfyUI client, services), built once and handed to routes and nodes."""
+event sink, ComfyUI client, services), built once and handed to routes and nodes. It builds and wires
+only: every workflow lives in a service; each attribute is typed so a reader (or an IDE) can follow
+`studio().training.start` to its code."""
 
 from __future__ import annotations
 
@@ -8,15 +10,15 @@ import logging
 from .classification.service import ClassificationService
 from .core.characters import CharacterService
 from .core.db import Database
-from .core.errors import Conflict
 from .core.feedback import FeedbackService
 from .core.host import Host
 from .core.jobs import JobRunner
 from .core.projects import ProjectService
 from .core.samplers import SamplerNames
 from .core.settings import Settings
+from .datasets.character_removal import CharacterRemoval
 from .datasets.comfy_outputs import OutputImports
-from .datasets.export import Export, export_zip
+from .datasets.export import ExportService
 from .datasets.gallery import Gallery
 from .datasets.images import ImageService
 from .datasets.layout import DatasetLayout
@@ -35,6 +37,29 @@ VERSION = "0.1.0"
 
 
 class Studio:
+    settings: Settings
+    host: Host
+    db: Database
+    schema_version: int
+    layout: DatasetLayout
+    jobs: JobRunner
+    samplers: SamplerNames
+    projects: ProjectService
+    characters: CharacterService
+    feedback: FeedbackService
+    images: ImageService
+    training: TrainingService
+    generation: GenerationService
+    gallery: Gallery
+    regenerator: Regenerator
+    review: ReviewService
+    classification: ClassificationService
+    video_ingest: VideoIngest
+    output_imports: OutputImports
+    uploads: ImageUploads
+    exports: ExportService
+    character_removal: CharacterRemoval
+
     def __init__(self, settings: Settings, host: Host):
         self.settings = settings
         self.host = host
@@ -63,26 +88,10 @@ class Studio:
         self.video_ingest = VideoIngest(self.images, self.characters, self.jobs, self.layout, settings)
         self.output_imports = OutputImports(self.images, self.characters, self.gallery, self.jobs, self.layout)
         self.uploads = ImageUploads(self.db, self.images, self.jobs, self.layout)
+        self.exports = ExportService(self.images, self.characters, settings.data_dir / "exports")
+        self.character_removal = CharacterRemoval(self.characters, self.images, self.jobs)
         log.info("LoRA Studio %s: database %s (schema v%d), data %s", VERSION, self.db.url_for_logs,
                  self.schema_version, settings.data_dir)
-
-    def export(self, character_id: int, repeats: int, class_token: str) -> Export:
-        """A zip of the approved set in a temporary file of its own: the caller sends it, then removes it."""
-        return export_zip(self.images, self.characters.get(character_id), self.settings.data_dir / "exports",
-                          repeats, class_token)
-
-    def delete_character(self, character_id: int) -> dict:
-        """Delete a character: its images (files, captions, statuses) go to its project's unassigned pool first,
-        so nothing curated is lost; its feedback, decisions and LoRA records go with it (LoRA files stay).
-        Refused (409) while one of its jobs is queued or running."""
-        self.characters.get(character_id)  # 404 first
-        busy = [job for status in ("queued", "running")
-                for job in self.jobs.list(status=status, character_id=character_id)["items"]]
-        if busy:
-            raise Conflict(f"the character has a {busy[0]['kind']} job (#{busy[0]['id']}) {busy[0]['status']}: "
-                           "cancel it or wait for it first")
-        moved = self.images.release_character(character_id)
-        return {**self.characters.delete(character_id), "images_to_pool": moved}
 
     def comfyui(self) -> ComfyUIClient:
         return ComfyUIClient(self.host.comfyui_url())

@@ -13,9 +13,8 @@ from .feedback import category_counts, dropped, learned_terms, rejection_notes
 from .pagination import after, decode_cursor, encode_cursor
 from .projects import ProjectService, style_dict
 from .schema import characters, generation_styles, image_decisions, images, lora_models, projects
-from .specs import CHARACTER_SPEC
 from .text import merge_terms, slugify
-from .validation import check_text, validate
+from .validation import check_text
 
 
 def character_dict(row: Any, project_slug: str | None = None) -> dict:
@@ -30,9 +29,9 @@ class CharacterService:
     def __init__(self, db: Database):
         self.db = db
 
-    def create(self, project_id: int, body: dict) -> dict:
-        data = validate(body, CHARACTER_SPEC)
-        slug = slugify(data["name"])
+    def create(self, project_id: int, name: str, *, design_prompt: str = "", negative_prompt: str = "",
+               trigger_word: str = "") -> dict:
+        slug = slugify(name)
         if not slug:
             raise InvalidInput("the name must contain at least one letter or digit")
         now = utcnow()
@@ -43,8 +42,8 @@ class CharacterService:
             if exists:
                 raise Conflict(f"the project already has a character with the slug '{slug}'")
             cid = conn.execute(characters.insert().values(
-                project_id=project_id, slug=slug, created_at=now, updated_at=now,
-                **{"design_prompt": "", "negative_prompt": "", "trigger_word": "", **data},
+                project_id=project_id, slug=slug, created_at=now, updated_at=now, name=name,
+                design_prompt=design_prompt, negative_prompt=negative_prompt, trigger_word=trigger_word,
             )).inserted_primary_key[0]
         return self.get(cid)
 
@@ -78,8 +77,12 @@ class CharacterService:
             row, project_slug = self.row_with_project(conn, character_id)
         return character_dict(row, project_slug)
 
-    def update(self, character_id: int, body: dict) -> dict:
-        data = validate(body, CHARACTER_SPEC, partial=True)
+    def update(self, character_id: int, *, name: str | None = None, design_prompt: str | None = None,
+               negative_prompt: str | None = None, trigger_word: str | None = None) -> dict:
+        """Change the given fields (None: unchanged)."""
+        data = {k: v for k, v in (("name", name), ("design_prompt", design_prompt),
+                                  ("negative_prompt", negative_prompt), ("trigger_word", trigger_word))
+                if v is not None}
         with self.db.begin() as conn:
             self.row_with_project(conn, character_id)
             if data:  # the slug stays: it names the character's dataset folder

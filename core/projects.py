@@ -11,25 +11,8 @@ from .errors import Conflict, InvalidInput, NotFound
 from .pagination import after, decode_cursor, encode_cursor
 from .samplers import SamplerNames
 from .schema import characters, generation_styles, projects
-from .specs import PROJECT_SPEC, STYLE_SPEC
+from .style import DEFAULT_STYLE, StyleChanges
 from .text import slugify
-from .validation import validate
-
-# Defaults that worked for the original system's users.
-DEFAULT_STYLE: dict[str, Any] = {
-    "checkpoint": "",
-    "sampler": "dpmpp_2m",
-    "scheduler": "karras",
-    "steps": 25,
-    "cfg": 7.0,
-    "width": 768,
-    "height": 768,
-    "clip_skip": 1,
-    "positive_template": "masterpiece, best quality, highly detailed",
-    "negative_template": "worst quality, low quality, blurry, deformed",
-    "lora_strength": 0.8,
-}
-
 
 
 def project_dict(row: Any) -> dict:
@@ -54,15 +37,14 @@ class ProjectService:
         self.db = db
         self.samplers = samplers or SamplerNames()  # without a ComfyUI: its standard lists
 
-    def create(self, body: dict) -> dict:
-        data = validate(body, PROJECT_SPEC)
-        slug = _slug_for(data["name"])
+    def create(self, name: str, description: str = "") -> dict:
+        slug = _slug_for(name)
         now = utcnow()
         with self.db.begin() as conn:
             if conn.execute(sa.select(projects.c.id).where(projects.c.slug == slug)).first():
                 raise Conflict(f"a project with the slug '{slug}' already exists")
             pid = conn.execute(projects.insert().values(
-                name=data["name"], slug=slug, description=data.get("description", ""),
+                name=name, slug=slug, description=description,
                 created_at=now, updated_at=now)).inserted_primary_key[0]
             conn.execute(generation_styles.insert().values(project_id=pid, updated_at=now, **DEFAULT_STYLE))
         return self.get(pid)
@@ -86,8 +68,9 @@ class ProjectService:
         with self.db.begin() as conn:
             return project_dict(self._row(conn, project_id))
 
-    def update(self, project_id: int, body: dict) -> dict:
-        data = validate(body, PROJECT_SPEC, partial=True)
+    def update(self, project_id: int, *, name: str | None = None, description: str | None = None) -> dict:
+        """Change the name and/or description (None: unchanged)."""
+        data = {k: v for k, v in (("name", name), ("description", description)) if v is not None}
         with self.db.begin() as conn:
             self._row(conn, project_id)
             if data:  # the slug stays: it names the dataset folder
@@ -108,8 +91,8 @@ class ProjectService:
             row = conn.execute(sa.select(generation_styles).where(generation_styles.c.project_id == project_id)).first()
         return style_dict(row)
 
-    def update_style(self, project_id: int, body: dict) -> dict:
-        data = validate(body, STYLE_SPEC, partial=True)
+    def update_style(self, project_id: int, changes: StyleChanges) -> dict:
+        data = changes.changed()
         if "sampler" in data or "scheduler" in data:  # names ComfyUI has (or a human name), else a 400
             current = self.get_style(project_id)
             data["sampler"], data["scheduler"] = self.samplers.check(

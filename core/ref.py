@@ -9,12 +9,21 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Generic, Protocol, TypeVar
 
 from .errors import Unavailable
 from .redact import scrub
 
 log = logging.getLogger("lora_studio.studio")
+
+
+class Startable(Protocol):
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=Startable)  # what the ref holds: the Studio (core names no entry: StudioRef[Studio])
 
 
 def database_failure(error: BaseException, *, brief: bool = False) -> str | None:
@@ -45,12 +54,12 @@ def describe_failure(error: BaseException) -> tuple[str, bool]:
     return scrub(" ".join(str(error).split()) or type(error).__name__), False
 
 
-class StudioRef:
+class StudioRef(Generic[S]):
     """Holds the one Studio; `build` makes it (once), `get` waits for it."""
 
-    def __init__(self, factory: Callable[[], Any]):
+    def __init__(self, factory: Callable[[], S]):
         self._factory = factory
-        self._studio: Any = None
+        self._studio: S | None = None
         self._error: str | None = None
         self._failure: BaseException | None = None
         self._lock = threading.Lock()
@@ -98,7 +107,7 @@ class StudioRef:
     def failure(self) -> BaseException | None:
         return self._failure
 
-    def get(self) -> Any:
+    def get(self) -> S:
         if not self._ready.is_set():
             self.build()
         if self._studio is None:

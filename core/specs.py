@@ -6,33 +6,6 @@ from __future__ import annotations
 
 from .validation import Field, Spec
 
-PROJECT_SPEC: Spec = {
-    "name": Field(str, required=True, max_len=200),
-    "description": Field(str, max_len=5000),
-}
-
-STYLE_SPEC: Spec = {
-    "checkpoint": Field(str, max_len=500, description="checkpoint file name as ComfyUI lists it"),
-    "sampler": Field(str, max_len=100, description="a sampler ComfyUI has (GET /samplers) or a human name like "
-                     "'DPM++ 2M Karras' (which brings its scheduler); others are refused with close matches"),
-    "scheduler": Field(str, max_len=100, description="a scheduler ComfyUI has (GET /samplers), e.g. karras"),
-    "steps": Field(int, min=1, max=200),
-    "cfg": Field(float, min=0.0, max=100.0),
-    "width": Field(int, min=64, max=4096),
-    "height": Field(int, min=64, max=4096),
-    "clip_skip": Field(int, min=1, max=12),
-    "positive_template": Field(str, max_len=5000),
-    "negative_template": Field(str, max_len=5000),
-    "lora_strength": Field(float, min=-10.0, max=10.0),
-}
-
-CHARACTER_SPEC: Spec = {
-    "name": Field(str, required=True, max_len=200),
-    "design_prompt": Field(str, max_len=10000, description="the single source of truth for the character's look"),
-    "negative_prompt": Field(str, max_len=10000),
-    "trigger_word": Field(str, max_len=200),
-}
-
 TRAIN_SPEC: Spec = {
     "base_model": Field(str, required=True, max_len=500,
                         description="a base model from GET /models: a diffusers folder or a single-file checkpoint"),
@@ -72,10 +45,4 @@ TRAIN_SPEC: Spec = {
     "sample_every": Field(int, min=0, max=100000, description="render a sample image every N steps (0 = off)"),
     "sample_steps": Field(int, min=1, max=150),
     "sample_size": Field(int, min=32, max=2048),
-}
-
-GENERATE_SPEC: Spec = {
-    "seed": Field(int, min=0, max=2**63 - 1),
-    "batch_size": Field(int, min=1, max=16),
-    "use_lora": Field(bool, description="load the character's current LoRA (default true)"),
 }

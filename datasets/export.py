@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from ..core.characters import CharacterService
 from ..core.errors import InvalidInput, NotFound
 from .images import ImageService
 from .layout import mkstemp_umask
@@ -58,6 +59,17 @@ def kohya_folder(repeats: int, trigger: str, class_token: str) -> str:
         if not _TOKEN.match(value) or ".." in value:
             raise InvalidInput(f"'{name}' must be a short word (letters, digits, space, '.', '-', '_')")
     return f"{repeats}_{trigger} {class_token}"
+
+
+class ExportService:
+    """Zips of characters' approved sets, each in a temporary file of its own under `out_dir`."""
+
+    def __init__(self, images: ImageService, characters: CharacterService, out_dir: Path):
+        self.images, self.characters, self.out_dir = images, characters, out_dir
+
+    def build(self, character_id: int, repeats: int = 10, class_token: str = "person") -> Export:
+        """The character's zip: the caller sends it, then removes it (`Export.remove`)."""
+        return export_zip(self.images, self.characters.get(character_id), self.out_dir, repeats, class_token)
 
 
 def export_zip(images: ImageService, character: dict, out_dir: Path, repeats: int = 10,

@@ -59,7 +59,7 @@ class Regenerator:
 
     def _run(self, ctx: JobContext) -> dict:
         character_id = ctx.payload["character_id"]
-        gen = self.generation.generate(character_id, {})  # built now: the newest learned negatives
+        gen = self.generation.generate(character_id)  # built now: the newest learned negatives
         ctx.progress(0.1, f"queued on ComfyUI as {gen['prompt_id']}")
         deadline = time.monotonic() + self.timeout_seconds
         while gen["status"] == "queued":
@@ -86,5 +86,5 @@ class Regenerator:
                 tmp.unlink(missing_ok=True)
             raise
         result = self.images.add_files(character_id, files, source="generation")
-        return {"generation_id": gen["id"], "created": [i["id"] for i in result["created"]],
+        return {"generation_id": gen["id"], "created": [i.id for i in result["created"]],
                 "skipped": result["skipped"]}

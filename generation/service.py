@@ -14,8 +14,6 @@ from ..core.db import Database, iso, utcnow
 from ..core.errors import InvalidInput, NotFound
 from ..core.samplers import SamplerNames
 from ..core.schema import generations
-from ..core.specs import GENERATE_SPEC
-from ..core.validation import validate
 from .client import ComfyUIClient
 from .graph import build_txt2img
 
@@ -52,17 +50,17 @@ class GenerationService:
         )
         return graph, p
 
-    def generate(self, character_id: int, body: dict) -> dict:
-        data = validate(body or {}, GENERATE_SPEC)
-        graph, p = self.build_graph(character_id, data.get("seed"), data.get("batch_size", 1),
-                                    data.get("use_lora", True))
+    def generate(self, character_id: int, seed: int | None = None, batch_size: int = 1,
+                 use_lora: bool = True) -> dict:
+        """Queue the character's graph on ComfyUI (seed None: a random one) and record the generation."""
+        graph, p = self.build_graph(character_id, seed, batch_size, use_lora)
         with self.db.begin() as conn:
             lora_id = CharacterService.row_with_project(conn, character_id)[0].current_lora_id
         answer = self.client().queue_prompt(graph, extra_pnginfo={"lora_studio": {"character_id": character_id}})
         now = utcnow()
         with self.db.begin() as conn:
             gid = conn.execute(generations.insert().values(
-                character_id=character_id, lora_model_id=lora_id if p["lora_name"] and data.get("use_lora", True)
+                character_id=character_id, lora_model_id=lora_id if p["lora_name"] and use_lora
                 else None, prompt_id=answer["prompt_id"], status="queued", graph=graph,
                 created_at=now, updated_at=now)).inserted_primary_key[0]
         return self.get(gid)

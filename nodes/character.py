@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import TYPE_CHECKING
 
 from .context import choices, studio
+
+if TYPE_CHECKING:
+    from ..studio import Studio
 
 NO_PROJECT = "(no projects)"
 NO_CHARACTER = "(no characters)"
 
 
-def _projects(s) -> list[str]:
+def _projects(s: Studio) -> list[str]:
     return [p["slug"] for p in s.projects.list()["items"]]
 
 
-def _characters(s) -> list[str]:
+def _characters(s: Studio) -> list[str]:
     return sorted({c["slug"] for c in s.characters.list()["items"]})
 
 

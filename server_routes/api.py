@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -22,6 +22,12 @@ from ..core.errors import InvalidInput, StudioError
 from ..core.redact import scrub
 from ..core.validation import Field, Spec, check_query_value, parse_id, parse_json
 from .perimeter import allowed_methods, body_refusal, host_refusal, needs_settings
+
+if TYPE_CHECKING:  # a types-only reference to the composition root: the handlers' `s` is a Studio
+    from ..core.ref import StudioRef
+    from ..studio import Studio
+
+T = TypeVar("T")
 
 log = logging.getLogger("lora_studio.routes")
 
@@ -75,7 +81,7 @@ class Req:
     """What a handler sees: the request, `call` to run a service on the studio, and helpers that
     turn bad input into 4xx answers."""
 
-    def __init__(self, request: web.Request, ref, api: Api):
+    def __init__(self, request: web.Request, ref: StudioRef[Studio], api: Api):
         self.request = request
         self.ref = ref
         self.api = api  # the whole API (the OpenAPI route describes it)
@@ -97,10 +103,10 @@ class Req:
             return {}
         return parse_json(raw)
 
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a (blocking) service call in a worker thread, off the event loop."""
+    async def call(self, fn: Callable[[Studio], T]) -> T:
+        """Run a (blocking) service call on the studio in a worker thread, off the event loop."""
         studio = await asyncio.get_running_loop().run_in_executor(None, self.ref.get)
-        return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(studio, *args))
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(studio))
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:

@@ -2,10 +2,59 @@
 
 from __future__ import annotations
 
-from ..core.categories import CATEGORIES
-from ..core.specs import CHARACTER_SPEC, PROJECT_SPEC, STYLE_SPEC
-from ..core.validation import Field, parse_limit
+from typing import Any
+
+from ..core.categories import CATEGORIES, validate_categories
+from ..core.errors import InvalidInput
+from ..core.style import StyleChanges
+from ..core.validation import Field, Spec, parse_limit, validate
 from .api import Api, Req
+
+PROJECT_SPEC: Spec = {
+    "name": Field(str, required=True, max_len=200),
+    "description": Field(str, max_len=5000),
+}
+
+STYLE_SPEC: Spec = {
+    "checkpoint": Field(str, max_len=500, description="checkpoint file name as ComfyUI lists it"),
+    "sampler": Field(str, max_len=100, description="a sampler ComfyUI has (GET /samplers) or a human name like "
+                     "'DPM++ 2M Karras' (which brings its scheduler); others are refused with close matches"),
+    "scheduler": Field(str, max_len=100, description="a scheduler ComfyUI has (GET /samplers), e.g. karras"),
+    "steps": Field(int, min=1, max=200),
+    "cfg": Field(float, min=0.0, max=100.0),
+    "width": Field(int, min=64, max=4096),
+    "height": Field(int, min=64, max=4096),
+    "clip_skip": Field(int, min=1, max=12),
+    "positive_template": Field(str, max_len=5000),
+    "negative_template": Field(str, max_len=5000),
+    "lora_strength": Field(float, min=-10.0, max=10.0),
+}
+
+CHARACTER_SPEC: Spec = {
+    "name": Field(str, required=True, max_len=200),
+    "design_prompt": Field(str, max_len=10000, description="the single source of truth for the character's look"),
+    "negative_prompt": Field(str, max_len=10000),
+    "trigger_word": Field(str, max_len=200),
+}
+
+DROPPED_TERMS_SPEC: Spec = {
+    "terms": Field(list, required=True, item=Field(str, required=True, max_len=200)),
+}
+
+TERMS_MAX_LEN = 2000
+FEEDBACK_TERMS_SCHEMA = {"type": "object", "additionalProperties": False, "properties": {
+    c: {"type": "string", "maxLength": TERMS_MAX_LEN, "nullable": True} for c in CATEGORIES}}
+
+
+def feedback_terms_body(body: Any) -> dict[str, str | None]:
+    """{"<category>": "term, term" | null (back to the default)}, checked (FEEDBACK_TERMS_SCHEMA)."""
+    if not isinstance(body, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    validate_categories(list(body))  # unknown categories are refused
+    for category, terms in body.items():
+        if terms is not None and (not isinstance(terms, str) or len(terms) > TERMS_MAX_LEN):
+            raise InvalidInput(f"'{category}' must be a string of terms (at most {TERMS_MAX_LEN} characters) or null")
+    return body
 
 routes = Api()
 
@@ -26,8 +75,8 @@ async def list_projects(r: Req):
 @routes.route("POST", "/projects", "Create a project (with the default generation style)", body=PROJECT_SPEC,
            tag="projects", status=201, response="Project")
 async def create_project(r: Req):
-    body = await r.json()
-    return await r.call(lambda s: s.projects.create(body))
+    data = validate(await r.json(), PROJECT_SPEC)
+    return await r.call(lambda s: s.projects.create(**data))
 
 
 @routes.route("GET", "/projects/{project_id}", "Get a project", tag="projects", response="Project")
@@ -38,8 +87,8 @@ async def get_project(r: Req):
 
 @routes.route("PATCH", "/projects/{project_id}", "Update a project", body=PROJECT_SPEC, tag="projects", response="Project")
 async def update_project(r: Req):
-    pid, body = r.int_param("project_id"), await r.json()
-    return await r.call(lambda s: s.projects.update(pid, body))
+    pid, data = r.int_param("project_id"), validate(await r.json(), PROJECT_SPEC, partial=True)
+    return await r.call(lambda s: s.projects.update(pid, **data))
 
 
 @routes.route("DELETE", "/projects/{project_id}", "Delete a project without characters", tag="projects",
@@ -59,8 +108,8 @@ async def get_style(r: Req):
 @routes.route("PATCH", "/projects/{project_id}/style", "Change fields of the project's generation style",
            body=STYLE_SPEC, tag="projects", response="Style")
 async def update_style(r: Req):
-    pid, body = r.int_param("project_id"), await r.json()
-    return await r.call(lambda s: s.projects.update_style(pid, body))
+    pid, changes = r.int_param("project_id"), StyleChanges(**validate(await r.json(), STYLE_SPEC, partial=True))
+    return await r.call(lambda s: s.projects.update_style(pid, changes))
 
 
 @routes.route("GET", "/samplers",
@@ -86,8 +135,8 @@ async def list_characters(r: Req):
 @routes.route("POST", "/projects/{project_id}/characters", "Create a character", body=CHARACTER_SPEC,
            tag="characters", status=201, response="Character")
 async def create_character(r: Req):
-    pid, body = r.int_param("project_id"), await r.json()
-    return await r.call(lambda s: s.characters.create(pid, body))
+    pid, data = r.int_param("project_id"), validate(await r.json(), CHARACTER_SPEC)
+    return await r.call(lambda s: s.characters.create(pid, **data))
 
 
 @routes.route("GET", "/characters/{character_id}", "Get a character", tag="characters", response="Character")
@@ -99,8 +148,8 @@ async def get_character(r: Req):
 @routes.route("PATCH", "/characters/{character_id}", "Update a character (the SSOT design prompt lives here)",
            body=CHARACTER_SPEC, tag="characters", response="Character")
 async def update_character(r: Req):
-    cid, body = r.int_param("character_id"), await r.json()
-    return await r.call(lambda s: s.characters.update(cid, body))
+    cid, data = r.int_param("character_id"), validate(await r.json(), CHARACTER_SPEC, partial=True)
+    return await r.call(lambda s: s.characters.update(cid, **data))
 
 
 @routes.route("DELETE", "/characters/{character_id}",
@@ -108,7 +157,7 @@ async def update_character(r: Req):
            tag="characters", response="CharacterDeleted")
 async def delete_character(r: Req):
     cid = r.int_param("character_id")
-    return await r.call(lambda s: s.delete_character(cid))
+    return await r.call(lambda s: s.character_removal.delete(cid))
 
 
 @routes.route("GET", "/characters/{character_id}/prompt",
@@ -129,18 +178,15 @@ async def get_feedback_terms(r: Req):
 
 @routes.route("PATCH", "/projects/{project_id}/feedback-terms",
            "Set a category's terms for this project ({category: \"terms\" | null for the default})", tag="feedback",
-           body_schema={"type": "object", "additionalProperties": False, "properties": {
-               c: {"type": "string", "maxLength": 2000, "nullable": True} for c in CATEGORIES}},
-           response="FeedbackTerms")
+           body_schema=FEEDBACK_TERMS_SCHEMA, response="FeedbackTerms")
 async def set_feedback_terms(r: Req):
-    pid, body = r.int_param("project_id"), await r.json()
-    return await r.call(lambda s: s.feedback.set_terms(pid, body))
+    pid, terms = r.int_param("project_id"), feedback_terms_body(await r.json())
+    return await r.call(lambda s: s.feedback.set_terms(pid, terms))
 
 
 @routes.route("PUT", "/characters/{character_id}/dropped-terms",
            "Learned negative terms to leave out of the character's prompt ({\"terms\": [...]})", tag="feedback",
-           body={"terms": Field(list, required=True, item=Field(str, required=True, max_len=200))},
-           response="CharacterPrompt")
+           body=DROPPED_TERMS_SPEC, response="CharacterPrompt")
 async def set_dropped_terms(r: Req):
-    cid, body = r.int_param("character_id"), await r.json()
-    return await r.call(lambda s: s.feedback.set_dropped(cid, body))
+    cid, terms = r.int_param("character_id"), validate(await r.json(), DROPPED_TERMS_SPEC)["terms"]
+    return await r.call(lambda s: s.feedback.set_dropped(cid, terms))

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from ..core.specs import GENERATE_SPEC
+from ..core.validation import Field, Spec, validate
 from .api import Api, Req
+
+GENERATE_SPEC: Spec = {
+    "seed": Field(int, min=0, max=2**63 - 1),
+    "batch_size": Field(int, min=1, max=16),
+    "use_lora": Field(bool, description="load the character's current LoRA (default true)"),
+}
 
 routes = Api()
 
@@ -16,8 +22,8 @@ def add_routes(api: Api) -> None:
            "Queue a txt2img graph (style + SSOT prompt + effective negatives + current LoRA) on ComfyUI",
            body=GENERATE_SPEC, tag="generation", status=201, errors=(502,), response="Generation")
 async def generate(r: Req):
-    cid, body = r.int_param("character_id"), await r.json()
-    return await r.call(lambda s: s.generation.generate(cid, body))
+    cid, data = r.int_param("character_id"), validate(await r.json(), GENERATE_SPEC)
+    return await r.call(lambda s: s.generation.generate(cid, **data))
 
 @routes.route("GET", "/generations/{generation_id}", "A generation, refreshed from ComfyUI's history",
            tag="generation", errors=(502,), response="Generation")

@@ -50,9 +50,9 @@ def add_records(studio, project_id: int, character_id: int | None, n: int, start
 def test_undo_racing_decisions_keeps_the_log_whole(studio, database_url):
     from lora_studio.core.errors import Conflict
 
-    project = studio.projects.create({"name": "Race"})
-    a = studio.characters.create(project["id"], {"name": "Aiko"})["id"]
-    b = studio.characters.create(project["id"], {"name": "Beni"})["id"]
+    project = studio.projects.create("Race")
+    a = studio.characters.create(project["id"], "Aiko")["id"]
+    b = studio.characters.create(project["id"], "Beni")["id"]
     ids = (add_records(studio, project["id"], a, 8, 0) + add_records(studio, project["id"], b, 8, 100)
            + add_records(studio, project["id"], None, 4, 200))
     counts: Counter = Counter()
@@ -127,9 +127,9 @@ def test_undo_skips_what_was_decided_again_and_keeps_its_entries(studio):
     there) keeps that image's entry; undo reverts only the rest, and an older batch is next."""
     from lora_studio.core.errors import Conflict
 
-    project = studio.projects.create({"name": "Undo"})
-    a = studio.characters.create(project["id"], {"name": "Aiko"})["id"]
-    b = studio.characters.create(project["id"], {"name": "Beni"})["id"]
+    project = studio.projects.create("Undo")
+    a = studio.characters.create(project["id"], "Aiko")["id"]
+    b = studio.characters.create(project["id"], "Beni")["id"]
     i1, i2, i3 = add_records(studio, project["id"], a, 3, 0)
 
     def status(*ids):
@@ -161,12 +161,12 @@ def test_deleting_a_character_while_its_decisions_are_decided_and_undone(studio,
     in 80 such rounds). Afterwards every image's log still ends at its status."""
     from lora_studio.core.errors import Conflict
 
-    project = studio.projects.create({"name": "Gone"})
+    project = studio.projects.create("Gone")
     errors: list[str] = []
     # SQLite's busy handler backs off while the workers take the write lock in turn: fewer, slower workers there
     workers, pause = (8, 0.0) if database_url else (2, 0.005)
     for n in range(DELETE_ROUNDS["postgres" if database_url else "sqlite"]):
-        x = studio.characters.create(project["id"], {"name": f"X{n}"})["id"]
+        x = studio.characters.create(project["id"], f"X{n}")["id"]
         ids = add_records(studio, project["id"], x, 12, 1000 * (n + 1))
         studio.review.decide(ids, "approve")
         stop = threading.Event()
@@ -191,7 +191,7 @@ def test_deleting_a_character_while_its_decisions_are_decided_and_undone(studio,
             t.start()
         time.sleep(0.03)
         try:
-            assert studio.delete_character(x)["images_to_pool"] == ids
+            assert studio.character_removal.delete(x)["images_to_pool"] == ids
         except Exception as e:  # noqa: BLE001
             errors.append(f"delete: {type(e).__name__}: {e}")
         time.sleep(0.03)
@@ -209,10 +209,10 @@ def test_a_character_that_got_an_image_meanwhile_is_not_deleted(studio):
     image in: the cascade would delete that image's record and leave its file, so the delete is refused."""
     from lora_studio.core.errors import Conflict
 
-    project = studio.projects.create({"name": "Late"})
-    x = studio.characters.create(project["id"], {"name": "Aiko"})["id"]
+    project = studio.projects.create("Late")
+    x = studio.characters.create(project["id"], "Aiko")["id"]
     (late,) = add_records(studio, project["id"], x, 1, 0)  # as if moved in after the images went to the pool
     with pytest.raises(Conflict, match="moved to the character meanwhile"):
         studio.characters.delete(x)
     assert studio.images.get(late)["character_id"] == x
-    assert studio.delete_character(x)["images_to_pool"] == [late]  # asked again, it goes through
+    assert studio.character_removal.delete(x)["images_to_pool"] == [late]  # asked again, it goes through

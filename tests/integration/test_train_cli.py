@@ -26,8 +26,8 @@ def data(tmp_path):
                                   "loras_dir": tmp_path / "loras", "min_approved_images": 2}, env={})
     s = Studio(settings, standalone_host(settings, EventHub()))
     try:
-        project = s.projects.create({"name": "Moon"})
-        char = s.characters.create(project["id"], {"name": "Aiko", "trigger_word": "aikotnk"})
+        project = s.projects.create("Moon")
+        char = s.characters.create(project["id"], "Aiko", trigger_word="aikotnk")
         add_approved_images(s, char["id"], tmp_path, count=2, seed=500)
     finally:
         s.close()

@@ -114,9 +114,8 @@ def studio(tmp_path):
     s = Studio(settings, standalone_host(settings, EventHub()))
     s.jobs.start()
     bind_studio(Ref(s))
-    project = s.projects.create({"name": "Moon"})
-    char = s.characters.create(project["id"], {"name": "Aiko", "trigger_word": "aikotnk",
-                                               "design_prompt": "1girl, silver hair"})
+    project = s.projects.create("Moon")
+    char = s.characters.create(project["id"], "Aiko", trigger_word="aikotnk", design_prompt="1girl, silver hair")
     add_approved_images(s, char["id"], tmp_path, count=2, seed=300)
     assert len(s.images.approved_items(char["id"])) == 2
     yield s
