@@ -1,11 +1,12 @@
-"""Image records and the approval state machine (pending → approved | rejected)."""
+"""Image records (`ImageRecord`, passed between services; JSON only at the routes and in job results), adding and
+checking image files, search, caption edits and moves between characters and the unassigned pool."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ from ..core.errors import Conflict, InvalidInput, NotFound, StudioError
 from ..core.feedback import latest_rejections
 from ..core.projects import ProjectService
 from ..core.schema import images
-from ..core.validation import check_text
 from ..training.hashing import sha256_file
 from .layout import DatasetLayout, atomic_write_bytes, clean_stem, place_new
 from .phash import ImageHash, NearDuplicateIndex
@@ -31,25 +31,56 @@ MAX_PIXELS = 64 * 1024 * 1024  # larger images are refused as possible decompres
 EXIF_ORIENTATION = 0x0112
 
 
+@dataclass(frozen=True)
+class ImageRecord:
+    """An image record as the services pass it around (the API answers it as JSON: its fields, in order)."""
+    id: int
+    project_id: int
+    character_id: int | None
+    unassigned: bool  # in its project's unassigned pool (no character)
+    rel_path: str  # below the dataset root
+    sha256: str
+    status: str  # pending | approved | rejected
+    caption: str
+    source: str  # upload, comfyui, comfyui_output, video, generation, reconcile
+    width: int | None
+    height: int | None
+    metadata: dict
+    created_at: str | None  # ISO 8601
+    updated_at: str | None
+    decided_at: str | None
+    file_missing: bool
+    suggestion: dict | None  # the classifier's {character_id, confidence}
+    last_rejection: dict | None  # its latest rejection's {categories, note, ...}; None when never (or undone)
 
-def image_dict(row: Any, last_rejection: dict | None = None) -> dict:
-    """An image record; `last_rejection` (see `image_dicts`): its latest rejection's categories and note."""
-    return {"id": row.id, "project_id": row.project_id, "character_id": row.character_id,
-            "unassigned": row.character_id is None, "rel_path": row.rel_path, "sha256": row.sha256,
-            "status": row.status, "caption": row.caption, "source": row.source, "width": row.width,
-            "height": row.height, "metadata": row.meta, "created_at": iso(row.created_at),
-            "updated_at": iso(row.updated_at), "decided_at": iso(row.decided_at),
-            "file_missing": bool(row.file_missing),
-            "suggestion": None if row.suggestion_confidence is None else {
-                "character_id": row.suggested_character_id, "confidence": row.suggestion_confidence},
-            "last_rejection": last_rejection}
+
+@dataclass(frozen=True)
+class RejectedImage(ImageRecord):
+    """A rejected image and the regenerations queued after it."""
+    regeneration: list = field(default_factory=list)
+
+    @classmethod
+    def of(cls, image: ImageRecord, regeneration: list) -> RejectedImage:
+        return cls(**{f.name: getattr(image, f.name) for f in fields(ImageRecord)}, regeneration=regeneration)
 
 
-def image_dicts(conn: sa.Connection, rows: list[Any]) -> list[dict]:
+def image_record(row: Any, last_rejection: dict | None = None) -> ImageRecord:
+    """An image record; `last_rejection` (see `image_records`): its latest rejection's categories and note."""
+    return ImageRecord(
+        id=row.id, project_id=row.project_id, character_id=row.character_id, unassigned=row.character_id is None,
+        rel_path=row.rel_path, sha256=row.sha256, status=row.status, caption=row.caption, source=row.source,
+        width=row.width, height=row.height, metadata=row.meta, created_at=iso(row.created_at),
+        updated_at=iso(row.updated_at), decided_at=iso(row.decided_at), file_missing=bool(row.file_missing),
+        suggestion=None if row.suggestion_confidence is None else {
+            "character_id": row.suggested_character_id, "confidence": row.suggestion_confidence},
+        last_rejection=last_rejection)
+
+
+def image_records(conn: sa.Connection, rows: list[Any]) -> list[ImageRecord]:
     """Image records with their latest rejection (categories, note; None when never rejected, or
     when the rejection was undone): one query for all of them, however many."""
     rejections = latest_rejections(conn, [r.id for r in rows])
-    return [image_dict(r, rejections.get(r.id)) for r in rows]
+    return [image_record(r, rejections.get(r.id)) for r in rows]
 
 
 def _parse_time(value: str, name: str) -> datetime:
@@ -139,6 +170,21 @@ class Target:
         return images.c.character_id == self.character_id
 
 
+@dataclass(frozen=True)
+class ImageFilters:
+    """Which images `ImageService.search` answers: of a character, a project or the whole studio."""
+    character_id: int | None = None
+    project_id: int | None = None
+    unassigned: bool | None = None  # True: only the pool, False: only images with a character
+    status: str | None = None  # None: all
+    source: str | None = None
+    since: str | None = None  # ISO 8601, created at or after
+    until: str | None = None  # ISO 8601, created before
+    has_caption: bool | None = None
+    min_confidence: float | None = None  # the classifier's suggestion at least this sure
+    order: str = "oldest"  # or "newest"
+
+
 # called after each file with (done, total, created, skipped); may raise to stop (a cancelled job)
 FileProgress = Callable[[int, int, list, list], None]
 
@@ -170,10 +216,9 @@ class ImageService:
         Each temporary file is consumed: moved into the dataset or deleted, also when `on_file`
         raises to stop early (the files placed so far stay as pending images). Bad, duplicate and
         near-duplicate files are reported, not fatal."""
-        created: list[dict] = []
+        created: list[ImageRecord] = []
         skipped: list[dict] = []
         try:
-            check_text("caption", caption)  # the node passes its caption unchecked (the routes check theirs)
             target = self.target(character_id, project_id)
             folder = self.layout.images_dir(target.project_slug, target.character_slug)
             near = self._near_index(target)
@@ -192,7 +237,7 @@ class ImageService:
         return {"created": created, "skipped": skipped}
 
     def _adopt(self, target: Target, folder: Path, name: str, tmp: Path, caption: str, source: str,
-               meta: dict, near: NearDuplicateIndex[int]) -> dict:
+               meta: dict, near: NearDuplicateIndex[int]) -> ImageRecord:
         checked = check_image(tmp, fix_orientation=True)
         fmt, width, height = checked.format, checked.width, checked.height
         digest = sha256_file(tmp)
@@ -275,15 +320,12 @@ class ImageService:
     def list(self, character_id: int, status: str | None = "pending", limit: int = 50,
              cursor: int | None = None) -> dict:
         """A character's review queue, oldest first."""
-        return self.search({"character_id": character_id, "status": status}, limit, cursor)
+        return self.search(ImageFilters(character_id=character_id, status=status), limit, cursor)
 
-    def search(self, filters: dict, limit: int = 50, cursor: int | None = None) -> dict:
-        """Images of a character, a project or the whole studio, filtered and paginated by id.
-
-        filters: character_id, project_id, unassigned (True: only the pool, False: only images with a
-        character), status (None: all), source, since/until (ISO 8601 on created_at), has_caption
-        (bool), min_confidence (classifier suggestion), order ("oldest" | "newest")."""
-        status, order = filters.get("status"), filters.get("order") or "oldest"
+    def search(self, filters: ImageFilters, limit: int = 50, cursor: int | None = None) -> dict:
+        """Images of a character, a project or the whole studio, filtered and paginated by id:
+        {"items": [ImageRecord], "next_cursor"}."""
+        status, order = filters.status, filters.order or "oldest"
         if status is not None and status not in STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(STATUSES)}, or all")
         if order not in ("oldest", "newest"):
@@ -292,35 +334,34 @@ class ImageService:
         q = sa.select(images).order_by(images.c.id.desc() if newest else images.c.id).limit(limit + 1)
         if status:
             q = q.where(images.c.status == status)
-        if filters.get("source"):
-            q = q.where(images.c.source == filters["source"])
+        if filters.source:
+            q = q.where(images.c.source == filters.source)
         for name, op in (("since", "__ge__"), ("until", "__lt__")):
-            if filters.get(name):
-                q = q.where(getattr(images.c.created_at, op)(_parse_time(filters[name], name)))
-        if filters.get("min_confidence") is not None:
-            q = q.where(images.c.suggestion_confidence >= filters["min_confidence"])
-        if filters.get("unassigned") is not None:
-            q = q.where(images.c.character_id.is_(None) if filters["unassigned"] else images.c.character_id.is_not(None))
-        if filters.get("has_caption") is not None:
-            q = q.where(images.c.caption != "" if filters["has_caption"] else images.c.caption == "")
+            if getattr(filters, name):
+                q = q.where(getattr(images.c.created_at, op)(_parse_time(getattr(filters, name), name)))
+        if filters.min_confidence is not None:
+            q = q.where(images.c.suggestion_confidence >= filters.min_confidence)
+        if filters.unassigned is not None:
+            q = q.where(images.c.character_id.is_(None) if filters.unassigned else images.c.character_id.is_not(None))
+        if filters.has_caption is not None:
+            q = q.where(images.c.caption != "" if filters.has_caption else images.c.caption == "")
         if cursor is not None:
             q = q.where(images.c.id < cursor if newest else images.c.id > cursor)
         with self.db.begin() as conn:
-            if filters.get("character_id") is not None:
-                CharacterService.row_with_project(conn, filters["character_id"])
-                q = q.where(images.c.character_id == filters["character_id"])
-            if filters.get("project_id") is not None:
-                ProjectService._row(conn, filters["project_id"])
-                q = q.where(images.c.project_id == filters["project_id"])
+            if filters.character_id is not None:
+                CharacterService.row_with_project(conn, filters.character_id)
+                q = q.where(images.c.character_id == filters.character_id)
+            if filters.project_id is not None:
+                ProjectService._row(conn, filters.project_id)
+                q = q.where(images.c.project_id == filters.project_id)
             rows = conn.execute(q).all()
-            items = image_dicts(conn, rows[:limit])
-        return {"items": items, "next_cursor": str(items[-1]["id"]) if len(rows) > limit else None}
+            items = image_records(conn, rows[:limit])
+        return {"items": items, "next_cursor": str(items[-1].id) if len(rows) > limit else None}
 
-    def update(self, image_id: int, *, caption: str | None = None) -> dict:
+    def update(self, image_id: int, *, caption: str | None = None) -> ImageRecord:
         """Edit the caption (None: unchanged): the .txt beside the image and the record change together."""
         if caption is None:
             return self.get(image_id)
-        check_text("caption", caption)
         with self.db.begin() as conn:
             row = self._row(conn, image_id)
             conn.execute(images.update().where(images.c.id == image_id).values(caption=caption, updated_at=utcnow()))
@@ -328,7 +369,7 @@ class ImageService:
             atomic_write_bytes(self.layout.abs_path(row.rel_path).with_suffix(".txt"), caption.encode("utf-8"))
         return self.get(image_id)
 
-    def reassign(self, image_id: int, *, character_id: int | None = None, unassigned: bool = False) -> dict:
+    def reassign(self, image_id: int, *, character_id: int | None = None, unassigned: bool = False) -> ImageRecord:
         """Move an image (file, caption and record together) to another character (`character_id`),
         or back to its project's unassigned pool (`unassigned`): one of the two."""
         if (character_id is not None) == unassigned:
@@ -400,12 +441,12 @@ class ImageService:
             _move_back(moved)
             raise
 
-    def get(self, image_id: int) -> dict:
+    def get(self, image_id: int) -> ImageRecord:
         with self.db.begin() as conn:
-            return image_dicts(conn, [self._row(conn, image_id)])[0]
+            return image_records(conn, [self._row(conn, image_id)])[0]
 
     def file_path(self, image_id: int) -> Path:
-        path = self.layout.abs_path(self.get(image_id)["rel_path"])
+        path = self.layout.abs_path(self.get(image_id).rel_path)
         if not path.is_file():
             raise NotFound(f"the file of image {image_id} is missing")
         return path

@@ -22,7 +22,7 @@ from ..core.categories import CATEGORIES
 from ..core.db import Database, utcnow
 from ..core.errors import Conflict, InvalidInput, NotFound
 from ..core.schema import feedback, image_decisions, images
-from .images import image_dicts
+from .images import ImageRecord, RejectedImage, image_records
 
 STATUS_OF = {"approve": "approved", "reject": "rejected", "reset": "pending"}
 MAX_BATCH = 1000
@@ -35,16 +35,16 @@ class ReviewService:
         self.regenerator = regenerator
         self.auto_regenerate = auto_regenerate
 
-    def approve(self, image_id: int) -> dict:
+    def approve(self, image_id: int) -> ImageRecord:
         return self._apply([image_id], "approved")["images"][0]
 
     def reject(self, image_id: int, *, categories: Sequence[str] = (), note: str = "",
-               regenerate: bool | None = None) -> dict:
+               regenerate: bool | None = None) -> RejectedImage:
         """Reject one image for `categories` (rejection category names) and/or a `note`; `regenerate`
         (None: the setting) queues a generation with the refined negatives afterwards."""
         reason = self._reject_reason(categories, note)
         result = self._regenerate(self._apply([image_id], "rejected", *reason), regenerate)
-        return {**result["images"][0], "regeneration": result["regeneration"]}
+        return RejectedImage.of(result["images"][0], result["regeneration"])
 
     def decide(self, image_ids: Sequence[int], decision: str, *, categories: Sequence[str] = (), note: str = "",
                regenerate: bool | None = None) -> dict:
@@ -63,7 +63,7 @@ class ReviewService:
         """After rejections (committed), queue bounded regenerations when asked or configured."""
         wanted = self.auto_regenerate if regenerate is None else regenerate
         changed = set(result["changed"])
-        chars = [i["character_id"] for i in result["images"] if i["id"] in changed and i["character_id"] is not None]
+        chars = [i.character_id for i in result["images"] if i.id in changed and i.character_id is not None]
         result["regeneration"] = self.regenerator.after_rejection(chars) if wanted and chars and self.regenerator else []
         return result
 
@@ -111,7 +111,7 @@ class ReviewService:
                     to_status=status, feedback_id=feedback_id, created_at=now, **reason))
                 changed.append(image_id)
             result = conn.execute(sa.select(images).where(images.c.id.in_(ids))).all()
-            by_id = {d["id"]: d for d in image_dicts(conn, result)}
+            by_id = {image.id: image for image in image_records(conn, result)}
         return {"batch": batch if changed else None, "changed": changed,
                 "unchanged": [i for i in ids if i not in changed], "images": [by_id[i] for i in ids]}
 
@@ -152,7 +152,7 @@ class ReviewService:
                         status=e.from_status, updated_at=now, decided_at=None if e.from_status == "pending" else now))
                     reverted.append(e.image_id)
                 rows = conn.execute(sa.select(images).where(images.c.id.in_(ids)).order_by(images.c.id)).all()
-                return {"batch": batch, "reverted": reverted, "images": image_dicts(conn, rows)}
+                return {"batch": batch, "reverted": reverted, "images": image_records(conn, rows)}
         raise Conflict("other reviewers kept changing these images while undoing; try again")
 
     @staticmethod

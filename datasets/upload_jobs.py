@@ -16,6 +16,7 @@ import shutil
 import threading
 import time
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -107,12 +108,14 @@ class ImageUploads:
                 raise JobCancelled()
             result = self.images.add_files(p["character_id"], present, caption=p.get("caption", ""),
                                            source="upload", project_id=p.get("project_id"), on_file=on_file)
-            return {"created": result["created"], "skipped": gone + result["skipped"]}
+            # the job's result is stored as JSON: the image records as the API answers them
+            return {"created": [asdict(i) for i in result["created"]], "skipped": gone + result["skipped"]}
         except JobCancelled:
             # what was placed stays (pending); the job records it before it ends as cancelled
             ctx.progress(len(counts["created"] + counts["skipped"]) / max(len(files), 1),
                          f"cancelled: {len(counts['created'])} added before it stopped",
-                         result={"created": counts["created"], "skipped": counts["skipped"], "cancelled": True})
+                         result={"created": [asdict(i) for i in counts["created"]], "skipped": counts["skipped"],
+                                 "cancelled": True})
             raise
         finally:
             shutil.rmtree(folder, ignore_errors=True)

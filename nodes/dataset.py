@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from ..core.validation import check_text
 from ..datasets.layout import mkstemp_umask
 from .character import NO_CHARACTER, NO_PROJECT, _characters, _projects
 from .context import choices, studio
@@ -46,6 +47,7 @@ class SaveToDataset:
     def run(self, images, project, character, caption, prompt=None, extra_pnginfo=None):
         import numpy as np
 
+        check_text("caption", caption)  # text the databases can hold (the routes check theirs)
         s = studio()
         char = s.characters.find(project, character)
         staging = s.layout.staging_dir()

@@ -9,6 +9,7 @@ route table, so both serve identical routes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -109,6 +110,14 @@ class Req:
         return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(studio))
 
 
+def to_json(value: Any) -> Any:
+    """json.dumps' fallback for what a service returns: a dataclass record (at any depth) becomes its
+    fields, in order, as the API answers it; anything else (a datetime, a path) its text."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
 def error_response(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": scrub(message)}}, status=status)
 
@@ -173,7 +182,7 @@ def _wrap(spec: RouteSpec, ref, api: Api) -> Callable[[web.Request], Awaitable[w
             return error_response(500, "internal_error", "internal error; see the server log")
         if isinstance(result, web.StreamResponse):
             return result
-        return web.json_response(result, status=spec.status, dumps=lambda o: json.dumps(o, default=str))
+        return web.json_response(result, status=spec.status, dumps=lambda o: json.dumps(o, default=to_json))
 
     handler.__name__ = spec.handler.__name__
     return handler

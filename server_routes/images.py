@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -13,6 +14,9 @@ from ..core.errors import InvalidInput
 from ..core.validation import ID_MAX, Field, Spec, parse_id, parse_id_cursor, parse_limit, parse_uint, validate
 from .api import Api, Req
 from .files import file_response
+
+if TYPE_CHECKING:
+    from ..datasets.images import ImageFilters
 
 log = logging.getLogger("lora_studio.routes.images")
 
@@ -69,7 +73,10 @@ QUERY = {"status": Field(str, choices=("pending", "approved", "rejected", "all")
          "order": Field(str, choices=("oldest", "newest"), description="default oldest"), "limit": LIMIT,
          "cursor": ID_CURSOR}
 
-def image_filters(r: Req, **scope) -> dict:
+def image_filters(r: Req, **scope: int | None) -> ImageFilters:
+    """The query's filters; `scope`: character_id or project_id."""
+    from ..datasets.images import ImageFilters  # here, not at the top: declaring routes imports no database code
+
     status = r.q("status") or "pending"
     has_caption = r.q("has_caption")
     if has_caption not in (None, "", "true", "false"):
@@ -84,11 +91,10 @@ def image_filters(r: Req, **scope) -> dict:
     unassigned = r.q("unassigned")
     if unassigned not in (None, "", "true", "false"):
         raise InvalidInput("'unassigned' must be true or false")
-    return {**scope, "unassigned": None if not unassigned else unassigned == "true",
-            "status": None if status == "all" else status, "source": r.q("source"),
-            "min_confidence": min_confidence,
-            "since": r.q("since"), "until": r.q("until"), "order": r.q("order"),
-            "has_caption": None if not has_caption else has_caption == "true"}
+    return ImageFilters(**scope, unassigned=None if not unassigned else unassigned == "true",
+                        status=None if status == "all" else status, source=r.q("source"),
+                        min_confidence=min_confidence, since=r.q("since"), until=r.q("until"),
+                        order=r.q("order") or "oldest", has_caption=None if not has_caption else has_caption == "true")
 
 @routes.route("GET", "/characters/{character_id}/images", "A character's images (the review queue)", query=QUERY,
            tag="images", response="ImagePage")

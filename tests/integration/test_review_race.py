@@ -133,13 +133,13 @@ def test_undo_skips_what_was_decided_again_and_keeps_its_entries(studio):
     i1, i2, i3 = add_records(studio, project["id"], a, 3, 0)
 
     def status(*ids):
-        return [studio.images.get(i)["status"] for i in ids]
+        return [studio.images.get(i).status for i in ids]
 
     studio.review.decide([i1], "approve")  # batch 0
     studio.review.decide([i2, i3], "approve")  # batch 1
     studio.images.reassign(i2, character_id=b)
     studio.review.reject(i2, categories=["not_solo"], note="two girls")  # batch 2, Beni's
-    assert studio.images.get(i2)["last_rejection"]["note"] == "two girls"
+    assert studio.images.get(i2).last_rejection["note"] == "two girls"
 
     undone = studio.review.undo(a)  # batch 1, but only i3: i2 was decided on again since
     assert undone["reverted"] == [i3] and status(i1, i2, i3) == ["approved", "rejected", "pending"]
@@ -148,7 +148,7 @@ def test_undo_skips_what_was_decided_again_and_keeps_its_entries(studio):
     with pytest.raises(Conflict, match="no decision to undo"):
         studio.review.undo(a)
     assert studio.review.undo(None)["reverted"] == [i2]  # Beni's rejection, its feedback row with it
-    assert status(i2) == ["approved"] and studio.images.get(i2)["last_rejection"] is None
+    assert status(i2) == ["approved"] and studio.images.get(i2).last_rejection is None
     assert studio.review.undo(a)["reverted"] == [i2]  # batch 1's entry for i2 is the last one again
     assert status(i1, i2, i3) == ["pending"] * 3
     report = check_decision_log(studio.db.engine)
@@ -198,7 +198,7 @@ def test_deleting_a_character_while_its_decisions_are_decided_and_undone(studio,
         stop.set()
         for t in threads:
             t.join()
-        assert all(studio.images.get(i)["unassigned"] for i in ids)
+        assert all(studio.images.get(i).unassigned for i in ids)
     assert not errors, errors[:5]
     report = check_decision_log(studio.db.engine)  # the images' history stayed with them (as the pool's)
     assert report.ok and report.entries > 0, report.summary()
@@ -214,5 +214,5 @@ def test_a_character_that_got_an_image_meanwhile_is_not_deleted(studio):
     (late,) = add_records(studio, project["id"], x, 1, 0)  # as if moved in after the images went to the pool
     with pytest.raises(Conflict, match="moved to the character meanwhile"):
         studio.characters.delete(x)
-    assert studio.images.get(late)["character_id"] == x
+    assert studio.images.get(late).character_id == x
     assert studio.character_removal.delete(x)["images_to_pool"] == [late]  # asked again, it goes through

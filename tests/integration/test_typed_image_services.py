@@ -74,7 +74,7 @@ def test_a_typed_rejection_records_its_reason(studio):
     from lora_studio.core.schema import feedback, images
 
     project = studio.projects.create("Typed")
-    cid = studio.characters.create(project["id"], "Aiko")["id"]
+    cid = studio.characters.create(project["id"], "Aiko").id
     now = utcnow()
     with studio.db.begin() as conn:
         iid = conn.execute(images.insert().values(
@@ -83,10 +83,31 @@ def test_a_typed_rejection_records_its_reason(studio):
             updated_at=now)).inserted_primary_key[0]
     rejected = studio.review.reject(iid, categories=["not_solo", "not_solo", "bad_quality"], note="two",
                                     regenerate=False)
-    assert rejected["status"] == "rejected" and rejected["regeneration"] == []
-    assert rejected["last_rejection"]["categories"] == ["not_solo", "bad_quality"]  # de-duplicated, in order
+    assert rejected.status == "rejected" and rejected.regeneration == []
+    assert rejected.last_rejection["categories"] == ["not_solo", "bad_quality"]  # de-duplicated, in order
     with studio.db.begin() as conn:
         row = conn.execute(sa.select(feedback.c.categories, feedback.c.note)).one()
     assert (list(row.categories), row.note) == (["not_solo", "bad_quality"], "two")
     decided = studio.review.decide([iid, iid], "reset")
-    assert decided["changed"] == [iid] and decided["images"][0]["status"] == "pending"
+    assert decided["changed"] == [iid] and decided["images"][0].status == "pending"
+
+
+def test_records_answer_as_the_api_always_did(studio):
+    """The Image record becomes JSON only at the route wrapper (server_routes.api.to_json): the same keys,
+    in the same order, a rejection's regenerations last."""
+    import json
+
+    from lora_studio.datasets.images import ImageRecord, RejectedImage
+    from lora_studio.server_routes.api import to_json
+
+    image = ImageRecord(id=1, project_id=2, character_id=None, unassigned=True, rel_path="a/b.png", sha256="0" * 64,
+                  status="rejected", caption="c", source="upload", width=8, height=9, metadata={"format": "PNG"},
+                  created_at="2026-01-01T00:00:00Z", updated_at=None, decided_at=None, file_missing=False,
+                  suggestion={"character_id": 3, "confidence": 0.5}, last_rejection={"categories": [], "note": "n"})
+    answered = json.loads(json.dumps({"items": [RejectedImage.of(image, [{"generation_id": 7}])]}, default=to_json))
+    assert list(answered["items"][0]) == [
+        "id", "project_id", "character_id", "unassigned", "rel_path", "sha256", "status", "caption", "source", "width",
+        "height", "metadata", "created_at", "updated_at", "decided_at", "file_missing", "suggestion", "last_rejection",
+        "regeneration"]
+    assert answered["items"][0]["suggestion"] == {"character_id": 3, "confidence": 0.5}
+    assert answered["items"][0]["regeneration"] == [{"generation_id": 7}]

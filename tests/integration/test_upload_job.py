@@ -121,7 +121,7 @@ def test_staging_of_a_job_cancelled_before_it_ran_is_swept(settings):
         layout = DatasetLayout(settings.effective_datasets_dir)
         runner = JobRunner(db, lambda *_: None)  # never started: jobs stay queued
         uploads = ImageUploads(db, ImageService(db, layout), runner, layout)
-        project = ProjectService(db).create({"name": "P"})
+        project = ProjectService(db).create("P")
 
         def staged() -> tuple:
             folder = uploads.new_staging()

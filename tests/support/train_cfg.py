@@ -46,7 +46,7 @@ def add_approved_images(studio: Any, character_id: int, folder: Path, count: int
         staged.append((f"{i}.png", path))
     created = studio.images.add_files(character_id, staged)["created"]
     for image in created:
-        studio.review.approve(image["id"])
+        studio.review.approve(image.id)
     return created
 
 
