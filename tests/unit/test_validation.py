@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from lora_studio.core.errors import InvalidInput
 from lora_studio.core.validation import ID_MAX, Field, spec_schema, validate
 
