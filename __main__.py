@@ -1,4 +1,4 @@
-"""`python -m lora_studio serve …` (standalone studio), `… migrate`, and `… train` (see training/cli.py)."""
+"""`python -m lora_studio serve …` (standalone studio), `… migrate`, and `… train` (see cli.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--settings", type=Path, help="settings file (JSON or TOML)")
     sub.add_parser("migrate", help="apply database migrations and exit").add_argument(
         "--data", dest="data_dir", type=Path)
-    from .training.cli import add_parser as add_train_parser
+    from .cli import add_parser as add_train_parser
 
     add_train_parser(sub)
     return p
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "train":
-        from .training.cli import main as train_main
+        from .cli import main as train_main
 
         return train_main(args)
     from .core.errors import StudioError

@@ -29,6 +29,7 @@ from .datasets.video_ingest import VideoIngest
 from .generation.client import ComfyUIClient
 from .generation.regenerate import Regenerator
 from .generation.service import GenerationService
+from .training.catalog import BaseModels
 from .training.service import TrainingService
 
 log = logging.getLogger("lora_studio.studio")
@@ -73,9 +74,10 @@ class Studio:
         self.characters = CharacterService(self.db)
         self.feedback = FeedbackService(self.db, self.projects, self.characters)
         self.images = ImageService(self.db, self.layout, settings.near_duplicate_distance)
+        self.base_models = BaseModels(host)  # what training can use (GET /models, the Train LoRA node)
         self.training = TrainingService(self.db, host, self.images, self.jobs, settings.data_dir / "jobs",
-                                        settings.min_approved_images, characters=self.characters,
-                                        comfyui=self.comfyui)
+                                        settings.min_approved_images, base_models=self.base_models,
+                                        characters=self.characters, comfyui=self.comfyui)
         self.generation = GenerationService(self.db, self.characters, self.comfyui, self.samplers)
         self.gallery = Gallery(host.output_dir)
         self.regenerator = Regenerator(self.db, self.images, self.generation, self.jobs, self.layout,

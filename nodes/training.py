@@ -118,7 +118,7 @@ class TrainLoRA:
             "required": {
                 "project": (choices(_projects, NO_PROJECT),),
                 "character": (choices(_characters, NO_CHARACTER),),
-                "base_model": (choices(lambda s: s.training.base_models(), NO_MODEL),
+                "base_model": (choices(lambda s: s.base_models.names(), NO_MODEL),
                                {"tooltip": "SD1.5 or SDXL: a .safetensors checkpoint or a diffusers folder"}),
                 "steps": ("INT", {"default": 1500, "min": 1, "max": 100000}),
                 "rank": ("INT", {"default": 16, "min": 1, "max": 256}),

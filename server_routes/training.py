@@ -18,7 +18,7 @@ def add_routes(api: Api) -> None:
            tag="training", response="Models")
 async def models(r: Req):
     def listing(s):
-        items = s.training.base_model_list()
+        items = s.base_models.listing()
         return {"base_models": [m["name"] for m in items], "items": items,
                 "min_approved_images": s.training.min_images}
 

@@ -1,23 +1,16 @@
-"""Training as a job: checks the request, then runs `training/worker.py` as a subprocess (so the
-host stays responsive and GPU memory is freed when it ends), relays its JSON-lines events to the
-job (progress, samples, checkpoints) and records the LoRA it wrote. The worker is started by file
-path, so it works both when the package is installed and when the folder only sits in ComfyUI's
-custom_nodes/ (any folder name)."""
+"""Training as a job: checks the request (the character, its approved images, the base model from
+the catalogue, ComfyUI being idle when it shares the GPU), writes the worker's config, runs the
+worker as a subprocess through `worker_client` (so the host stays responsive and GPU memory is
+freed when it ends), relays its events to the job (progress, samples, checkpoints) and records the
+LoRA it wrote. Also: resuming from a checkpoint, a job's sample images, a character's LoRAs."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import logging
-import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,11 +27,11 @@ from ..core.schema import characters, lora_models
 from ..core.specs import TRAIN_SPEC
 from ..core.validation import validate
 from ..datasets.images import ImageService
+from .catalog import BaseModels
+from .worker_client import TrainState, WorkerProcess, event_int, latent_cache_dir, worker_env
 
 log = logging.getLogger("lora_studio.training.service")
 
-WORKER = Path(__file__).resolve().parent / "worker.py"
-CANCEL_GRACE_SECONDS = 300  # a full-size step on a CPU can take minutes; then it is killed
 TRAIN_DEPS = ("torch", "diffusers", "peft", "transformers", "safetensors")
 PROGRESS_EVERY_SECONDS = 0.5  # progress lines can come every few ms: the job row is written at most this often
 
@@ -72,7 +65,8 @@ def missing_train_deps() -> list[str]:
 
 class TrainingService:
     def __init__(self, db: Database, host: Host, images: ImageService, runner: JobRunner, jobs_dir: Path,
-                 min_images: int, *, characters: CharacterService | None = None,
+                 min_images: int, *, base_models: BaseModels,
+                 characters: CharacterService | None = None,
                  comfyui: Callable[[], Any] | None = None, cache_dir: Path | None = None):
         self.db = db
         self.host = host
@@ -80,98 +74,11 @@ class TrainingService:
         self.runner = runner
         self.jobs_dir = jobs_dir
         self.min_images = min_images
+        self.base_models = base_models  # the catalogue: start() resolves and checks the base model there
         self.characters = characters or CharacterService(db)
         self.comfyui = comfyui  # () -> ComfyUIClient, for /queue and /free inside ComfyUI
-        self.cache_dir = cache_dir or jobs_dir.parent / "cache" / "latents"
+        self.cache_dir = cache_dir or latent_cache_dir(jobs_dir.parent)
         runner.register("train", self._run, concurrency=1)  # one training at a time per GPU; the rest queue
-
-    # -- base models ---------------------------------------------------------------------------
-    def base_model_list(self) -> list[dict]:
-        """Diffusers folders (a model_index.json or unet/config.json inside) in the model dirs, and
-        single-file `.safetensors` checkpoints in the model dirs and ComfyUI's checkpoints folders."""
-        found: dict[str, str] = {}
-        for d in self.host.model_dirs():
-            if not d.is_dir():
-                continue
-            for p in sorted(d.iterdir()):
-                if p.name.startswith("."):
-                    continue
-                if p.is_dir() and _is_diffusers_folder(p):
-                    found.setdefault(p.name, "diffusers")
-                elif p.is_file() and p.suffix.lower() == ".safetensors":
-                    found.setdefault(p.name, "single_file")
-        for d in self.host.checkpoint_dirs():
-            if d.is_dir():  # named like ComfyUI lists them: the path below the folder, with '/'
-                for p in sorted(d.rglob("*.safetensors")):
-                    rel = p.relative_to(d)
-                    if p.is_file() and not any(part.startswith(".") for part in rel.parts):
-                        found.setdefault(rel.as_posix(), "single_file")
-        # exactly what training accepts: the one resolver decides (a symlink out of every model folder is left out)
-        return [{"name": n, "source": found[n]} for n in sorted(found) if self._accepts(n)]
-
-    def _accepts(self, name: str) -> bool:
-        try:
-            self.resolve_base_model(name)
-        except StudioError:
-            return False
-        return True
-
-    def base_models(self) -> list[str]:
-        return [m["name"] for m in self.base_model_list()]
-
-    def resolve_base_model(self, name: str) -> Path:
-        parts = name.replace("\\", "/").split("/")
-        if not name.strip() or "\x00" in name or name.startswith(("/", "\\")) or any(p in ("", ".", "..") for p in parts) \
-                or re.match(r"^[A-Za-z]:", name):
-            raise InvalidInput("base_model must be a model name from the list (GET /models), not a path")
-        roots = [(d, True) for d in self.host.model_dirs()] + [(d, False) for d in self.host.checkpoint_dirs()]
-        # a model may be a symlink into another model folder (ComfyUI's extra_model_paths), never out of all of them
-        allowed = [d.resolve() for d, _ in roots if d.is_dir()]
-        for root, folders_too in roots:
-            try:
-                found = self._base_model_in(root, name, folders_too, allowed)
-            except (OSError, RuntimeError):  # a name too long for the file system, a symlink loop
-                raise InvalidInput(f"base_model cannot be resolved in {root.name}/ (too long, or a symlink loop); "
-                                   "use a name from GET /models") from None
-            if found is not None:
-                return found
-        where = ", ".join(str(d) for d in [*self.host.model_dirs(), *self.host.checkpoint_dirs()])
-        raise NotFound(f"base model '{name}' was not found in {where}")
-
-    @staticmethod
-    def _base_model_in(root: Path, name: str, folders_too: bool, allowed: list[Path]) -> Path | None:
-        """The model `name` inside `root` (None: not there); never a path that resolves outside the
-        `allowed` folders (the configured model folders, resolved)."""
-        if not root.is_dir():
-            return None
-        base = root.resolve()
-        candidate = (base / name).resolve()
-        if not any(candidate.is_relative_to(folder) for folder in allowed):  # a symlink out of the model folders
-            return None
-        if folders_too and candidate.is_dir():
-            if _is_diffusers_folder(candidate):
-                return candidate
-            raise InvalidInput(f"'{name}' is a folder but not a diffusers model (no model_index.json or "
-                               "unet/config.json inside)")
-        if candidate.is_file():
-            if candidate.suffix.lower() != ".safetensors":
-                raise InvalidInput(f"'{name}' is not a .safetensors checkpoint (pickled .ckpt files are not loaded)")
-            return candidate
-        return None
-
-    def detect(self, name: str, path: Path) -> dict:
-        """{"arch", "prediction_type", "source"} read cheaply from the model (no torch); 400 when the
-        model is not one the trainer can train (another architecture, a broken file)."""
-        from .architecture import detect_model  # reads headers and JSON only: no torch in the studio process
-        from .errors import TrainingError
-
-        try:
-            info = detect_model(path)
-        except TrainingError as e:
-            raise InvalidInput(f"base model '{name}' cannot be trained: {e}") from None
-        except (OSError, ValueError) as e:
-            raise InvalidInput(f"base model '{name}' cannot be read: {e}") from None
-        return {"arch": info.arch, "prediction_type": info.prediction_type, "source": info.source}
 
     # -- requests ------------------------------------------------------------------------------
     def start(self, character_id: int, body: dict, *, comfy_prompt_id: str | None = None,
@@ -188,12 +95,10 @@ class TrainingService:
         if count < self.min_images:
             raise InvalidInput(f"the character has {count} approved image(s); training needs at least {self.min_images}")
         if model_path is not None:
-            path = model_path.resolve()
-            if not (path.is_file() or (path.is_dir() and _is_diffusers_folder(path))):
-                raise NotFound(f"no checkpoint file or diffusers model folder at {model_path}")
+            path = self.base_models.at_path(model_path)
         else:
-            path = self.resolve_base_model(data["base_model"])
-        info = self.detect(data["base_model"], path)
+            path = self.base_models.resolve(data["base_model"])
+        info = self.base_models.detect(data["base_model"], path)
         data = _with_defaults(data, info["arch"])
         payload = {"character_id": character_id, **data, "base_model_path": str(path), "arch": info["arch"],
                    "comfy_prompt_id": comfy_prompt_id}
@@ -253,14 +158,14 @@ class TrainingService:
             raise InvalidInput(f"job {job_id} is not a training job")
         found = [s for s in (job.get("result") or {}).get("samples", [])
                  if isinstance(s, dict) and isinstance(s.get("file"), str) and s["file"]]
-        ordered = sorted(found, key=lambda s: (_int(s.get("step"), 0), s["file"]))
+        ordered = sorted(found, key=lambda s: (event_int(s.get("step"), 0), s["file"]))
         if key is not None:
-            ordered = [s for s in ordered if (_int(s.get("step"), 0), s["file"]) > key]
+            ordered = [s for s in ordered if (event_int(s.get("step"), 0), s["file"]) > key]
         page = ordered if limit is None else ordered[:limit]
         items = [{**s, "url": f"/jobs/{job_id}/samples/{s['file']}"} for s in page]
         more = limit is not None and len(ordered) > limit
         return {"items": items,
-                "next_cursor": encode_cursor(_int(page[-1].get("step"), 0), page[-1]["file"]) if more else None}
+                "next_cursor": encode_cursor(event_int(page[-1].get("step"), 0), page[-1]["file"]) if more else None}
 
     def sample_path(self, job_id: int, name: str) -> Path:
         """The file of one sample image; the name must stay inside the job's samples folder."""
@@ -373,64 +278,35 @@ class TrainingService:
         return {**state.snapshot(), **self._record(ctx.job_id, char.id, p, items, Path(done["output_path"]), done)}
 
     def worker_env(self) -> dict[str, str]:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-        if self.host.clip_tokenizer_dir is not None:  # ComfyUI's tokenizer files, for single-file checkpoints
-            env.setdefault("LORA_STUDIO_CLIP_TOKENIZER", str(self.host.clip_tokenizer_dir))
-        # torch.compile's kernels next to the latent cache, kept across reboots. Always set: a host process that
-        # touched Inductor (ComfyUI does) has written Inductor's /tmp default into its own environment.
-        env["TORCHINDUCTOR_CACHE_DIR"] = str(self.cache_dir / "torch_compile")
-        return env
+        """The environment this studio's workers get (`train --config` builds it the same way)."""
+        return worker_env(self.cache_dir, self.host.clip_tokenizer_dir)
 
     def _run_worker(self, ctx: JobContext, work: Path, total: int) -> tuple[dict, TrainState]:
-        log_tail: deque[str] = deque(maxlen=40)
-        env = self.worker_env()
         state = TrainState(total_steps=total, work=work, resumed_from_job=ctx.payload.get("resumed_from_job"))
-        with open(work / "worker.log", "w", encoding="utf-8") as log_file:
-            proc = subprocess.Popen([sys.executable, str(WORKER), str(work / "config.json")], stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, env=env, cwd=str(work))
-            state.pid = proc.pid
+        last_write = 0.0
+
+        def started(pid: int) -> None:
+            state.pid = pid
             ctx.progress(0.0, "starting the training process", result=state.snapshot())
-            err_thread = threading.Thread(target=_drain, args=(proc.stderr, log_file, log_tail), daemon=True)
-            err_thread.start()
-            watcher = threading.Thread(target=self._cancel_watch, args=(ctx, proc), daemon=True)
-            watcher.start()
-            last_write = 0.0
-            for line in proc.stdout:
-                event = _parse(line)
-                if event is None:
-                    continue
-                urgent = state.apply(event)
-                now = time.monotonic()
-                if urgent or now - last_write >= PROGRESS_EVERY_SECONDS:
-                    ctx.progress(state.fraction(), state.message(), result=state.snapshot())
-                    last_write = now
-            code = proc.wait()
-            err_thread.join(5)
+
+        def on_event(event: dict) -> None:
+            nonlocal last_write
+            urgent = state.apply(event)
+            now = time.monotonic()
+            if urgent or now - last_write >= PROGRESS_EVERY_SECONDS:
+                ctx.progress(state.fraction(), state.message(), result=state.snapshot())
+                last_write = now
+
+        worker = WorkerProcess(work / "config.json", self.worker_env(), work / "worker.log", cwd=work)
+        end = worker.run(on_event, ctx.cancelled, on_start=started)
         ctx.progress(state.fraction(), state.message(), result=state.snapshot())  # the last lines, unthrottled
         if ctx.cancelled() or state.phase.get("name") == "cancelled":  # also a Ctrl-C the worker got itself
             raise JobCancelled()
-        if code != 0 or state.final is None:
-            tail = "\n".join(log_tail)[-2000:]
-            why = state.error or f"the training process exited with code {code}"
+        if end.code != 0 or state.final is None:
+            tail = "\n".join(end.log_tail)[-2000:]
+            why = state.error or f"the training process exited with code {end.code}"
             raise StudioError(why + (f"\n--- worker log (last lines) ---\n{tail}" if tail else ""))
         return state.final, state
-
-    def _cancel_watch(self, ctx: JobContext, proc: subprocess.Popen) -> None:
-        while proc.poll() is None:
-            try:
-                if ctx.cancelled():
-                    proc.send_signal(signal.SIGTERM)  # the worker stops after its current step
-                    try:
-                        proc.wait(CANCEL_GRACE_SECONDS)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                    return
-            except Exception:  # database hiccup: keep watching
-                log.exception("cancel watch failed")
-            try:
-                proc.wait(1.0)
-            except subprocess.TimeoutExpired:
-                pass
 
     def _record(self, job_id: int, character_id: int, p: dict, items: list, output: Path, done: dict) -> dict:
         with self.db.begin() as conn:
@@ -443,132 +319,6 @@ class TrainingService:
                 current_lora_id=lora_id, updated_at=utcnow()))
         return {"lora_id": lora_id, "file_name": output.name, "sha256": done.get("sha256"),
                 "num_modules": done.get("num_modules"), "compiled": bool(done.get("compiled"))}
-
-
-class TrainState:
-    """What the worker's events say so far; `snapshot()` is stored as the job's result while it runs
-    (progress record, samples, last checkpoint), so the panel and the node read one place."""
-
-    def __init__(self, total_steps: int, work: Path, resumed_from_job: int | None = None):
-        self.total_steps = total_steps
-        self.work = work
-        self.resumed_from_job = resumed_from_job
-        self.pid: int | None = None
-        self.phase: dict = {"name": "starting"}
-        self.progress: dict = {"step": 0, "total_steps": total_steps}
-        self.samples: list[dict] = []
-        self.checkpoint: dict | None = None
-        self.arch: str | None = None
-        self.resume_step = 0
-        self.final: dict | None = None
-        self.error: str | None = None
-        self.warnings: list[str] = []
-
-    def apply(self, event: dict) -> bool:
-        """Take one event in; True when it should reach the job at once (not throttled)."""
-        kind = event.get("event")
-        if kind == "start":
-            self.total_steps = _int(event.get("total_steps"), self.total_steps)
-            self.resume_step = _int(event.get("resume_step"), 0)
-            self.arch = event.get("arch") or self.arch
-            self.progress = {"step": self.resume_step, "total_steps": self.total_steps}
-            return True
-        if kind == "phase":
-            self.phase = {"name": str(event.get("name", "")), "done": _int(event.get("done"), 0),
-                          "total": _int(event.get("total"), 0)}
-            return self.phase["done"] in (0, self.phase["total"])
-        if kind == "progress":
-            self.total_steps = _int(event.get("total_steps"), self.total_steps) or self.total_steps
-            self.progress = {"step": _int(event.get("step"), 0), "total_steps": self.total_steps,
-                             **{k: float(event[k]) for k in ("loss", "smooth_loss", "it_s", "eta_s", "lr")
-                                if isinstance(event.get(k), int | float) and not isinstance(event.get(k), bool)}}
-            if self.phase.get("name") != "training":
-                self.phase = {"name": "training"}
-            return False
-        if kind == "sample":
-            self._add_sample(event)
-            return True
-        if kind == "checkpoint":
-            self.checkpoint = {"step": _int(event.get("step"), 0), "path": str(event.get("path", ""))}
-            return True
-        if kind == "done":
-            self.final = event
-            self.phase = {"name": "done"}
-            self.progress["step"] = self.total_steps
-            return True
-        if kind == "error":
-            self.error = str(event.get("message") or "training failed")
-            return True
-        if kind == "cancelled":
-            self.phase = {"name": "cancelled"}
-            return True
-        if kind == "warning":
-            message = str(event.get("message") or "")[:500]
-            if message and message not in self.warnings and len(self.warnings) < 20:
-                self.warnings.append(message)
-                log.warning("training: %s", message)
-            return True
-        return False
-
-    def _add_sample(self, event: dict) -> None:
-        """Keep the sample inside the job's samples folder (copied there when the worker wrote it elsewhere)."""
-        src = Path(str(event.get("path", "")))
-        if not src.is_absolute():
-            src = self.work / src
-        if not src.is_file():
-            log.warning("sample image %s does not exist", src)
-            return
-        folder = (self.work / "samples").resolve()
-        step = _int(event.get("step"), 0)
-        if src.resolve().parent != folder or not re.fullmatch(r"[A-Za-z0-9._-]+", src.name):
-            dest = folder / f"step-{step:06d}{src.suffix.lower() or '.png'}"
-            shutil.copyfile(src, dest)
-            src = dest
-        self.samples = [s for s in self.samples if s["file"] != src.name]
-        self.samples.append({"step": step, "file": src.name, "prompt": str(event.get("prompt", ""))})
-
-    def fraction(self) -> float:
-        n = self.total_steps or 1
-        return max(0.0, min(1.0, self.progress.get("step", 0) / n))
-
-    def message(self) -> str:
-        name = self.phase.get("name")
-        labels = {"starting": "starting the training process", "loading": "loading the base model",
-                  "caching": "caching latents", "compiling": "compiling the UNet (torch.compile)",
-                  "saving": "saving the LoRA"}
-        if name in labels:
-            label = labels[name]
-            total = self.phase.get("total") or 0
-            return f"{label} {self.phase.get('done', 0)}/{total}" if total else label
-        return progress_text(self.progress, self.total_steps, eta=name == "training")
-
-    def snapshot(self) -> dict:
-        return {"progress": dict(self.progress), "phase": dict(self.phase), "samples": list(self.samples),
-                "checkpoint": self.checkpoint, "arch": self.arch, "resume_step": self.resume_step,
-                "warnings": list(self.warnings),
-                "resumed_from_job": self.resumed_from_job, "pid": self.pid}
-
-
-def progress_text(p: dict, total_steps: int, *, eta: bool = True) -> str:
-    """`step 420/1500 · loss 0.0913 · 2.41 it/s · ETA 7m 28s` from a worker's progress record."""
-    parts = [f"step {p.get('step', 0)}/{p.get('total_steps', total_steps)}"]
-    loss = p.get("smooth_loss", p.get("loss"))
-    if loss is not None:
-        parts.append(f"loss {loss:.4f}")
-    if p.get("it_s"):
-        parts.append(f"{p['it_s']:.2f} it/s")
-    if eta and p.get("eta_s") is not None:
-        parts.append(f"ETA {format_seconds(p['eta_s'])}")
-    return " · ".join(parts)
-
-
-def format_seconds(seconds: float) -> str:
-    s = max(0, int(round(seconds)))
-    if s >= 3600:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s}s"
 
 
 def _with_defaults(data: dict, arch: str) -> dict:
@@ -584,34 +334,8 @@ def _with_defaults(data: dict, arch: str) -> dict:
     return out
 
 
-def _int(value: Any, default: int) -> int:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
-
-
-def _is_diffusers_folder(path: Path) -> bool:
-    return (path / "model_index.json").is_file() or (path / "unet" / "config.json").is_file()
-
-
 def _versioned_name(folder: Path, stem: str) -> Path:
     """The next free `<stem>-vN.safetensors`: a new run never overwrites an earlier LoRA."""
     pattern = re.compile(re.escape(stem) + r"-v(\d+)\.safetensors$")
     taken = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))]
     return folder / f"{stem}-v{max(taken, default=0) + 1}.safetensors"
-
-
-def _parse(line: str) -> dict | None:
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) else None
-
-
-def _drain(stream, log_file, tail: deque) -> None:
-    for line in stream:
-        log_file.write(line)
-        log_file.flush()
-        tail.append(line.rstrip())

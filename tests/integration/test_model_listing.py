@@ -45,10 +45,10 @@ async def test_models_listed_are_the_models_training_accepts(client, settings, t
     listing = await (await client.get(f"{V1}/models")).json()
     assert listing["base_models"] == sorted(["SD1.5/anime.safetensors", *inside])
     for name in inside:
-        assert studio.training.resolve_base_model(name) == inside[name].resolve()
+        assert studio.base_models.resolve(name) == inside[name].resolve()
     for name in [*outside, "SD1.5/out.safetensors"]:
         with pytest.raises(NotFound):
-            studio.training.resolve_base_model(name)
+            studio.base_models.resolve(name)
 
     # the same through the training request: found (then refused as unreadable) vs not found
     p = await make_project(client)

@@ -127,3 +127,63 @@ def test_run_a_worker_config_directly(tmp_path):
                          capture_output=True, text=True, env=env(), timeout=600)
     assert run.returncode == 1 and "steps" in run.stderr
     assert not Path(bad["output_path"]).exists()
+
+
+# A stand-in worker: records the environment it was started with next to its config, then reports a LoRA.
+RECORDING_WORKER = """
+import json, os, sys
+from pathlib import Path
+
+config_path = Path(sys.argv[1])
+config = json.loads(config_path.read_text())
+keys = ("TORCHINDUCTOR_CACHE_DIR", "LORA_STUDIO_CLIP_TOKENIZER", "HF_HUB_OFFLINE", "PYTHONUNBUFFERED")
+(config_path.parent / "env.json").write_text(json.dumps({k: os.environ.get(k) for k in keys}))
+out = Path(config["output_path"])
+out.parent.mkdir(parents=True, exist_ok=True)
+out.write_bytes(b"lora")
+print(json.dumps({"event": "start", "total_steps": config["steps"]}))
+print(json.dumps({"event": "done", "output_path": str(out), "sha256": "0" * 64, "rank": 4, "alpha": 2.0}))
+"""
+
+
+def test_a_config_run_gets_the_same_worker_environment_as_a_job(data, tmp_path, monkeypatch):
+    """`train --config` and a character's job start the worker the same way: Inductor's cache in the data folder
+    (even when this process's environment points elsewhere) and the host's ComfyUI tokenizer."""
+    import dataclasses
+
+    from lora_studio import __main__ as entry
+    from lora_studio import app
+    from lora_studio.training import service, worker_client
+
+    worker = tmp_path / "recording_worker.py"
+    worker.write_text(RECORDING_WORKER)
+    monkeypatch.setattr(worker_client, "WORKER", worker)
+    monkeypatch.setattr(service, "missing_train_deps", lambda: [])  # the stand-in needs no torch
+    tokenizer = tmp_path / "ComfyUI" / "comfy" / "sd1_tokenizer"
+    real_host = app.standalone_host
+    monkeypatch.setattr(app, "standalone_host",
+                        lambda settings, hub: dataclasses.replace(real_host(settings, hub), clip_tokenizer_dir=tokenizer))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/torchinductor_someone")  # what Inductor leaves behind
+    monkeypatch.delenv("LORA_STUDIO_CLIP_TOKENIZER", raising=False)
+    monkeypatch.setenv("LORA_STUDIO_MIN_APPROVED_IMAGES", "2")
+    for sub, (name, config) in {"": ("model_index.json", {"_class_name": "StableDiffusionPipeline"}),
+                                "unet": ("config.json", {"in_channels": 4, "cross_attention_dim": 768}),
+                                "text_encoder": ("config.json", {"hidden_size": 768})}.items():
+        (data.effective_models_dir / "sd15" / sub).mkdir(parents=True, exist_ok=True)
+        (data.effective_models_dir / "sd15" / sub / name).write_text(json.dumps(config))
+    folders = ["--data", str(data.data_dir), "--models-dir", str(data.effective_models_dir),
+               "--loras-dir", str(data.effective_loras_dir)]
+
+    assert entry.main(["train", "--character", "moon/aiko", "--base-model", "sd15", "--steps", "2", *folders]) == 0
+    [job_env_file] = (data.data_dir / "jobs").glob("*/env.json")
+    assert [lora["file_name"] for lora in loras_of(data)] == ["moon-aiko-v1.safetensors"]
+
+    config = tmp_path / "run" / "job.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"output_path": str(tmp_path / "run" / "lora.safetensors"), "steps": 2}))
+    assert entry.main(["train", "--config", str(config), *folders]) == 0
+    cli_env = json.loads((config.parent / "env.json").read_text())
+
+    assert cli_env == json.loads(job_env_file.read_text())
+    assert cli_env == {"TORCHINDUCTOR_CACHE_DIR": str(data.data_dir / "cache" / "latents" / "torch_compile"),
+                       "LORA_STUDIO_CLIP_TOKENIZER": str(tokenizer), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}

@@ -222,7 +222,7 @@ async def test_traversal_names_never_escape_the_roots(client, settings, planted,
         body = await tally.check(r, f"train {name[:60]!r}")
         assert 400 <= r.status < 500, (name[:80], r.status, body[:200])
         with pytest.raises(StudioError):
-            studio.training.resolve_base_model(name)
+            studio.base_models.resolve(name)
 
     # export: the class word names the folder inside the zip
     for name in names[::4] + ["person"]:

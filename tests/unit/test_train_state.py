@@ -1,10 +1,10 @@
-"""The job's view of a training worker's events (training/service.py TrainState): phases, warnings, speed."""
+"""The job's view of a training worker's events (training/worker_client.py TrainState): phases, warnings, speed."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lora_studio.training.service import TrainState
+from lora_studio.training.worker_client import TrainState
 
 
 def test_compiling_phase_then_speed_from_the_next_step(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
     python -m lora_studio train --character <project>/<character> --base-model <name or path> [--steps N …]
         the same job as the panel's (gates, data, recording of the LoRA), run in this process
     python -m lora_studio train --config job.json
-        the worker's own JSON config (see training/worker.py), run directly
+        the worker's own JSON config (see training/config.py), run directly, in the environment a
+        job's worker gets (training/worker_client.py: the Inductor cache in the data folder, ComfyUI's
+        tokenizer when the host has one)
 
 Ctrl-C cancels (the worker stops after its current step, nothing is written). Exit code 0 when a
 LoRA was written, 1 otherwise, 2 for bad arguments or settings.
@@ -12,13 +14,15 @@ LoRA was written, 1 otherwise, 2 for bad arguments or settings.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from .core.host import Host
+    from .core.settings import Settings
 
 OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("steps", int, "optimiser steps (default 1500)"),
@@ -44,7 +48,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                        description="Train a character's LoRA like the panel does, or run a worker config.")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--character", help="<project>/<character> (slugs or names)")
-    what.add_argument("--config", type=Path, help="a worker config JSON (see training/worker.py)")
+    what.add_argument("--config", type=Path, help="a worker config JSON (see training/config.py)")
     p.add_argument("--base-model", dest="base_model", help="a model name from the list, or a path to a "
                    ".safetensors checkpoint or diffusers folder")
     for name, kind, text in OPTIONS:
@@ -91,59 +95,55 @@ class ProgressLine:
 
 def main(args: argparse.Namespace) -> int:
     if args.config is not None:
-        return run_config(args.config)
+        return run_config(args)
     return run_character(args)
 
 
-def run_config(config: Path) -> int:
+def run_config(args: argparse.Namespace) -> int:
     """Run the worker on a config file, showing its progress; Ctrl-C stops it."""
-    from .service import WORKER, TrainState
+    from .training.worker_client import TrainState, WorkerProcess, latent_cache_dir, worker_env
 
+    config: Path = args.config
     if not config.is_file():
         print(f"lora_studio: no config file at {config}", file=sys.stderr)
         return 2
+    settings = _settings(args)
+    if settings is None:
+        return 2
+    host = _host(settings)
     line = ProgressLine(sys.stdout)
     state = TrainState(total_steps=0, work=config.resolve().parent)
-    proc = subprocess.Popen([sys.executable, str(WORKER), str(config)], stdout=subprocess.PIPE, text=True,
-                            env={**_env(), "PYTHONUNBUFFERED": "1"})
+    stopping = threading.Event()
 
     def stop(signum, _frame):  # the worker stops at its next step (it got the terminal's SIGINT too)
         line.show("cancelling…", force=True)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        stopping.set()
 
+    def on_event(event: dict) -> None:
+        urgent = state.apply(event)
+        line.show(state.message(), force=urgent)
+
+    # the same environment as a job's worker in this data folder (stderr stays on the terminal)
+    worker = WorkerProcess(config, worker_env(latent_cache_dir(settings.data_dir), host.clip_tokenizer_dir))
     previous = signal.signal(signal.SIGINT, stop)
     try:
-        for raw in proc.stdout:
-            raw = raw.strip()
-            if not raw.startswith("{"):
-                continue
-            try:
-                event = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                urgent = state.apply(event)
-                line.show(state.message(), force=urgent)
-        code = proc.wait()
+        end = worker.run(on_event, stopping.is_set)
     finally:
         signal.signal(signal.SIGINT, previous)
     line.end()
-    if code == 0 and state.final is not None:
+    if end.code == 0 and state.final is not None:
         print(f"wrote {state.final.get('output_path')}")
         return 0
     print(f"lora_studio: training {'cancelled' if state.phase.get('name') == 'cancelled' else 'failed'}"
-          + (f": {state.error}" if state.error else f" (exit code {code})"), file=sys.stderr)
+          + (f": {state.error}" if state.error else f" (exit code {end.code})"), file=sys.stderr)
     return 1
 
 
 def run_character(args: argparse.Namespace) -> int:
-    from ..app import standalone_host
-    from ..core.errors import StudioError
-    from ..core.jobs import JOB_EVENT
-    from ..core.settings import load_settings
-    from ..studio import Studio
-    from .service import progress_text
+    from .core.errors import StudioError
+    from .core.jobs import JOB_EVENT
+    from .studio import Studio
+    from .training.worker_client import progress_text
 
     if not args.base_model:
         print("lora_studio: --base-model is required with --character", file=sys.stderr)
@@ -152,11 +152,8 @@ def run_character(args: argparse.Namespace) -> int:
     if not project or not character:
         print("lora_studio: --character must be <project>/<character>", file=sys.stderr)
         return 2
-    cli = {k: getattr(args, k) for k in ("data_dir", "models_dir", "loras_dir", "database_url")}
-    try:
-        settings = load_settings(cli=cli, settings_file=args.settings)
-    except StudioError as e:
-        print(f"lora_studio: {e.message}", file=sys.stderr)
+    settings = _settings(args)
+    if settings is None:
         return 2
     line = ProgressLine(sys.stdout)
     watched: dict[str, Any] = {"id": None}
@@ -167,9 +164,9 @@ def run_character(args: argparse.Namespace) -> int:
                 line.show(data.get("message") or "")
 
     try:
-        studio = Studio(settings, standalone_host(settings, Events()))
+        studio = Studio(settings, _host(settings, Events()))
     except Exception as e:  # the database is down: one line, as `serve` says it
-        from ..core.ref import database_unreachable
+        from .core.ref import database_unreachable
 
         if (reason := database_unreachable(e)) is None:
             raise
@@ -211,7 +208,21 @@ def run_character(args: argparse.Namespace) -> int:
     return 1
 
 
-def _env() -> dict:
-    import os
+def _settings(args: argparse.Namespace) -> Settings | None:
+    """The settings from the command line, the environment and a settings file; None (said on stderr): bad."""
+    from .core.errors import StudioError
+    from .core.settings import load_settings
 
-    return {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cli = {k: getattr(args, k) for k in ("data_dir", "models_dir", "loras_dir", "database_url")}
+    try:
+        return load_settings(cli=cli, settings_file=args.settings)
+    except StudioError as e:
+        print(f"lora_studio: {e.message}", file=sys.stderr)
+        return None
+
+
+def _host(settings: Settings, events: Any = None) -> Host:
+    """The host both kinds of run see (the standalone one): a `--config` run's worker gets what a job's would."""
+    from .app import EventHub, standalone_host
+
+    return standalone_host(settings, events if events is not None else EventHub())
