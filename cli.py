@@ -179,9 +179,9 @@ def run_character(args: argparse.Namespace) -> int:
         as_path = (model.is_absolute() or "/" in args.base_model or "\\" in args.base_model) and model.exists()
         char = studio.characters.find(project, character)
         body["base_model"] = model.name if as_path else args.base_model
-        job = studio.training.start(char["id"], body, model_path=model if as_path else None)
+        job = studio.training.start(char.id, body, model_path=model if as_path else None)
         watched["id"] = job["id"]
-        print(f"training job {job['id']}: {char['name']} on {body['base_model']} ({job['payload']['steps']} steps)")
+        print(f"training job {job['id']}: {char.name} on {body['base_model']} ({job['payload']['steps']} steps)")
 
         def cancel(signum, _frame):
             line.show("cancelling…")

@@ -49,6 +49,7 @@ class Studio:
     characters: CharacterService
     feedback: FeedbackService
     images: ImageService
+    base_models: BaseModels
     training: TrainingService
     generation: GenerationService
     gallery: Gallery

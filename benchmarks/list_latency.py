@@ -29,7 +29,7 @@ V1 = "/lora-studio/v1"
 
 def fill(studio, character_id: int, n: int) -> None:
     now = utcnow()
-    project_id = studio.characters.get(character_id)["project_id"]
+    project_id = studio.characters.get(character_id).project_id
     rows = [{"character_id": character_id, "project_id": project_id, "rel_path": f"p/c/images/img{i:06d}.png", "sha256": f"{i:064x}",
              "status": "pending", "caption": "aiko, 1girl" if i % 3 else "", "source": "upload" if i % 2 else "video",
              "width": 512, "height": 512, "meta": {"original_name": f"{i}.png", "format": "PNG"},

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -108,13 +109,13 @@ class ClassificationService:
 
     def _run_review(self, ctx: JobContext) -> dict:
         character = self.characters.get(ctx.payload["character_id"])
-        todo = self._pending(images.c.character_id == character["id"])
+        todo = self._pending(images.c.character_id == character.id)
         backend = self.backend()
         approved, rejected, kept, failed = [], [], [], []
         for n, row in enumerate(todo, 1):
             ctx.check_cancelled()
             try:
-                verdict = backend.review(self.images.layout.abs_path(row.rel_path), character)
+                verdict = backend.review(self.images.layout.abs_path(row.rel_path), asdict(character))
             except StudioError as e:
                 failed.append({"image_id": row.id, "reason": e.message})
                 continue

@@ -3,6 +3,7 @@ every generation is built from it, the project's style and the negatives learned
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,12 +18,29 @@ from .text import merge_terms, slugify
 from .validation import check_text
 
 
-def character_dict(row: Any, project_slug: str | None = None) -> dict:
-    return {"id": row.id, "project_id": row.project_id, "name": row.name, "slug": row.slug,
-            "design_prompt": row.design_prompt, "negative_prompt": row.negative_prompt,
-            "trigger_word": row.trigger_word, "current_lora_id": row.current_lora_id,
-            **({"project_slug": project_slug} if project_slug else {}),
-            "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
+@dataclass(frozen=True)
+class Character:
+    """A character as services pass it to each other (generation, training, export, classification);
+    the routes answer it as JSON, its fields in this order."""
+
+    id: int
+    project_id: int
+    name: str
+    slug: str  # names the character's dataset folder; it stays when the name changes
+    design_prompt: str  # the single source of truth for the character's look
+    negative_prompt: str
+    trigger_word: str
+    current_lora_id: int | None
+    project_slug: str
+    created_at: str  # ISO 8601, UTC
+    updated_at: str
+
+
+def character_record(row: Any, project_slug: str) -> Character:
+    return Character(id=row.id, project_id=row.project_id, name=row.name, slug=row.slug,
+                     design_prompt=row.design_prompt, negative_prompt=row.negative_prompt,
+                     trigger_word=row.trigger_word, current_lora_id=row.current_lora_id, project_slug=project_slug,
+                     created_at=iso(row.created_at), updated_at=iso(row.updated_at))
 
 
 class CharacterService:
@@ -30,7 +48,7 @@ class CharacterService:
         self.db = db
 
     def create(self, project_id: int, name: str, *, design_prompt: str = "", negative_prompt: str = "",
-               trigger_word: str = "") -> dict:
+               trigger_word: str = "") -> Character:
         slug = slugify(name)
         if not slug:
             raise InvalidInput("the name must contain at least one letter or digit")
@@ -67,18 +85,18 @@ class CharacterService:
                 ProjectService._row(conn, project_id)
                 q = q.where(characters.c.project_id == project_id)
             rows = conn.execute(q).all()
-        items = [{**character_dict(r, r.project_slug), "counts": {"pending": r.pending, "approved": r.approved}}
-                 for r in rows[:limit]]
+        items = [{**asdict(character_record(r, r.project_slug)),
+                  "counts": {"pending": r.pending, "approved": r.approved}} for r in rows[:limit]]
         more = limit is not None and len(rows) > limit
         return {"items": items, "next_cursor": encode_cursor(items[-1]["name"], items[-1]["id"]) if more else None}
 
-    def get(self, character_id: int) -> dict:
+    def get(self, character_id: int) -> Character:
         with self.db.begin() as conn:
             row, project_slug = self.row_with_project(conn, character_id)
-        return character_dict(row, project_slug)
+        return character_record(row, project_slug)
 
     def update(self, character_id: int, *, name: str | None = None, design_prompt: str | None = None,
-               negative_prompt: str | None = None, trigger_word: str | None = None) -> dict:
+               negative_prompt: str | None = None, trigger_word: str | None = None) -> Character:
         """Change the given fields (None: unchanged)."""
         data = {k: v for k, v in (("name", name), ("design_prompt", design_prompt),
                                   ("negative_prompt", negative_prompt), ("trigger_word", trigger_word))
@@ -153,7 +171,7 @@ class CharacterService:
             raise NotFound(f"character {character_id} does not exist")
         return row, row.project_slug
 
-    def find(self, project: str, character: str) -> dict:
+    def find(self, project: str, character: str) -> Character:
         """Look a character up by project slug/name and character slug/name (for nodes)."""
         check_text("project", project)  # PostgreSQL refuses NUL in a text parameter
         check_text("character", character)

@@ -6,6 +6,7 @@ category so the panel can show what goes wrong most; the notes rejections came w
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -13,6 +14,10 @@ from .categories import CATEGORIES, validate_categories
 from .db import Database, as_utc, iso
 from .schema import dropped_terms, feedback, feedback_terms, image_decisions
 from .text import merge_terms, split_terms
+
+if TYPE_CHECKING:  # characters.py imports this module's queries
+    from .characters import CharacterService
+    from .projects import ProjectService
 
 NOTES_LIMIT = 50  # rejection notes in a character's feedback summary (GET /characters/{id}/prompt)
 
@@ -96,7 +101,7 @@ def rejection_notes(conn: sa.Connection, character_id: int, limit: int = NOTES_L
 
 
 class FeedbackService:
-    def __init__(self, db: Database, projects, characters):
+    def __init__(self, db: Database, projects: ProjectService, characters: CharacterService):
         self.db = db
         self.projects = projects
         self.characters = characters

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from ..core.characters import CharacterService
+from ..core.characters import Character, CharacterService
 from ..core.errors import InvalidInput, NotFound
 from .images import ImageService
 from .layout import mkstemp_umask
@@ -72,14 +72,14 @@ class ExportService:
         return export_zip(self.images, self.characters.get(character_id), self.out_dir, repeats, class_token)
 
 
-def export_zip(images: ImageService, character: dict, out_dir: Path, repeats: int = 10,
+def export_zip(images: ImageService, character: Character, out_dir: Path, repeats: int = 10,
                class_token: str = "person") -> Export:
     """Write the zip (stored, not deflated: images are compressed already) to a new temporary file
     in `out_dir` and return it; the caller removes it when it has been sent."""
-    items = images.approved_items(character["id"])
+    items = images.approved_items(character.id)
     if not items:
-        raise NotFound(f"{character['name']} has no approved images to export")
-    folder = kohya_folder(repeats, character["trigger_word"] or character["slug"], class_token)
+        raise NotFound(f"{character.name} has no approved images to export")
+    folder = kohya_folder(repeats, character.trigger_word or character.slug, class_token)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale(out_dir)
     fd, tmp = mkstemp_umask(out_dir, prefix=TEMP_PREFIX, suffix=".zip")
@@ -92,7 +92,7 @@ def export_zip(images: ImageService, character: dict, out_dir: Path, repeats: in
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return Export(Path(tmp), f"{character['project_slug']}-{character['slug']}-{int(time.time())}.zip")
+    return Export(Path(tmp), f"{character.project_slug}-{character.slug}-{int(time.time())}.zip")
 
 
 def remove_stale(out_dir: Path, older_than: float = STALE_SECONDS) -> None:

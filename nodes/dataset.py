@@ -57,10 +57,10 @@ class SaveToDataset:
             fd, tmp = mkstemp_umask(staging, prefix="node-", suffix=".png")
             os.close(fd)
             _png_with_metadata(array, Path(tmp), prompt, extra_pnginfo)
-            files.append((f"{char['slug']}_{i:03d}.png", Path(tmp)))
-        result = s.images.add_files(char["id"], files, caption=caption, source="comfyui",
+            files.append((f"{char.slug}_{i:03d}.png", Path(tmp)))
+        result = s.images.add_files(char.id, files, caption=caption, source="comfyui",
                                     meta={"prompt": prompt} if prompt is not None else {})
-        text = f"{len(result['created'])} image(s) added to {char['name']}'s queue"
+        text = f"{len(result['created'])} image(s) added to {char.name}'s queue"
         if result["skipped"]:
             text += f", {len(result['skipped'])} skipped"
         return {"ui": {"text": [text]}, "result": (images,)}

@@ -149,7 +149,7 @@ class TrainLoRA:
                 "sample_every": int(sample_every), "compile": bool(torch_compile)}
         if resolution:
             body["resolution"] = int(resolution)
-        job = s.training.start(char["id"], body, comfy_prompt_id=current_prompt_id())
+        job = s.training.start(char.id, body, comfy_prompt_id=current_prompt_id())
         job = follow_job(s, job, node_id=unique_id)
         if job["status"] != "succeeded":
             raise StudioError(f"training job {job['id']} {job['status']}: {job['error'] or job['message']}")

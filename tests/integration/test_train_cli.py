@@ -28,7 +28,7 @@ def data(tmp_path):
     try:
         project = s.projects.create("Moon")
         char = s.characters.create(project["id"], "Aiko", trigger_word="aikotnk")
-        add_approved_images(s, char["id"], tmp_path, count=2, seed=500)
+        add_approved_images(s, char.id, tmp_path, count=2, seed=500)
     finally:
         s.close()
     return settings
@@ -49,7 +49,7 @@ def loras_of(settings) -> list[dict]:
 
     s = Studio(settings, standalone_host(settings, EventHub()))
     try:
-        return s.training.loras(s.characters.find("moon", "aiko")["id"])["items"]
+        return s.training.loras(s.characters.find("moon", "aiko").id)["items"]
     finally:
         s.close()
 

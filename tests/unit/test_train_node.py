@@ -116,8 +116,8 @@ def studio(tmp_path):
     bind_studio(Ref(s))
     project = s.projects.create("Moon")
     char = s.characters.create(project["id"], "Aiko", trigger_word="aikotnk", design_prompt="1girl, silver hair")
-    add_approved_images(s, char["id"], tmp_path, count=2, seed=300)
-    assert len(s.images.approved_items(char["id"])) == 2
+    add_approved_images(s, char.id, tmp_path, count=2, seed=300)
+    assert len(s.images.approved_items(char.id)) == 2
     yield s
     bind_studio(None)
     s.close()
