@@ -36,6 +36,25 @@ class Character:
     updated_at: str
 
 
+@dataclass(frozen=True)
+class CharacterPrompt:
+    """The character's prompts as generation (and training's samples) use them: style + trigger + design
+    prompt, and style negative + character negative + learned feedback terms (stable order, no duplicates);
+    what was learned, dropped and noted on the way; the current LoRA's file name; the project's style."""
+
+    character_id: int
+    project_slug: str
+    character_slug: str
+    positive: str
+    negative: str
+    learned_terms: list[str]
+    dropped_terms: list[str]
+    category_counts: dict[str, int]
+    rejection_notes: list[dict]  # the latest notes, newest first
+    lora_name: str | None
+    style: dict[str, Any]  # the project's style record (projects.style_dict)
+
+
 def character_record(row: Any, project_slug: str) -> Character:
     return Character(id=row.id, project_id=row.project_id, name=row.name, slug=row.slug,
                      design_prompt=row.design_prompt, negative_prompt=row.negative_prompt,
@@ -133,7 +152,7 @@ class CharacterService:
             conn.execute(characters.delete().where(characters.c.id == character_id))
         return {"deleted": character_id}
 
-    def prompt(self, character_id: int) -> dict:
+    def prompt(self, character_id: int) -> CharacterPrompt:
         """The character's prompts as generation uses them: style + trigger + design prompt, and
         style negative + character negative + learned feedback terms (stable order, no duplicates)."""
         with self.db.begin() as conn:
@@ -148,19 +167,12 @@ class CharacterService:
             if row.current_lora_id is not None:
                 lora = conn.execute(sa.select(lora_models.c.file_name).where(
                     lora_models.c.id == row.current_lora_id)).scalar()
-        return {
-            "character_id": character_id,
-            "project_slug": project_slug,
-            "character_slug": row.slug,
-            "positive": merge_terms(style["positive_template"], row.trigger_word, row.design_prompt),
-            "negative": merge_terms(style["negative_template"], row.negative_prompt, learned),
-            "learned_terms": learned,
-            "dropped_terms": dropped_list,
-            "category_counts": counts,
-            "rejection_notes": notes,  # the latest notes, newest first
-            "lora_name": lora,
-            "style": style,
-        }
+        return CharacterPrompt(
+            character_id=character_id, project_slug=project_slug, character_slug=row.slug,
+            positive=merge_terms(style["positive_template"], row.trigger_word, row.design_prompt),
+            negative=merge_terms(style["negative_template"], row.negative_prompt, learned),
+            learned_terms=learned, dropped_terms=dropped_list, category_counts=counts, rejection_notes=notes,
+            lora_name=lora, style=style)
 
     @staticmethod
     def row_with_project(conn: sa.Connection, character_id: int) -> tuple[Any, str]:

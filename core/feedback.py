@@ -16,7 +16,7 @@ from .schema import dropped_terms, feedback, feedback_terms, image_decisions
 from .text import merge_terms, split_terms
 
 if TYPE_CHECKING:  # characters.py imports this module's queries
-    from .characters import CharacterService
+    from .characters import CharacterPrompt, CharacterService
     from .projects import ProjectService
 
 NOTES_LIMIT = 50  # rejection notes in a character's feedback summary (GET /characters/{id}/prompt)
@@ -124,7 +124,7 @@ class FeedbackService:
                                                                 terms=merge_terms(terms)))
         return self.terms(project_id)
 
-    def set_dropped(self, character_id: int, terms: Sequence[str]) -> dict:
+    def set_dropped(self, character_id: int, terms: Sequence[str]) -> CharacterPrompt:
         """The learned terms to leave out of this character's negative prompt (replacing the earlier ones)."""
         with self.db.begin() as conn:
             self.characters.row_with_project(conn, character_id)

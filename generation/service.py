@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..core.characters import CharacterService
+from ..core.characters import CharacterPrompt, CharacterService
 from ..core.db import Database, iso, utcnow
 from ..core.errors import InvalidInput, NotFound
 from ..core.samplers import SamplerNames
@@ -33,20 +33,20 @@ class GenerationService:
         self.samplers = samplers or SamplerNames(client)
 
     def build_graph(self, character_id: int, seed: int | None = None, batch_size: int = 1,
-                    use_lora: bool = True) -> tuple[dict, dict]:
+                    use_lora: bool = True) -> tuple[dict, CharacterPrompt]:
         p = self.characters.prompt(character_id)
-        style = p["style"]
+        style = p.style
         if not style["checkpoint"]:
             raise InvalidInput("the project's style has no checkpoint; set one first")
         # a style saved before names were checked, or a sampler ComfyUI no longer has: a 400 here, not a 502
         sampler, scheduler = self.samplers.check(style["sampler"], style["scheduler"])
         graph = build_txt2img(
-            checkpoint=style["checkpoint"], positive=p["positive"], negative=p["negative"],
+            checkpoint=style["checkpoint"], positive=p.positive, negative=p.negative,
             sampler=sampler, scheduler=scheduler, steps=style["steps"], cfg=style["cfg"],
             width=style["width"], height=style["height"], clip_skip=style["clip_skip"],
             seed=random.randrange(2**32) if seed is None else seed, batch_size=batch_size,
-            lora_name=p["lora_name"] if use_lora else None, lora_strength=style["lora_strength"],
-            filename_prefix=f"lora_studio/{p['project_slug']}/{p['character_slug']}",
+            lora_name=p.lora_name if use_lora else None, lora_strength=style["lora_strength"],
+            filename_prefix=f"lora_studio/{p.project_slug}/{p.character_slug}",
         )
         return graph, p
 
@@ -60,7 +60,7 @@ class GenerationService:
         now = utcnow()
         with self.db.begin() as conn:
             gid = conn.execute(generations.insert().values(
-                character_id=character_id, lora_model_id=lora_id if p["lora_name"] and use_lora
+                character_id=character_id, lora_model_id=lora_id if p.lora_name and use_lora
                 else None, prompt_id=answer["prompt_id"], status="queued", graph=graph,
                 created_at=now, updated_at=now)).inserted_primary_key[0]
         return self.get(gid)

@@ -42,9 +42,9 @@ class CharacterPrompt:
     def IS_CHANGED(cls, project, character):
         # The prompt lives in the database: re-run whenever it changes there.
         p = studio().characters.prompt(studio().characters.find(project, character).id)
-        return hashlib.sha256(json.dumps([p["positive"], p["negative"], p["lora_name"]]).encode()).hexdigest()
+        return hashlib.sha256(json.dumps([p.positive, p.negative, p.lora_name]).encode()).hexdigest()
 
     def run(self, project, character):
         s = studio()
         p = s.characters.prompt(s.characters.find(project, character).id)
-        return (p["positive"], p["negative"], p["lora_name"] or "")
+        return (p.positive, p.negative, p.lora_name or "")

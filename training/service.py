@@ -262,8 +262,8 @@ class TrainingService:
             "base_model": p["base_model_path"], "items": items, "output_path": str(output),
             "trigger_word": char.trigger_word, "cache_dir": str(self.cache_dir),
             "checkpoint_dir": str(work / "checkpoints"), "sample_dir": str(work / "samples"),
-            "sample_prompt": prompt["positive"] or char.trigger_word or char.name,
-            "sample_negative": prompt["negative"],
+            "sample_prompt": prompt.positive or char.trigger_word or char.name,
+            "sample_negative": prompt.negative,
             "metadata": {"ss_output_name": output.stem, "lora_studio_character": char.name,
                          "lora_studio_base_model": p["base_model"]},
         }

@@ -59,7 +59,7 @@ def test_the_route_specs_name_the_typed_arguments():
 
 
 def test_typed_calls(studio):
-    from lora_studio.core.characters import Character
+    from lora_studio.core.characters import Character, CharacterPrompt
     from lora_studio.core.errors import Conflict, InvalidInput, NotFound
     from lora_studio.core.style import StyleChanges
 
@@ -90,8 +90,8 @@ def test_typed_calls(studio):
     with pytest.raises(InvalidInput, match="unknown rejection categories"):
         studio.feedback.set_terms(project["id"], {"ugly": "x"})
     prompt = studio.feedback.set_dropped(aiko.id, [" blurry ", "blurry"])
-    assert prompt["dropped_terms"] == ["blurry"]
-    assert "2girls" not in prompt["negative"]  # nothing rejected yet: nothing learned
+    assert isinstance(prompt, CharacterPrompt) and prompt.dropped_terms == ["blurry"]
+    assert "2girls" not in prompt.negative  # nothing rejected yet: nothing learned
 
     studio.jobs.submit("regenerate", {"character_id": aiko.id}, character_id=aiko.id)  # queued: no runner started
     with pytest.raises(Conflict, match="regenerate job"):
