@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -81,7 +80,7 @@ class ClassificationService:
             try:
                 if self.settings.classifier == "embedding":
                     if references is None:
-                        references = {c["slug"]: [Path(i["image"]) for i in self.images.approved_items(c["id"])]
+                        references = {c["slug"]: [i.path for i in self.images.approved_items(c["id"])]
                                       for c in roster}
                     suggestion = backend.classify(path, references)
                 else:

@@ -86,9 +86,8 @@ def export_zip(images: ImageService, character: Character, out_dir: Path, repeat
     try:
         with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
             for item in items:
-                path = Path(item["image"])
-                zf.write(path, f"{folder}/{path.name}")
-                zf.writestr(f"{folder}/{path.with_suffix('.txt').name}", item["caption"])
+                zf.write(item.path, f"{folder}/{item.path.name}")
+                zf.writestr(f"{folder}/{item.path.with_suffix('.txt').name}", item.caption)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -64,6 +64,13 @@ class RejectedImage(ImageRecord):
         return cls(**{f.name: getattr(image, f.name) for f in fields(ImageRecord)}, regeneration=regeneration)
 
 
+@dataclass(frozen=True)
+class TrainingImage:
+    """An approved image whose file exists, with its caption: what training and export read."""
+    path: Path
+    caption: str
+
+
 def image_record(row: Any, last_rejection: dict | None = None) -> ImageRecord:
     """An image record; `last_rejection` (see `image_records`): its latest rejection's categories and note."""
     return ImageRecord(
@@ -451,13 +458,13 @@ class ImageService:
             raise NotFound(f"the file of image {image_id} is missing")
         return path
 
-    def approved_items(self, character_id: int) -> list[dict]:
+    def approved_items(self, character_id: int) -> list[TrainingImage]:
         """Absolute paths and captions of the approved images whose files exist."""
         with self.db.begin() as conn:
             rows = conn.execute(sa.select(images.c.rel_path, images.c.caption).where(
                 images.c.character_id == character_id, images.c.status == "approved").order_by(images.c.id)).all()
-        items = [{"image": str(self.layout.abs_path(r.rel_path)), "caption": r.caption} for r in rows]
-        return [i for i in items if Path(i["image"]).is_file()]
+        items = [TrainingImage(self.layout.abs_path(r.rel_path), r.caption) for r in rows]
+        return [i for i in items if i.path.is_file()]
 
     @staticmethod
     def _row(conn: sa.Connection, image_id: int, lock: bool = False) -> Any:

@@ -259,7 +259,8 @@ class TrainingService:
         prompt = self.characters.prompt(char.id)
         config = {
             **{k: p[k] for k in PASSED_THROUGH if p.get(k) is not None},
-            "base_model": p["base_model_path"], "items": items, "output_path": str(output),
+            "base_model": p["base_model_path"],
+            "items": [{"image": str(i.path), "caption": i.caption} for i in items], "output_path": str(output),
             "trigger_word": char.trigger_word, "cache_dir": str(self.cache_dir),
             "checkpoint_dir": str(work / "checkpoints"), "sample_dir": str(work / "samples"),
             "sample_prompt": prompt.positive or char.trigger_word or char.name,

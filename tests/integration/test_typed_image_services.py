@@ -111,3 +111,26 @@ def test_records_answer_as_the_api_always_did(studio):
         "regeneration"]
     assert answered["items"][0]["suggestion"] == {"character_id": 3, "confidence": 0.5}
     assert answered["items"][0]["regeneration"] == [{"generation_id": 7}]
+
+
+def test_approved_items_are_training_images_with_files(studio, tmp_path):
+    """What training, export and the classifier read: the approved images whose files exist, as records."""
+    from lora_studio.datasets.images import TrainingImage
+    from support.images import image_bytes
+
+    project = studio.projects.create("Train")
+    cid = studio.characters.create(project["id"], "Aiko").id
+    staged = []
+    for i in range(3):
+        path = tmp_path / f"s{i}.png"
+        path.write_bytes(image_bytes(seed=700 + i))
+        staged.append((f"{i}.png", path))
+    created = studio.images.add_files(cid, staged, caption="aiko")["created"]
+    assert len(created) == 3
+    studio.review.decide([i.id for i in created], "approve")
+    studio.images.update(created[1].id, caption="second")
+    studio.images.file_path(created[2].id).unlink()  # approved, but its file is gone: not training data
+    items = studio.images.approved_items(cid)
+    assert items == [TrainingImage(studio.layout.abs_path(created[0].rel_path), "aiko"),
+                     TrainingImage(studio.layout.abs_path(created[1].rel_path), "second")]
+    assert all(isinstance(i.path, Path) and i.path.is_file() for i in items)
