@@ -1,10 +1,11 @@
 """LoRA Studio training worker, run as ``[sys.executable, "<pack>/training/worker.py", "<config.json>"]``.
 
-Config (JSON object, see ``TrainConfig`` for every optional field and its default): ``base_model`` (SD1.5
-or SDXL: a single-file ``.safetensors`` checkpoint or a diffusers folder), ``items`` ([{"image": absolute
-path, "caption": str}]), ``output_path`` (absolute, new ``.safetensors``), ``steps``, ``rank``,
-``alpha`` (alias ``network_alpha``), ``learning_rate``. Unknown fields are logged and ignored; JSON
-null means "not given".
+Config (JSON object): ``base_model`` (SD1.5 or SDXL: a single-file ``.safetensors`` checkpoint or a diffusers
+folder), ``items`` ([{"image": absolute path, "caption": str}]), ``output_path`` (absolute, new ``.safetensors``);
+every other field (training/config.py's ``TrainConfig`` describes each) is optional and gets the defaults the API
+gives for the model's architecture (kohya's names network_dim / network_alpha / conv_dim are aliases; the
+checkpoints and samples go to checkpoints/ and samples/ beside the file). Unknown fields are logged and ignored;
+JSON null means "not given".
 
 Protocol: JSON objects, one per line, on STDOUT only (human logs go to stderr)::
 

@@ -63,6 +63,10 @@ def train_fields(model: Path, items: list[dict], output: Path, **overrides: Any)
         "resolution": TINY_RESOLUTION,
         "batch_size": 1,
         "seed": 11,
+        # the engine tests' plain recipe (the studio's defaults are cosine, min-SNR 5, device auto)
+        "lr_scheduler": "constant",
+        "min_snr_gamma": 0.0,
+        "device": "cpu",
     }
     fields.update(overrides)
     return {key: value for key, value in fields.items() if value is not None}

@@ -16,7 +16,7 @@ from support.train_cfg import fake_model_folder
 
 PACK_ROOT = Path(__file__).resolve().parents[2]
 TRAINING_DIR = PACK_ROOT / "training"
-OWN_MODULES = ("__init__.py", "errors.py", "kohya.py", "optim.py", "trainer.py", "worker.py", "checkpoints.py", "targets.py",
+OWN_MODULES = ("__init__.py", "config.py", "errors.py", "kohya.py", "optim.py", "trainer.py", "worker.py", "checkpoints.py", "targets.py",
                "models.py", "hashing.py", "architecture.py", "clip_tokenizer.py", "context.py", "run_data.py",
                "adapters.py", "loop.py", "run_state.py", "sampling.py")
 ALLOWED_IMPORTS = {"torch", "diffusers", "peft", "transformers", "safetensors", "numpy", "PIL", "bitsandbytes"}
@@ -54,11 +54,12 @@ def test_minimal_config_gets_defaults(base_model: Path, image: Path) -> None:
     assert config.alpha == 2.0 and isinstance(config.alpha, float)
     assert config.target_modules is None  # kohya's default coverage (targets.unet_lora_targets)
     assert config.items == (TrainItem(image, "1girl, red hair"),)
-    assert config.metadata == {} and config.trigger_word == "" and config.device == "cpu"
+    assert config.metadata == {} and config.trigger_word == "" and config.device == "auto"
     assert config.arch == "auto" and not config.conv and config.conv_rank == 4 and config.conv_alpha == 2.0
-    assert not config.train_text_encoder and config.text_encoder_lr is None
-    assert (config.optimizer, config.lr_scheduler, config.warmup_steps) == ("adamw", "constant", 0)
-    assert (config.min_snr_gamma, config.noise_offset, config.grad_accum) == (0.0, 0.0, 1)
+    assert not config.train_text_encoder and config.text_encoder_lr == 1e-4  # derived: the learning rate
+    # the studio's defaults for a character LoRA (one set for every door): cosine, warm-up 5% of the steps, min-SNR 5
+    assert (config.optimizer, config.lr_scheduler, config.warmup_steps) == ("adamw", "cosine", 0)
+    assert (config.min_snr_gamma, config.noise_offset, config.grad_accum) == (5.0, 0.0, 1)
     assert config.mixed_precision == "bf16" and not config.gradient_checkpointing and not config.compile
     assert config.bucketing and not config.flip and not config.shuffle_tags and config.keep_tokens == 1
     assert config.cache_dir is None and config.checkpoint_dir is None and config.resume_from is None
@@ -114,7 +115,9 @@ def test_trigger_word_is_prepended_once(caption: str, expected: str) -> None:
         ({"items": None}, "missing the required field 'items'"),
         ({"items": [{"caption": "x"}]}, "items[0] has no image path"),
         ({"items": [{"image": "rel/a.png"}]}, "must be absolute"),
-        ({"steps": 0}, "steps must be at least 1"),
+        ({"steps": 0}, "steps must be between 1 and 100000, got 0"),
+        ({"rank": 257}, "rank must be between 1 and 256"),
+        ({"resolution": 4096}, "resolution must be between 32 and 2048"),
         ({"steps": "3"}, "steps must be an integer, got str '3'"),
         ({"rank": True}, "rank must be an integer, got bool"),
         ({"alpha": 0}, "alpha must be a positive number"),
@@ -217,7 +220,7 @@ def test_training_package_is_import_light() -> None:
         "import importlib, sys, runpy\n"
         f"ns = runpy.run_path({str(TRAINING_DIR / 'worker.py')!r}, run_name='not_main')\n"
         "pkg = ns['bootstrap_package']()\n"
-        "for name in ('training', 'training.errors', 'training.kohya', 'training.optim', 'training.trainer',"
+        "for name in ('training', 'training.config', 'training.errors', 'training.kohya', 'training.optim', 'training.trainer',"
         " 'training.worker', 'training.data', 'training.models', 'training.hashing',"
         " 'training.architecture', 'training.clip_tokenizer', 'training.context', 'training.run_data',"
         " 'training.adapters', 'training.loop', 'training.run_state', 'training.sampling'):\n"
@@ -270,3 +273,93 @@ def test_missing_dependencies_message(tmp_path: Path, base_model: Path, image: P
     assert MISSING_DEPENDENCIES_MESSAGE == (
         "training needs torch and the 'train' extra (pip install torch, then pip install 'lora-studio[train]')"
     )
+
+
+# --------------------------------------------------------------------------- one description per option
+
+
+def test_defaults_depend_on_the_architecture_and_on_other_options() -> None:
+    from lora_studio.training import config as cfg
+
+    sd15, sdxl = cfg.defaults("sd15"), cfg.defaults("sdxl")
+    assert (sd15["resolution"], sd15["sample_size"], sdxl["resolution"], sdxl["sample_size"]) == (512, 512, 1024, 1024)
+    assert {k: v for k, v in sd15.items() if k not in ("resolution", "sample_size")} == {
+        k: v for k, v in sdxl.items() if k not in ("resolution", "sample_size")}
+    assert (sd15["steps"], sd15["rank"], sd15["alpha"], sd15["warmup_steps"]) == (1500, 16, 8.0, 75)
+    assert (sd15["lr_scheduler"], sd15["min_snr_gamma"], sd15["checkpoint_every"], sd15["sample_every"]) == (
+        "cosine", 5.0, 250, 250)
+    derived = cfg.resolve({"rank": 32, "steps": 400, "learning_rate": 2e-4, "resolution": 768}, "sdxl")
+    assert (derived["alpha"], derived["conv_rank"], derived["conv_alpha"], derived["warmup_steps"]) == (16.0, 32, 16.0, 20)
+    assert (derived["text_encoder_lr"], derived["sample_size"]) == (2e-4, 768)
+    assert cfg.resolve({"steps": 10000, "alpha": 3}, "sd15")["warmup_steps"] == 100
+    assert cfg.resolve({"alpha": 3}, "sd15")["alpha"] == 3.0 and cfg.resolve({"alpha": 3}, "sd15")["conv_alpha"] == 3.0
+
+
+def test_the_worker_gets_the_same_defaults_as_every_door(tmp_path: Path, image: Path) -> None:
+    """A worker config without options resolves like a request without options, for the model's architecture."""
+    from lora_studio.training import config as cfg
+
+    for arch in ("sd15", "sdxl"):
+        model = fake_model_folder(tmp_path / arch, arch)
+        config = parse_config({"base_model": str(model), "items": [{"image": str(image)}],
+                               "output_path": str(tmp_path / f"{arch}.safetensors")})
+        expected = {**cfg.defaults(arch), "checkpoint_every": 0, "sample_every": 0}  # no folders: off
+        assert {name: getattr(config, name) for name in cfg.USER_OPTIONS} == expected
+        assert config.resolution == (1024 if arch == "sdxl" else 512)
+
+
+def test_a_config_file_keeps_checkpoints_and_samples_beside_it(base_model: Path, image: Path, tmp_path: Path) -> None:
+    from lora_studio.training.config import load_config
+
+    path = tmp_path / "job" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(raw_config(base_model, image, trigger_word="akane")), encoding="utf-8")
+    config = load_config(path)
+    assert (config.checkpoint_dir, config.checkpoint_every) == (path.parent / "checkpoints", 250)
+    assert (config.sample_dir, config.sample_every, config.effective_sample_prompt) == (path.parent / "samples", 250,
+                                                                                        "akane")
+    path.write_text(json.dumps(raw_config(base_model, image, checkpoint_every=0)), encoding="utf-8")
+    config = load_config(path)
+    assert config.checkpoint_every == 0 and config.sample_every == 0  # off when asked, and without a prompt
+
+
+def test_aliases_are_described_once() -> None:
+    from lora_studio.training import config as cfg
+
+    assert cfg.ALIASES == {"network_dim": "rank", "network_alpha": "alpha", "conv_dim": "conv_rank"}
+    assert cfg.check_options({"network_dim": 8, "network_alpha": 2, "conv_dim": 4}) == {
+        "rank": 8, "alpha": 2.0, "conv_rank": 4}
+    with pytest.raises(ConfigError, match="not training options: items"):
+        cfg.check_options({"items": []})  # the plumbing is the studio's, never a request's
+
+
+def _numeric_options():
+    from lora_studio.training import config as cfg
+
+    return [n for n in cfg.USER_OPTIONS if cfg.option(n).max is not None]
+
+
+@pytest.mark.parametrize("name", _numeric_options())
+def test_every_door_checks_the_same_bounds(name: str, base_model: Path, image: Path) -> None:
+    """The worker's parser, the request check (the API, the node and the CLI) and the published spec use one
+    set of numbers: the bound itself passes, beyond it fails in both."""
+    from lora_studio.core.errors import InvalidInput
+    from lora_studio.training import config as cfg
+    from lora_studio.training.request import TRAIN_SPEC, TrainRequest
+
+    o = cfg.option(name)
+    assert (TRAIN_SPEC[name].min, TRAIN_SPEC[name].max, TRAIN_SPEC[name].choices) == (o.min, o.max, o.choices)
+    top = o.max if not o.below else o.max - 0.01
+    if o.multiple_of:
+        top -= top % o.multiple_of
+    assert TrainRequest.check({"base_model": "m", name: top}).options[name] == top
+    beyond = o.max if o.below else (o.max + 1 if o.kind == "int" else o.max * 1.5)
+    with pytest.raises(InvalidInput):
+        TrainRequest.check({"base_model": "m", name: beyond})
+    with pytest.raises(ConfigError, match=name):
+        parse_config(raw_config(base_model, image, **{name: beyond}), check_files=False)
+    if o.min is not None and o.min >= 1:
+        with pytest.raises(ConfigError, match=name):
+            parse_config(raw_config(base_model, image, **{name: o.min - 1}), check_files=False)
+        with pytest.raises(InvalidInput):
+            TrainRequest.check({"base_model": "m", name: o.min - 1})

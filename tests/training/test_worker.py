@@ -84,6 +84,10 @@ def training_fields(model: Path, items: list[dict], output: Path, **overrides) -
         "seed": 3,
         "trigger_word": "akane_v1",
         "metadata": {"lora_studio_character": "Akane"},
+        # the engine tests' plain recipe (the studio's defaults are cosine, min-SNR 5, device auto)
+        "lr_scheduler": "constant",
+        "min_snr_gamma": 0.0,
+        "device": "cpu",
     }
     fields.update(overrides)
     return fields
