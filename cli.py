@@ -24,23 +24,33 @@ if TYPE_CHECKING:
     from .core.host import Host
     from .core.settings import Settings
 
-OPTIONS: tuple[tuple[str, type, str], ...] = (
-    ("steps", int, "optimiser steps (default 1500)"),
-    ("rank", int, "LoRA rank (default 16)"),
-    ("alpha", float, "LoRA alpha (default 8)"),
-    ("learning_rate", float, "learning rate (default 1e-4)"),
-    ("resolution", int, "training resolution (default 512 SD1.5, 1024 SDXL)"),
-    ("batch_size", int, "batch size (default 1)"),
-    ("seed", int, "random seed (default 0)"),
-    ("device", str, "auto | cuda | cpu (default auto)"),
-    ("sample_every", int, "sample image every N steps (0: never)"),
-    ("checkpoint_every", int, "resumable checkpoint every N steps (0: never)"),
-    ("lr_scheduler", str, "cosine | constant | constant_with_warmup"),
-    ("warmup_steps", int, "warm-up steps"),
-    ("min_snr_gamma", float, "min-SNR gamma (0: off)"),
-    ("mixed_precision", str, "no | fp16 | bf16 (GPU)"),
-)
-FLAGS = ("train_text_encoder", "flip", "gradient_checkpointing", "compile")
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
+
+
+def add_option_flags(p: argparse.ArgumentParser) -> None:
+    """A flag per training option, from its description (training/config.py): --rank 8, --network-alpha 4 (kohya's
+    name), --lr-scheduler {constant,...}, --compile / --no-compile. Not given: the model's default."""
+    from .training import config
+
+    options = p.add_argument_group("training options (default: the model's, as the panel and the API have them)")
+    for name in config.USER_OPTIONS:
+        o = config.option(name)
+        flags = ["--" + n.replace("_", "-") for n in (name, *o.aliases)]
+        text = f"{o.help} (default {config.default_text(name)})".replace("%", "%%")
+        if o.kind == "bool":
+            options.add_argument(*flags[:1], dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            options.add_argument(*flags, dest=name, type=_TYPES[o.kind], choices=o.choices, default=None, help=text,
+                                 metavar=None if o.choices else name.upper())
+
+
+def request_from_args(args: argparse.Namespace, base_model: str) -> Any:
+    """The training request the flags make (a TrainRequest, checked like the API's)."""
+    from .training import config
+    from .training.request import TrainRequest
+
+    given = {name: getattr(args, name) for name in config.USER_OPTIONS if getattr(args, name, None) is not None}
+    return TrainRequest.check({"base_model": base_model, **given})
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -51,10 +61,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     what.add_argument("--config", type=Path, help="a worker config JSON (see training/config.py)")
     p.add_argument("--base-model", dest="base_model", help="a model name from the list, or a path to a "
                    ".safetensors checkpoint or diffusers folder")
-    for name, kind, text in OPTIONS:
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
-    for name in FLAGS:
-        p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", default=None)
+    add_option_flags(p)
     p.add_argument("--data", dest="data_dir", type=Path, help="data folder (default ./lora_studio_data)")
     p.add_argument("--models-dir", dest="models_dir", type=Path, help="base models for training")
     p.add_argument("--loras-dir", dest="loras_dir", type=Path, help="where trained LoRAs are written")
@@ -152,6 +159,13 @@ def run_character(args: argparse.Namespace) -> int:
     if not project or not character:
         print("lora_studio: --character must be <project>/<character>", file=sys.stderr)
         return 2
+    model = Path(args.base_model).expanduser()
+    as_path = (model.is_absolute() or "/" in args.base_model or "\\" in args.base_model) and model.exists()
+    try:  # the options are checked before anything is opened, as the API and the node check them
+        request = request_from_args(args, model.name if as_path else args.base_model)
+    except StudioError as e:
+        print(f"lora_studio: {e.message}", file=sys.stderr)
+        return 2
     settings = _settings(args)
     if settings is None:
         return 2
@@ -173,15 +187,10 @@ def run_character(args: argparse.Namespace) -> int:
         print(f"lora_studio: {reason}", file=sys.stderr)
         return 1
     try:
-        body = {k: v for k, v in vars(args).items()
-                if k in {n for n, _, _ in OPTIONS} | set(FLAGS) and v is not None}
-        model = Path(args.base_model).expanduser()
-        as_path = (model.is_absolute() or "/" in args.base_model or "\\" in args.base_model) and model.exists()
         char = studio.characters.find(project, character)
-        body["base_model"] = model.name if as_path else args.base_model
-        job = studio.training.start(char.id, body, model_path=model if as_path else None)
+        job = studio.training.start(char.id, request, model_path=model if as_path else None)
         watched["id"] = job["id"]
-        print(f"training job {job['id']}: {char.name} on {body['base_model']} ({job['payload']['steps']} steps)")
+        print(f"training job {job['id']}: {char.name} on {request.base_model} ({job['payload']['steps']} steps)")
 
         def cancel(signum, _frame):
             line.show("cancelling…")

@@ -9,6 +9,8 @@ import logging
 import time
 
 from ..core.errors import StudioError
+from ..training import config
+from ..training.request import TrainRequest
 from .character import NO_CHARACTER, NO_PROJECT, _characters, _projects
 from .context import choices, studio
 
@@ -18,6 +20,14 @@ NO_MODEL = "(no base models in models/checkpoints or models/diffusers)"
 PREVIEW_MAX_SIZE = 512
 POLL_SECONDS = 0.5
 CANCEL_WAIT_SECONDS = 60  # after Cancel, wait this long for the worker to let go of the GPU
+
+# The node's inputs are the training options (training/config.py), described there. Two keep the names saved
+# workflows use; the required ones and the first optional ones keep their places (ComfyUI saves widget values by
+# position), every other user option follows in the descriptions' order, folded away as "advanced".
+NODE_NAMES = {"alpha": "network_alpha", "compile": "torch_compile"}
+REQUIRED = ("steps", "rank", "learning_rate")
+FIRST_OPTIONAL = ("resolution", "alpha", "train_text_encoder", "sample_every", "compile")
+OPTIONAL = FIRST_OPTIONAL + tuple(n for n in config.USER_OPTIONS if n not in REQUIRED + FIRST_OPTIONAL)
 
 
 def current_prompt_id() -> str | None:
@@ -103,6 +113,52 @@ def _cancel_and_wait(s, job_id: int) -> None:
         log.exception("cannot cancel training job %s", job_id)
 
 
+def auto_value(name: str) -> int | None:
+    """The widget value that means "the default for the model" for an option whose default is derived or
+    depends on the architecture: 0, or -1 where 0 is a value of its own (no warm-up)."""
+    o = config.option(name)
+    if o.derive is None and o.by_arch is None:
+        return None
+    return 0 if (o.min or 0) > 0 else -1
+
+
+def widget(name: str) -> tuple:
+    """The ComfyUI input of one training option, from its description."""
+    o = config.option(name)
+    tip = f"{o.help} (default {config.default_text(name)})"
+    extra: dict = {"tooltip": tip} if name in REQUIRED + FIRST_OPTIONAL else {"tooltip": tip, "advanced": True}
+    if o.choices:
+        return (list(o.choices), {"default": o.default, **extra})
+    if o.kind == "bool":
+        return ("BOOLEAN", {"default": o.default, **extra})
+    auto = auto_value(name)
+    low = o.min if auto is None else auto
+    high = o.max if not o.below else o.max - (o.step or 0.01)
+    default = o.default if auto is None else auto
+    if o.kind == "float":
+        low, default = float(low), float(default)
+    spec = {"default": default, "min": low, "max": high, **extra}
+    if auto is not None:
+        spec["tooltip"] = f"{auto}: the default ({config.default_text(name)}). {o.help}"
+    if o.kind == "int":
+        return ("INT", {**spec, "step": int(o.step or 1)})
+    return ("FLOAT", {**spec, "step": o.step or 0.01, "round": False})
+
+
+def request_from_inputs(base_model: str, inputs: dict) -> TrainRequest:
+    """The training request the widgets make (the auto values left out: the model's defaults), checked."""
+    body: dict = {"base_model": base_model}
+    for name in REQUIRED + OPTIONAL:
+        key = NODE_NAMES.get(name, name)
+        if key not in inputs:
+            continue
+        value = inputs[key]
+        if value == auto_value(name) and not isinstance(value, bool):
+            continue
+        body[name] = value
+    return TrainRequest.check(body)
+
+
 class TrainLoRA:
     CATEGORY = "LoRA Studio/training"
     DESCRIPTION = ("Trains a LoRA on the character's approved images (a subprocess job, the same as the panel's) "
@@ -120,36 +176,18 @@ class TrainLoRA:
                 "character": (choices(_characters, NO_CHARACTER),),
                 "base_model": (choices(lambda s: s.base_models.names(), NO_MODEL),
                                {"tooltip": "SD1.5 or SDXL: a .safetensors checkpoint or a diffusers folder"}),
-                "steps": ("INT", {"default": 1500, "min": 1, "max": 100000}),
-                "rank": ("INT", {"default": 16, "min": 1, "max": 256}),
-                "learning_rate": ("FLOAT", {"default": 1e-4, "min": 1e-7, "max": 1.0, "step": 1e-5, "round": False}),
+                **{NODE_NAMES.get(n, n): widget(n) for n in REQUIRED},
             },
-            "optional": {
-                "resolution": ("INT", {"default": 0, "min": 0, "max": 2048, "step": 64,
-                                       "tooltip": "0: 512 for SD1.5, 1024 for SDXL"}),
-                "network_alpha": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1024.0, "step": 0.5,
-                                            "tooltip": "0: half the rank"}),
-                "train_text_encoder": ("BOOLEAN", {"default": False}),
-                "sample_every": ("INT", {"default": 250, "min": 0, "max": 100000,
-                                         "tooltip": "render a sample with the character's prompt every N steps (0: never)"}),
-                "torch_compile": ("BOOLEAN", {"default": False, "tooltip": "torch.compile the UNet: faster steps "
-                                              "after a one-off compile (needs Triton on the GPU; without it the "
-                                              "run goes on uncompiled)"}),
-            },
+            "optional": {NODE_NAMES.get(n, n): widget(n) for n in OPTIONAL},
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def run(self, project, character, base_model, steps, rank, learning_rate, resolution=0, network_alpha=0.0,
-            train_text_encoder=False, sample_every=250, torch_compile=False, unique_id=None):
+    def run(self, project, character, base_model, steps, rank, learning_rate, unique_id=None, **options):
         s = studio()
         char = s.characters.find(project, character)
-        body = {"base_model": base_model, "steps": int(steps), "rank": int(rank),
-                "alpha": float(network_alpha) if network_alpha else float(rank) / 2,
-                "learning_rate": float(learning_rate), "train_text_encoder": bool(train_text_encoder),
-                "sample_every": int(sample_every), "compile": bool(torch_compile)}
-        if resolution:
-            body["resolution"] = int(resolution)
-        job = s.training.start(char.id, body, comfy_prompt_id=current_prompt_id())
+        request = request_from_inputs(base_model, {"steps": steps, "rank": rank, "learning_rate": learning_rate,
+                                                   **options})
+        job = s.training.start(char.id, request, comfy_prompt_id=current_prompt_id())
         job = follow_job(s, job, node_id=unique_id)
         if job["status"] != "succeeded":
             raise StudioError(f"training job {job['id']} {job['status']}: {job['error'] or job['message']}")

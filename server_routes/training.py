@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ..core.specs import TRAIN_SPEC
 from ..core.validation import parse_id_cursor, parse_limit
+from ..training import config
+from ..training.request import TRAIN_SPEC, TrainRequest
 from .api import Api, Req
 from .files import file_response
 
@@ -24,11 +25,43 @@ async def models(r: Req):
 
     return await r.call(listing)
 
+_NUMBER = {"type": "number"}
+_DEFAULTS = {"type": "object", "additionalProperties": True, "required": list(config.ARCHITECTURES),
+             "properties": {arch: {"description": f"the default for {config.ARCH_LABELS[arch]}"}
+                            for arch in config.ARCHITECTURES}}
+OPTION_SCHEMA = {
+    "type": "object", "additionalProperties": True,
+    "required": ["name", "type", "help", "advanced", "default", "derived", "by_arch"],
+    "properties": {
+        "name": {"type": "string"},
+        "type": {"type": "string", "enum": sorted(set(config.KINDS.values()))},
+        "help": {"type": "string"}, "advanced": {"type": "boolean", "description": "the panel folds it away"},
+        "default": _DEFAULTS,
+        "derived": {"type": "string", "nullable": True,
+                    "description": "the default is found from other options (e.g. 'rank / 2'); null otherwise"},
+        "by_arch": {"type": "boolean", "description": "the default depends on the base model's architecture"},
+        "min": _NUMBER, "max": _NUMBER, "below": {"type": "boolean", "description": "max itself is not allowed"},
+        "multiple_of": {"type": "integer"}, "step": _NUMBER,
+        "choices": {"type": "array", "items": {"type": "string"}},
+        "aliases": {"type": "array", "items": {"type": "string"}, "description": "other names (kohya's)"},
+    },
+}
+OPTIONS_SCHEMA = {"type": "object", "additionalProperties": True, "required": ["architectures", "options"],
+                  "properties": {"architectures": {"type": "array", "items": {"type": "string"}},
+                                 "options": {"type": "array", "items": OPTION_SCHEMA}}}
+
+
+@routes.route("GET", "/training/options", "The training options: type, bounds, choices, default per architecture, "
+              "help; the panel's training form is built from this", tag="training", response=OPTIONS_SCHEMA)
+async def training_options(r: Req):
+    return {"architectures": list(config.ARCHITECTURES), "options": config.user_options()}
+
+
 @routes.route("POST", "/characters/{character_id}/train", "Start a LoRA training job on the approved images",
            body=TRAIN_SPEC, tag="training", status=202, response="Job")
 async def train(r: Req):
-    cid, body = r.int_param("character_id"), await r.json()
-    return await r.call(lambda s: s.training.start(cid, body))
+    cid, request = r.int_param("character_id"), TrainRequest.check(await r.json())
+    return await r.call(lambda s: s.training.start(cid, request))
 
 @routes.route("POST", "/train/{job_id}/resume",
            "Continue a failed or cancelled training from its last checkpoint (a new job)", tag="training",

@@ -24,10 +24,11 @@ from ..core.host import Host
 from ..core.jobs import JobCancelled, JobContext, JobRunner
 from ..core.pagination import decode_cursor, encode_cursor
 from ..core.schema import characters, lora_models
-from ..core.specs import TRAIN_SPEC
-from ..core.validation import validate
 from ..datasets.images import ImageService
+from . import config
 from .catalog import BaseModels
+from .errors import ConfigError
+from .request import TrainRequest
 from .worker_client import TrainState, WorkerProcess, event_int, latent_cache_dir, worker_env
 
 log = logging.getLogger("lora_studio.training.service")
@@ -35,21 +36,6 @@ log = logging.getLogger("lora_studio.training.service")
 TRAIN_DEPS = ("torch", "diffusers", "peft", "transformers", "safetensors")
 PROGRESS_EVERY_SECONDS = 0.5  # progress lines can come every few ms: the job row is written at most this often
 
-# Defaults for a character LoRA (kohya-style recipes for one subject); resolution and warm-up
-# depend on the model and the step count, see `_with_defaults`.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "steps": 1500, "rank": 16, "alpha": 8.0, "learning_rate": 1e-4, "batch_size": 1, "seed": 0, "device": "auto",
-    "bucketing": True, "lr_scheduler": "cosine", "min_snr_gamma": 5.0, "train_text_encoder": False,
-    "checkpoint_every": 250, "sample_every": 250,
-}
-RESOLUTION_BY_ARCH = {"sd15": 512, "sdxl": 1024}
-# request fields handed to the worker's config as they are (the rest is built by `_run`)
-PASSED_THROUGH = ("steps", "rank", "alpha", "learning_rate", "resolution", "batch_size", "seed", "device",
-                  "bucketing", "flip", "shuffle_tags", "keep_tokens", "tag_dropout", "caption_dropout",
-                  "train_text_encoder", "text_encoder_lr", "conv", "conv_rank", "conv_alpha", "optimizer",
-                  "lr_scheduler", "warmup_steps", "min_snr_gamma", "noise_offset", "grad_accum",
-                  "gradient_checkpointing", "compile", "mixed_precision", "checkpoint_every", "sample_every",
-                  "sample_steps", "sample_size")
 
 
 def lora_dict(row: Any) -> dict:
@@ -81,14 +67,13 @@ class TrainingService:
         runner.register("train", self._run, concurrency=1)  # one training at a time per GPU; the rest queue
 
     # -- requests ------------------------------------------------------------------------------
-    def start(self, character_id: int, body: dict, *, comfy_prompt_id: str | None = None,
+    def start(self, character_id: int, request: TrainRequest, *, comfy_prompt_id: str | None = None,
               model_path: Path | None = None) -> dict:
-        """Queue a training job. `comfy_prompt_id`: the ComfyUI prompt running the Train LoRA node
-        (that one does not count as ComfyUI being busy). `model_path`: a base model given as a path
-        on the command line (the user's own machine; requests only ever name models from the list)."""
-        if model_path is not None:
-            body = {**body, "base_model": body.get("base_model") or model_path.name}
-        data = validate(body, TRAIN_SPEC)
+        """Queue a training job for a checked request (the adapters check it: ``TrainRequest.check``); the
+        options it does not give get the defaults of the base model's architecture (training/config.py).
+        `comfy_prompt_id`: the ComfyUI prompt running the Train LoRA node (that one does not count as
+        ComfyUI being busy). `model_path`: a base model given as a path on the command line (the user's own
+        machine; requests only ever name models from the list)."""
         self.characters_row(character_id)  # 404 first: the request names something that is not there
         self._check_deps()
         count = len(self.images.approved_items(character_id))
@@ -97,11 +82,14 @@ class TrainingService:
         if model_path is not None:
             path = self.base_models.at_path(model_path)
         else:
-            path = self.base_models.resolve(data["base_model"])
-        info = self.base_models.detect(data["base_model"], path)
-        data = _with_defaults(data, info["arch"])
-        payload = {"character_id": character_id, **data, "base_model_path": str(path), "arch": info["arch"],
-                   "comfy_prompt_id": comfy_prompt_id}
+            path = self.base_models.resolve(request.base_model)
+        info = self.base_models.detect(request.base_model, path)
+        try:
+            options = config.resolve(request.options, info["arch"])
+        except ConfigError as e:  # a request made without TrainRequest.check
+            raise InvalidInput(str(e)) from None
+        payload = {"character_id": character_id, "base_model": request.base_model, **options,
+                   "base_model_path": str(path), "arch": info["arch"], "comfy_prompt_id": comfy_prompt_id}
         self._check_comfyui_idle(payload)
         return self.runner.submit("train", payload, character_id=character_id)
 
@@ -257,8 +245,8 @@ class TrainingService:
         work = self.job_dir(ctx.job_id)
         (work / "samples").mkdir(parents=True, exist_ok=True)
         prompt = self.characters.prompt(char.id)
-        config = {
-            **{k: p[k] for k in PASSED_THROUGH if p.get(k) is not None},
+        worker_config = {
+            **{k: p[k] for k in config.USER_OPTIONS if p.get(k) is not None},  # the job's resolved options
             "base_model": p["base_model_path"],
             "items": [{"image": str(i.path), "caption": i.caption} for i in items], "output_path": str(output),
             "trigger_word": char.trigger_word, "cache_dir": str(self.cache_dir),
@@ -269,8 +257,8 @@ class TrainingService:
                          "lora_studio_base_model": p["base_model"]},
         }
         if p.get("resume_from"):
-            config["resume_from"] = p["resume_from"]
-        (work / "config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+            worker_config["resume_from"] = p["resume_from"]
+        (work / "config.json").write_text(json.dumps(worker_config, indent=1), encoding="utf-8")
         try:
             done, state = self._run_worker(ctx, work, p["steps"])
         finally:  # a worker killed while saving leaves its hidden temporary file behind
@@ -320,19 +308,6 @@ class TrainingService:
                 current_lora_id=lora_id, updated_at=utcnow()))
         return {"lora_id": lora_id, "file_name": output.name, "sha256": done.get("sha256"),
                 "num_modules": done.get("num_modules"), "compiled": bool(done.get("compiled"))}
-
-
-def _with_defaults(data: dict, arch: str) -> dict:
-    out = {**TRAIN_DEFAULTS, **data}
-    if "network_alpha" in data and "alpha" not in data:
-        out["alpha"] = data["network_alpha"]
-    out.pop("network_alpha", None)
-    out.setdefault("resolution", RESOLUTION_BY_ARCH.get(arch, 512))
-    out.setdefault("warmup_steps", min(100, out["steps"] // 20))
-    for key in ("resolution", "sample_size"):
-        if out.get(key) and out[key] % 8:
-            raise InvalidInput(f"{key} must be a multiple of 8, got {out[key]}")
-    return out
 
 
 def _versioned_name(folder: Path, stem: str) -> Path:

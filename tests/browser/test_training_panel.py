@@ -1,9 +1,10 @@
-"""The Training tab end to end: a real tiny training started from the browser (advanced options
-unfolded), its progress (step, loss, it/s, ETA) and sample images shown as they come, the LoRA in
-the character's list; then a long run cancelled and resumed from its checkpoint."""
+"""The Training tab end to end: the form built from GET /training/options, a real tiny training started from
+the browser (advanced options unfolded), its progress (step, loss, it/s, ETA) and sample images shown as they
+come, the LoRA in the character's list; then a long run cancelled and resumed from its checkpoint."""
 
 from __future__ import annotations
 
+import copy
 import random
 import re
 import uuid
@@ -70,6 +71,56 @@ def fill_tiny_run(page, *, steps: int, sample_every: int, checkpoint_every: int)
     page.get_by_test_id("train-device").select_option("cpu")
 
 
+def form_state(page, option: dict) -> dict:
+    """An option's control in the form: its value, checked state and placeholder (folded away or not)."""
+    control = page.get_by_test_id("train-" + option["name"].replace("_", "-"))
+    return control.evaluate("(e) => ({value: e.value, checked: e.checked, placeholder: e.placeholder || ''})")
+
+
+def assert_form_shows(page, described: dict) -> None:
+    """Every option of the route has its control, showing the route's default: the value when it is one for
+    every architecture, else blank with the rule or the per-architecture values as the placeholder."""
+    archs = described["architectures"]
+    for option in described["options"]:
+        state, defaults = form_state(page, option), [option["default"][a] for a in archs]
+        if option["type"] == "boolean":
+            assert state["checked"] is defaults[0], option["name"]
+        elif option.get("choices"):
+            assert state["value"] == defaults[0], option["name"]
+        elif option["derived"]:
+            assert state["value"] == "" and option["derived"] in state["placeholder"], (option["name"], state)
+        elif option["by_arch"]:
+            assert state["value"] == "" and all(str(v) in state["placeholder"] for v in defaults), state
+        else:
+            assert float(state["value"]) == defaults[0], (option["name"], state)
+
+
+def test_the_form_shows_what_the_options_route_says(page, training_server):
+    from playwright.sync_api import expect
+
+    described = call(training_server, "GET", "/training/options")
+    assert {o["name"] for o in described["options"]} >= {"steps", "rank", "alpha", "lr_scheduler", "min_snr_gamma"}
+    project, character = seed_character(training_server)
+    # the route's answer with other defaults: the form shows those (no default or option list lives in the panel)
+    changed = copy.deepcopy(described)
+    for option in changed["options"]:
+        new = {"steps": 1234, "lr_scheduler": "constant", "bucketing": False, "min_snr_gamma": 2.5}.get(option["name"])
+        if new is not None:
+            option["default"] = {arch: new for arch in changed["architectures"]}
+        if option["name"] == "optimizer":
+            option["choices"] = [*option["choices"], "lion"]
+    page.route("**/training/options", lambda route: route.fulfill(json=changed))
+    open_panel(page, training_server, project, character, tab="training")
+    expect(page.get_by_test_id("train-steps")).to_have_value("1234")
+    assert_form_shows(page, changed)
+    assert page.get_by_test_id("train-optimizer").locator("option").all_text_contents()[-1] == "lion"
+    page.unroute("**/training/options")
+    page.reload()
+    open_panel(page, training_server, project, character, tab="training")
+    expect(page.get_by_test_id("train-steps")).to_have_value(str(described["options"][0]["default"]["sd15"]))
+    assert_form_shows(page, described)
+
+
 def newest_run_id(page) -> int:
     row = page.locator('[data-testid="train-runs"] [data-testid^="run-"][data-status]').first
     row.wait_for()
@@ -82,8 +133,9 @@ def test_start_a_tiny_training_and_watch_it_finish(page, training_server):
     project, character = seed_character(training_server)
     open_panel(page, training_server, project, character, tab="training")
     expect(page.get_by_test_id("train-base-model")).to_have_value("tiny-sd15")
-    expect(page.get_by_test_id("train-steps")).to_have_value("1500")  # defaults for a character LoRA
+    expect(page.get_by_test_id("train-steps")).to_have_value("1500")  # defaults for a character LoRA (the route's)
     expect(page.get_by_test_id("train-rank")).to_have_value("16")
+    expect(page.get_by_test_id("train-alpha")).to_have_attribute("placeholder", "auto: rank / 2")
     expect(page.get_by_test_id("train-resolution")).to_be_hidden()  # folded away
     fill_tiny_run(page, steps=6, sample_every=3, checkpoint_every=3)
     page.get_by_test_id("train-compile").check()  # no working compiler on this server: falls back

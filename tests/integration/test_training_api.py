@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from lora_studio.app import STUDIO_KEY
+from lora_studio.training.request import TrainRequest
 from support.api import V1, assert_error, finished, make_character, make_project, upload
 from support.comfy_schema import load_object_info
 from support.fake_comfyui import create_fake_comfyui, state_of
@@ -142,7 +143,7 @@ async def test_busy_comfyui_refuses_a_training_except_its_own_prompt(comfy_clien
     # the Train LoRA node's own prompt is running the node: it does not count
     studio = client.server.app[STUDIO_KEY].get()
     job = await asyncio.get_running_loop().run_in_executor(None, lambda: studio.training.start(
-        c["id"], {"base_model": "real-sd15"}, comfy_prompt_id="someone-elses-prompt"))
+        c["id"], TrainRequest("real-sd15"), comfy_prompt_id="someone-elses-prompt"))
     assert job["status"] == "queued" and job["payload"]["comfy_prompt_id"] == "someone-elses-prompt"
     await client.post(f"{V1}/jobs/{job['id']}/cancel")
     await finished(client, job)

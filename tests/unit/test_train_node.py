@@ -133,29 +133,48 @@ def test_inputs_list_checkpoints_and_diffusers_folders_and_advanced_options(stud
     inputs = TrainLoRA.INPUT_TYPES()
     assert inputs["required"]["base_model"][0] == ["anime.safetensors", "sd15-folder"]
     assert inputs["required"]["project"][0] == ["moon"] and inputs["required"]["character"][0][0] == "aiko"
-    assert set(inputs["optional"]) == {"resolution", "network_alpha", "train_text_encoder", "sample_every",
-                                       "torch_compile"}
+    # the saved workflows' inputs keep their names and places; every other training option follows, folded away
+    assert list(inputs["optional"])[:5] == ["resolution", "network_alpha", "train_text_encoder", "sample_every",
+                                            "torch_compile"]
     assert inputs["optional"]["torch_compile"][1]["default"] is False
+    assert inputs["optional"]["network_alpha"][1]["default"] == 0.0  # 0: half the rank
+    assert inputs["optional"]["resolution"][1]["default"] == 0  # 0: the model's own size
+    assert inputs["optional"]["warmup_steps"][1]["default"] == -1  # -1: 5% of the steps (0 is no warm-up)
+    assert inputs["optional"]["lr_scheduler"][0] == ["constant", "constant_with_warmup", "cosine"]
+    assert inputs["optional"]["lr_scheduler"][1]["default"] == "cosine"
+    assert all(spec[1].get("advanced") for name, spec in list(inputs["optional"].items())[5:])
     assert inputs["hidden"] == {"unique_id": "UNIQUE_ID"}
     with pytest.raises(Exception, match="no-such-model"):
         TrainLoRA().run("moon", "aiko", "no-such-model", 2, 4, 1e-4)
 
 
 def test_node_options_reach_the_training_request(studio, comfy, monkeypatch):
+    from lora_studio.core.errors import InvalidInput
     from lora_studio.nodes.training import TrainLoRA
+    from lora_studio.training import config
 
-    seen: list[dict] = []
+    seen: list = []
 
-    def start(character_id, body, comfy_prompt_id=None):
-        seen.append(body)
+    def start(character_id, request, comfy_prompt_id=None):
+        seen.append(request)
         raise RuntimeError("stop here")
 
     monkeypatch.setattr(studio.training, "start", start)
     with pytest.raises(RuntimeError, match="stop here"):
         TrainLoRA().run("moon", "aiko", "anime.safetensors", 20, 8, 2e-4, resolution=768, network_alpha=0.0,
-                        train_text_encoder=True, sample_every=5, torch_compile=True)
-    assert seen == [{"base_model": "anime.safetensors", "steps": 20, "rank": 8, "alpha": 4.0, "learning_rate": 2e-4,
-                     "train_text_encoder": True, "sample_every": 5, "compile": True, "resolution": 768}]
+                        train_text_encoder=True, sample_every=5, torch_compile=True, warmup_steps=-1)
+    (request,) = seen
+    assert request.base_model == "anime.safetensors"
+    assert dict(request.options) == {"steps": 20, "rank": 8, "learning_rate": 2e-4, "train_text_encoder": True,
+                                     "sample_every": 5, "compile": True, "resolution": 768}
+    resolved = config.resolve(request.options, "sd15")  # what the service makes of it: 0 was "half the rank"
+    assert (resolved["alpha"], resolved["warmup_steps"]) == (4.0, 1)
+    with pytest.raises(RuntimeError, match="stop here"):
+        TrainLoRA().run("moon", "aiko", "anime.safetensors", 20, 8, 2e-4, network_alpha=3.0, warmup_steps=0)
+    assert (seen[-1].options["alpha"], seen[-1].options["warmup_steps"]) == (3.0, 0)
+    with pytest.raises(InvalidInput, match="tag_dropout must be below 1.0"):  # checked like the API checks it
+        TrainLoRA().run("moon", "aiko", "anime.safetensors", 20, 8, 2e-4, tag_dropout=1.0)
+    assert len(seen) == 2
 
 
 def test_prompt_id_comes_from_the_executing_context(monkeypatch):

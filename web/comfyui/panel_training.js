@@ -1,5 +1,5 @@
-// LoRA Studio panel, Training tab: start a LoRA training (sensible defaults, advanced options
-// folded away), follow its runs (step, loss, it/s, ETA, sample images), cancel, resume from the
+// LoRA Studio panel, Training tab: start a LoRA training (the form is built from GET /training/options: the
+// server's defaults, bounds and choices; advanced options folded away), follow its runs (step, loss, it/s, ETA, sample images), cancel, resume from the
 // last checkpoint, and list the character's LoRAs and past runs. Declarations only at import.
 
 import { h, numberOrUndefined } from "./panel_dom.js";
@@ -29,19 +29,56 @@ export function trainStats(job) {
   };
 }
 
-function input(testid, value, attrs = {}) {
-  return h("input", { type: "number", value: value === undefined ? "" : String(value), testid, style: "width: 90px",
-    ...attrs });
+/** "learning_rate" -> "Learning rate" (the options' names are their labels). */
+export function optionLabel(name) {
+  const words = String(name).replace(/_/g, " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
 }
 
-function checkbox(testid, checked = false) {
-  return h("input", { type: "checkbox", testid, checked });
+/** What the form shows for an option's default: the value when it is the same for every architecture and not
+ * derived from other options; otherwise blank, with the rule or the per-architecture values as a placeholder. */
+export function defaultShown(option, architectures) {
+  const values = architectures.map((arch) => option.default[arch]);
+  if (option.derived) return { value: "", placeholder: `auto: ${option.derived}` };
+  if (option.by_arch || values.some((v) => v !== values[0])) {
+    return { value: "", placeholder: `auto: ${architectures.map((a, i) => `${values[i]} ${a}`).join(", ")}` };
+  }
+  return { value: values[0], placeholder: "" };
 }
 
-function select(testid, options, value) {
-  const el = h("select", { testid }, ...options.map((o) => h("option", { value: o }, o)));
-  el.value = value;
-  return el;
+/** One form control for a training option described by GET /training/options (type, bounds, choices, default). */
+export function optionControl(option, architectures) {
+  const testid = `train-${option.name.replace(/_/g, "-")}`;
+  const shown = defaultShown(option, architectures);
+  const title = option.help || "";
+  if (option.type === "boolean") return h("input", { type: "checkbox", testid, checked: shown.value === true, title });
+  if (option.choices) {
+    const el = h("select", { testid, title }, ...option.choices.map((c) => h("option", { value: c }, c)));
+    el.value = shown.value;
+    return el;
+  }
+  if (option.type === "string") return h("input", { type: "text", testid, value: shown.value, title });
+  return h("input", { type: "number", testid, title, style: "width: 90px", min: option.min, max: option.max,
+    step: option.type === "integer" ? String(option.step || 1) : "any", placeholder: shown.placeholder || undefined,
+    value: shown.value === "" ? "" : String(shown.value) });
+}
+
+/** The request body the form's controls make: blank numbers are left out (the server's default for the model). */
+export function optionValues(controls, options) {
+  const body = {};
+  for (const option of options) {
+    const el = controls.get(option.name);
+    if (!el) continue;
+    if (el.type === "checkbox") body[option.name] = el.checked;
+    else if (el.tagName === "SELECT") body[option.name] = el.value;
+    else if (option.type === "string") {
+      if (el.value.trim()) body[option.name] = el.value.trim();
+    } else {
+      const v = numberOrUndefined(el);
+      if (v !== undefined) body[option.name] = option.type === "integer" ? Math.round(v) : v;
+    }
+  }
+  return body;
 }
 
 export function trainingSection(ctx) {
@@ -51,55 +88,43 @@ export function trainingSection(ctx) {
   const info = h("div", { class: "ls-muted", testid: "train-info" });
   let minImages = null; // the server's gate (GET /models), known once the models are listed
   const baseModel = h("select", { testid: "train-base-model", style: "min-width: 160px" });
-  const steps = input("train-steps", 1500, { min: 1, max: 100000 });
-  const rank = input("train-rank", 16, { min: 1, max: 256 });
-  const lr = h("input", { type: "text", value: "1e-4", testid: "train-lr", style: "width: 80px" });
   const start = h("button", { class: "ls-btn ls-primary", testid: "train-start" }, "Start training");
   const modelHint = h("div", { class: "ls-muted", testid: "train-models-hint", hidden: true },
     "No base models found. Put an SD1.5 or SDXL .safetensors checkpoint (or a diffusers folder) in the models "
     + "folder (see the README).");
 
-  // advanced options: blank = the server's default for the model
-  const adv = {
-    resolution: input("train-resolution", "", { min: 64, max: 2048, step: 64, placeholder: "auto" }),
-    alpha: input("train-alpha", 8, { min: 0.5, max: 1024, step: 0.5 }),
-    batch_size: input("train-batch-size", 1, { min: 1, max: 64 }),
-    lr_scheduler: select("train-scheduler", ["cosine", "constant", "constant_with_warmup"], "cosine"),
-    warmup_steps: input("train-warmup", "", { min: 0, placeholder: "auto" }),
-    min_snr_gamma: input("train-min-snr", 5, { min: 0, max: 100, step: 0.5 }),
-    noise_offset: input("train-noise-offset", 0, { min: 0, max: 1, step: 0.01 }),
-    train_text_encoder: checkbox("train-text-encoder"),
-    text_encoder_lr: h("input", { type: "text", value: "", placeholder: "5e-5", testid: "train-te-lr",
-      style: "width: 80px" }),
-    conv: checkbox("train-conv"),
-    flip: checkbox("train-flip"),
-    compile: checkbox("train-compile"),
-    shuffle_tags: checkbox("train-shuffle-tags"),
-    keep_tokens: input("train-keep-tokens", 1, { min: 0, max: 75 }),
-    caption_dropout: input("train-caption-dropout", 0, { min: 0, max: 0.99, step: 0.05 }),
-    sample_every: input("train-sample-every", 250, { min: 0 }),
-    checkpoint_every: input("train-checkpoint-every", 250, { min: 0 }),
-    seed: input("train-seed", 0, { min: 0 }),
-    device: select("train-device", ["auto", "cuda", "cpu"], "auto"),
-  };
-  const INTEGER = new Set(["resolution", "batch_size", "warmup_steps", "keep_tokens", "sample_every",
-    "checkpoint_every", "seed"]);
-  const label = (text, el) => h("label", {}, text, el);
-  const checkLabel = (text, el) => h("label", { class: "ls-check" }, el, text);
+  // the options' form, built from GET /training/options (types, bounds, choices, defaults: all the server's)
+  let options = [];
+  const controls = new Map();
+  const basic = h("span", { class: "ls-row", testid: "train-basic" });
+  const advancedRow = h("div", { class: "ls-row" });
   const advanced = h("details", { class: "ls-ssot", testid: "train-advanced" },
-    h("summary", {}, "Advanced options"),
-    h("div", { class: "ls-row" }, label("Resolution", adv.resolution), label("Alpha", adv.alpha),
-      label("Batch size", adv.batch_size), label("LR schedule", adv.lr_scheduler), label("Warm-up steps", adv.warmup_steps),
-      label("Min-SNR γ", adv.min_snr_gamma), label("Noise offset", adv.noise_offset)),
-    h("div", { class: "ls-row" }, checkLabel("Train text encoder", adv.train_text_encoder),
-      label("Text encoder LR", adv.text_encoder_lr), checkLabel("Conv layers (LoCon)", adv.conv),
-      checkLabel("Flip images", adv.flip), checkLabel("Shuffle tags", adv.shuffle_tags),
-      h("label", { class: "ls-check", title: "Faster steps after a one-off compile of the UNet (minutes the first "
-        + "time, cached on disk). Needs Triton on a GPU or a C++ compiler on a CPU; without one the run goes on "
-        + "uncompiled." }, adv.compile, "torch.compile"),
-      label("Keep tokens", adv.keep_tokens), label("Caption dropout", adv.caption_dropout)),
-    h("div", { class: "ls-row" }, label("Sample every", adv.sample_every),
-      label("Checkpoint every", adv.checkpoint_every), label("Seed", adv.seed), label("Device", adv.device)));
+    h("summary", {}, "Advanced options"), advancedRow);
+
+  function buildForm(described) {
+    options = described.options || [];
+    const architectures = described.architectures || [];
+    controls.clear();
+    const label = (option, el) => (el.type === "checkbox"
+      ? h("label", { class: "ls-check", title: option.help || "" }, el, optionLabel(option.name))
+      : h("label", { title: option.help || "" }, optionLabel(option.name), el));
+    const row = (list) => list.map((o) => {
+      const el = optionControl(o, architectures);
+      controls.set(o.name, el);
+      return label(o, el);
+    });
+    basic.replaceChildren(...row(options.filter((o) => !o.advanced)));
+    advancedRow.replaceChildren(...row(options.filter((o) => o.advanced)));
+  }
+
+  async function loadOptions() {
+    if (options.length) return;
+    try {
+      buildForm(await api.get("/training/options"));
+    } catch (e) {
+      ctx.showError(e, "Cannot load the training options");
+    }
+  }
 
   const runs = h("div", { class: "ls-list", testid: "train-runs" });
   const loras = h("div", { class: "ls-list", testid: "lora-list" });
@@ -107,24 +132,7 @@ export function trainingSection(ctx) {
   const jobList = h("div", { class: "ls-list", testid: "job-list" });
 
   function requestBody() {
-    const body = { base_model: baseModel.value };
-    const s = numberOrUndefined(steps);
-    const r = numberOrUndefined(rank);
-    const l = numberOrUndefined(lr);
-    if (s !== undefined) body.steps = Math.round(s);
-    if (r !== undefined) body.rank = Math.round(r);
-    if (l !== undefined) body.learning_rate = l;
-    for (const [key, el] of Object.entries(adv)) {
-      if (el.type === "checkbox") {
-        if (el.checked) body[key] = true;
-      } else if (el.tagName === "SELECT") {
-        body[key] = el.value;
-      } else {
-        const v = numberOrUndefined(el);
-        if (v !== undefined) body[key] = INTEGER.has(key) ? Math.round(v) : v;
-      }
-    }
-    return body;
+    return { base_model: baseModel.value, ...optionValues(controls, options) };
   }
 
   start.addEventListener("click", async () => {
@@ -330,8 +338,7 @@ export function trainingSection(ctx) {
 
   const el = h("section", { class: "ls-section" },
     h("div", { class: "ls-box" }, h("h3", {}, "New training"), info,
-      h("div", { class: "ls-row" },
-        label("Base model", baseModel), label("Steps", steps), label("Rank", rank), label("Learning rate", lr)),
+      h("div", { class: "ls-row" }, h("label", {}, "Base model", baseModel), basic),
       advanced,
       modelHint, h("div", { class: "ls-row" }, start)),
     h("div", { class: "ls-box" }, h("h3", {}, "Training runs of this character"), runs),
@@ -344,6 +351,7 @@ export function trainingSection(ctx) {
   return {
     el,
     refresh() {
+      loadOptions();
       countsChanged();
       loadModels();
       loadLoras();
