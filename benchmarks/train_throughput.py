@@ -1,5 +1,7 @@
 """LoRA training throughput: our trainer against a diffusers-example-style baseline, same model, data and settings.
 
+(Over 500 lines: one self-contained script - model building, data, both loops and the report - runnable alone.)
+
 Builds (untimed) an SD1.5-architecture diffusers folder with random weights and a set of generated
 images with tag captions, then trains it, each variant in a fresh subprocess (so each one's peak
 memory is its own), with the same rank, alpha, learning rate, batch size, resolution, steps and seed:
