@@ -205,6 +205,8 @@ def _ours_config(spec: dict, variant: str) -> dict:
         "steps": spec["total_steps"], "rank": spec["rank"], "alpha": spec["alpha"],
         "learning_rate": spec["learning_rate"], "resolution": spec["resolution"], "batch_size": spec["batch_size"],
         "seed": spec["seed"], "device": spec["device"], "mixed_precision": spec["mixed_precision"],
+        # the baseline's recipe, not the studio's defaults (cosine, min-SNR 5, checkpoints and samples)
+        "lr_scheduler": "constant", "min_snr_gamma": 0.0, "checkpoint_every": 0, "sample_every": 0,
     }
     if variant in ("ours", "ours-compile"):
         raw["target_modules"] = list(BASELINE_TARGETS)
