@@ -1,5 +1,7 @@
 """The training configuration: ``TrainConfig``, the one description of every training option, and its parser.
 
+(Over 500 lines on purpose: the ~45 option descriptions are the point of the module and read best in one place.)
+
 Each field of ``TrainConfig`` carries an ``Option`` (``dataclasses.field(metadata={"option": ...})``): its type,
 bounds, choices, default (a value, one per architecture, or derived from other fields), help text, whether the
 panel folds it away ("advanced") and whether a user may set it (``user``) or the studio fills it (the plumbing:
