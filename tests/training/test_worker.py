@@ -263,7 +263,7 @@ def test_sigterm_cancels_without_leaving_files(tiny_model: Path, dataset: list[d
         ("unreadable_image", "cannot open 1 of 2 training images"),
         ("existing_output", "output_path already exists"),
         ("single_file", "model.safetensors is not a valid .safetensors file"),
-        ("missing_steps", "missing the required field 'steps'"),
+        ("missing_output", "missing the required field 'output_path'"),
     ],
 )
 def test_bad_config_is_an_error_event(tmp_path: Path, dataset: list[dict], case: str, message: str) -> None:
@@ -281,8 +281,8 @@ def test_bad_config_is_an_error_event(tmp_path: Path, dataset: list[dict], case:
     elif case == "single_file":
         fields["base_model"] = str(tmp_path / "model.safetensors")
         (tmp_path / "model.safetensors").write_bytes(b"x")
-    elif case == "missing_steps":
-        del fields["steps"]
+    elif case == "missing_output":  # steps, rank, ... have defaults now; the plumbing has none
+        del fields["output_path"]
     result, events = run_worker(write_config(tmp_path, **fields))
     assert result.returncode == 1
     assert len(events) == 1 and events[0]["event"] == "error"
