@@ -73,7 +73,7 @@ async def list_projects(r: Req):
 
 
 @routes.route("POST", "/projects", "Create a project (with the default generation style)", body=PROJECT_SPEC,
-           tag="projects", status=201, response="Project")
+              tag="projects", status=201, response="Project")
 async def create_project(r: Req):
     data = validate(await r.json(), PROJECT_SPEC)
     return await r.call(lambda s: s.projects.create(**data))
@@ -92,35 +92,35 @@ async def update_project(r: Req):
 
 
 @routes.route("DELETE", "/projects/{project_id}", "Delete a project without characters", tag="projects",
-           response="Deleted")
+              response="Deleted")
 async def delete_project(r: Req):
     pid = r.int_param("project_id")
     return await r.call(lambda s: s.projects.delete(pid))
 
 
 @routes.route("GET", "/projects/{project_id}/style", "Get the project's generation style", tag="projects",
-           response="Style")
+              response="Style")
 async def get_style(r: Req):
     pid = r.int_param("project_id")
     return await r.call(lambda s: s.projects.get_style(pid))
 
 
 @routes.route("PATCH", "/projects/{project_id}/style", "Change fields of the project's generation style",
-           body=STYLE_SPEC, tag="projects", response="Style")
+              body=STYLE_SPEC, tag="projects", response="Style")
 async def update_style(r: Req):
     pid, changes = r.int_param("project_id"), StyleChanges(**validate(await r.json(), STYLE_SPEC, partial=True))
     return await r.call(lambda s: s.projects.update_style(pid, changes))
 
 
 @routes.route("GET", "/samplers",
-           "Sampler and scheduler names for the style: ComfyUI's (from its /object_info, cached briefly; its standard "
-           "lists while it does not answer) and the human names that map to them", tag="projects", response="Samplers")
+              "Sampler and scheduler names for the style: ComfyUI's (from its /object_info, cached briefly; its standard "
+              "lists while it does not answer) and the human names that map to them", tag="projects", response="Samplers")
 async def list_samplers(r: Req):
     return await r.call(lambda s: s.samplers.lists())
 
 
 @routes.route("GET", "/projects/{project_id}/characters", "List a project's characters, by name", query=PAGE,
-           tag="characters", response="CharacterPage")
+              tag="characters", response="CharacterPage")
 async def list_project_characters(r: Req):
     pid, limit, cursor = r.int_param("project_id"), parse_limit(r.q("limit")), r.q("cursor")
     return await r.call(lambda s: s.characters.list(pid, limit, cursor))
@@ -133,7 +133,7 @@ async def list_characters(r: Req):
 
 
 @routes.route("POST", "/projects/{project_id}/characters", "Create a character", body=CHARACTER_SPEC,
-           tag="characters", status=201, response="Character")
+              tag="characters", status=201, response="Character")
 async def create_character(r: Req):
     pid, data = r.int_param("project_id"), validate(await r.json(), CHARACTER_SPEC)
     return await r.call(lambda s: s.characters.create(pid, **data))
@@ -146,47 +146,47 @@ async def get_character(r: Req):
 
 
 @routes.route("PATCH", "/characters/{character_id}", "Update a character (the SSOT design prompt lives here)",
-           body=CHARACTER_SPEC, tag="characters", response="Character")
+              body=CHARACTER_SPEC, tag="characters", response="Character")
 async def update_character(r: Req):
     cid, data = r.int_param("character_id"), validate(await r.json(), CHARACTER_SPEC, partial=True)
     return await r.call(lambda s: s.characters.update(cid, **data))
 
 
 @routes.route("DELETE", "/characters/{character_id}",
-           "Delete a character; its images (files and statuses) move to the project's unassigned pool",
-           tag="characters", response="CharacterDeleted")
+              "Delete a character; its images (files and statuses) move to the project's unassigned pool",
+              tag="characters", response="CharacterDeleted")
 async def delete_character(r: Req):
     cid = r.int_param("character_id")
     return await r.call(lambda s: s.character_removal.delete(cid))
 
 
 @routes.route("GET", "/characters/{character_id}/prompt",
-           "The prompts generation uses: style + SSOT design prompt, and the effective negative prompt",
-           tag="characters", response="CharacterPrompt")
+              "The prompts generation uses: style + SSOT design prompt, and the effective negative prompt",
+              tag="characters", response="CharacterPrompt")
 async def character_prompt(r: Req):
     cid = r.int_param("character_id")
     return await r.call(lambda s: s.characters.prompt(cid))
 
 
 @routes.route("GET", "/projects/{project_id}/feedback-terms",
-           "The negative terms each rejection category teaches this project's characters", tag="feedback",
-           response="FeedbackTerms")
+              "The negative terms each rejection category teaches this project's characters", tag="feedback",
+              response="FeedbackTerms")
 async def get_feedback_terms(r: Req):
     pid = r.int_param("project_id")
     return await r.call(lambda s: s.feedback.terms(pid))
 
 
 @routes.route("PATCH", "/projects/{project_id}/feedback-terms",
-           "Set a category's terms for this project ({category: \"terms\" | null for the default})", tag="feedback",
-           body_schema=FEEDBACK_TERMS_SCHEMA, response="FeedbackTerms")
+              "Set a category's terms for this project ({category: \"terms\" | null for the default})", tag="feedback",
+              body_schema=FEEDBACK_TERMS_SCHEMA, response="FeedbackTerms")
 async def set_feedback_terms(r: Req):
     pid, terms = r.int_param("project_id"), feedback_terms_body(await r.json())
     return await r.call(lambda s: s.feedback.set_terms(pid, terms))
 
 
 @routes.route("PUT", "/characters/{character_id}/dropped-terms",
-           "Learned negative terms to leave out of the character's prompt ({\"terms\": [...]})", tag="feedback",
-           body=DROPPED_TERMS_SPEC, response="CharacterPrompt")
+              "Learned negative terms to leave out of the character's prompt ({\"terms\": [...]})", tag="feedback",
+              body=DROPPED_TERMS_SPEC, response="CharacterPrompt")
 async def set_dropped_terms(r: Req):
     cid, terms = r.int_param("character_id"), validate(await r.json(), DROPPED_TERMS_SPEC)["terms"]
     return await r.call(lambda s: s.feedback.set_dropped(cid, terms))

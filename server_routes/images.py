@@ -96,48 +96,55 @@ def image_filters(r: Req, **scope: int | None) -> ImageFilters:
                         min_confidence=min_confidence, since=r.q("since"), until=r.q("until"),
                         order=r.q("order") or "oldest", has_caption=None if not has_caption else has_caption == "true")
 
+
 @routes.route("GET", "/characters/{character_id}/images", "A character's images (the review queue)", query=QUERY,
-           tag="images", response="ImagePage")
+              tag="images", response="ImagePage")
 async def list_images(r: Req):
     filters = image_filters(r, character_id=r.int_param("character_id"))
     limit, cursor = parse_limit(r.q("limit")), parse_id_cursor(r.q("cursor"))
     return await r.call(lambda s: s.images.search(filters, limit, cursor))
 
+
 @routes.route("GET", "/images", "Images across the studio or a project", tag="images", errors=(404,),
-           query={**QUERY, "project_id": Field(int, min=0, max=ID_MAX, description="only this project's images")},
-           response="ImagePage")
+              query={**QUERY, "project_id": Field(int, min=0, max=ID_MAX, description="only this project's images")},
+              response="ImagePage")
 async def search_images(r: Req):
     project = r.q("project_id")
     filters = image_filters(r, project_id=parse_id(project, "project_id") if project else None)
     limit, cursor = parse_limit(r.q("limit")), parse_id_cursor(r.q("cursor"))
     return await r.call(lambda s: s.images.search(filters, limit, cursor))
 
+
 @routes.route("GET", "/projects/{project_id}/images", "A project's images (unassigned=true: its unassigned pool)",
-           query=QUERY, tag="images", response="ImagePage")
+              query=QUERY, tag="images", response="ImagePage")
 async def project_images(r: Req):
     filters = image_filters(r, project_id=r.int_param("project_id"))
     limit, cursor = parse_limit(r.q("limit")), parse_id_cursor(r.q("cursor"))
     return await r.call(lambda s: s.images.search(filters, limit, cursor))
 
+
 @routes.route("PATCH", "/images/{image_id}", "Edit an image's caption (the .txt file follows)", body=IMAGE_SPEC,
-           tag="images", response="Image")
+              tag="images", response="Image")
 async def update_image(r: Req):
     iid, data = r.int_param("image_id"), validate(await r.json(), IMAGE_SPEC)
     return await r.call(lambda s: s.images.update(iid, caption=data.get("caption")))
 
+
 @routes.route("POST", "/images/{image_id}/reassign",
-           "Move an image (files and record) to a character ({character_id}) or to its project's unassigned pool "
-           "({unassigned: true})",
-           body=REASSIGN_SPEC, tag="images", response="Image")
+              "Move an image (files and record) to a character ({character_id}) or to its project's unassigned pool "
+              "({unassigned: true})",
+              body=REASSIGN_SPEC, tag="images", response="Image")
 async def reassign_image(r: Req):
     iid, data = r.int_param("image_id"), validate(await r.json(), REASSIGN_SPEC)
     return await r.call(lambda s: s.images.reassign(iid, character_id=data.get("character_id"),
                                                     unassigned=data.get("unassigned", False)))
 
+
 @routes.route("GET", "/images/{image_id}", "Get an image record", tag="images", response="Image")
 async def get_image(r: Req):
     iid = r.int_param("image_id")
     return await r.call(lambda s: s.images.get(iid))
+
 
 @routes.route("GET", "/images/{image_id}/file", "The image file", tag="images", binary=True, media="image/*")
 async def image_file(r: Req):
@@ -145,47 +152,54 @@ async def image_file(r: Req):
     path = await r.call(lambda s: s.images.file_path(iid))
     return file_response(path)
 
+
 @routes.route("POST", "/images/{image_id}/approve", "Approve an image", tag="images", response="Image")
 async def approve_image(r: Req):
     iid = r.int_param("image_id")
     return await r.call(lambda s: s.review.approve(iid))
 
+
 @routes.route("POST", "/images/{image_id}/reject", "Reject an image with categories and/or a note",
-           body=REJECT_SPEC, tag="images", response="RejectedImage")
+              body=REJECT_SPEC, tag="images", response="RejectedImage")
 async def reject_image(r: Req):
     iid, data = r.int_param("image_id"), validate(await r.json(), REJECT_SPEC)
     return await r.call(lambda s: s.review.reject(iid, categories=data.get("categories", ()), note=data.get("note", ""),
                                                   regenerate=data.get("regenerate")))
 
+
 @routes.route("POST", "/images/decisions", "Approve, reject or reset many images in one transaction",
-           body=DECIDE_SPEC, tag="images", errors=(404,), response="DecisionResult")
+              body=DECIDE_SPEC, tag="images", errors=(404,), response="DecisionResult")
 async def decide_images(r: Req):
     data = validate(await r.json(), DECIDE_SPEC)
     return await r.call(lambda s: s.review.decide(data["image_ids"], data["decision"],
                                                   categories=data.get("categories", ()), note=data.get("note", ""),
                                                   regenerate=data.get("regenerate")))
 
+
 @routes.route("POST", "/characters/{character_id}/undo", "Undo the character's last decision (batch)", tag="images",
-           response="UndoResult")
+              response="UndoResult")
 async def undo_character(r: Req):
     cid = r.int_param("character_id")
     return await r.call(lambda s: s.review.undo(cid))
+
 
 @routes.route("POST", "/decisions/undo", "Undo the studio's last decision (batch)", tag="images", response="UndoResult")
 async def undo_last(r: Req):
     return await r.call(lambda s: s.review.undo(None))
 
+
 @routes.route("POST", "/datasets/reconcile",
-           "Adopt image files that have no record (as pending) and flag records whose file is gone",
-           tag="images", status=202, response="Job")
+              "Adopt image files that have no record (as pending) and flag records whose file is gone",
+              tag="images", status=202, response="Job")
 async def reconcile_datasets(r: Req):
     return await r.call(lambda s: s.jobs.submit("reconcile", {}))
 
+
 @routes.route("GET", "/characters/{character_id}/export",
-           "The approved images as a zip in kohya's layout (<repeats>_<trigger> <class>/ with .txt captions)",
-           query={"repeats": Field(int, min=1, max=1000, description="default 10"),
+              "The approved images as a zip in kohya's layout (<repeats>_<trigger> <class>/ with .txt captions)",
+              query={"repeats": Field(int, min=1, max=1000, description="default 10"),
                   "class": Field(str, max_len=100, description="class word (default person)")}, tag="images",
-           binary=True, media="application/zip")
+              binary=True, media="application/zip")
 async def export_character(r: Req):
     cid = r.int_param("character_id")
     repeats = parse_uint(r.q("repeats") or "10", "repeats")

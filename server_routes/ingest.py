@@ -65,26 +65,30 @@ async def _upload(r: Req, character_id: int | None, project_id: int | None):
     caption = fields.get("caption", "").strip()
     return await r.call(lambda s: s.uploads.start(character_id, folder, files, caption, project_id=project_id))
 
+
 @routes.route("POST", "/characters/{character_id}/images", UPLOAD, tag="images", status=202, form=UPLOAD_FORM,
-           response="Job")
+              response="Job")
 async def upload_images(r: Req):
     return await _upload(r, r.int_param("character_id"), None)
 
+
 @routes.route("POST", "/projects/{project_id}/images", UPLOAD.replace("as pending", "as pending in the project's "
                                                                    "unassigned pool (for the classifier or a person)"),
-           tag="images", status=202, form=UPLOAD_FORM, response="Job")
+              tag="images", status=202, form=UPLOAD_FORM, response="Job")
 async def upload_project_images(r: Req):
     return await _upload(r, None, r.int_param("project_id"))
 
+
 @routes.route("POST", "/characters/{character_id}/import-outputs",
-           "Copy images from ComfyUI's output folder into the character's queue (a job), keeping their graphs",
-           body=IMPORT_OUTPUTS_SPEC, tag="images", status=202, response="Job")
+              "Copy images from ComfyUI's output folder into the character's queue (a job), keeping their graphs",
+              body=IMPORT_OUTPUTS_SPEC, tag="images", status=202, response="Job")
 async def import_outputs(r: Req):
     return await _import_outputs(r, r.int_param("character_id"), None)
 
+
 @routes.route("POST", "/projects/{project_id}/import-outputs",
-           "Copy images from ComfyUI's output folder into the project's unassigned pool (a job)",
-           body=IMPORT_OUTPUTS_SPEC, tag="images", status=202, response="Job")
+              "Copy images from ComfyUI's output folder into the project's unassigned pool (a job)",
+              body=IMPORT_OUTPUTS_SPEC, tag="images", status=202, response="Job")
 async def import_outputs_to_pool(r: Req):
     return await _import_outputs(r, None, r.int_param("project_id"))
 
@@ -94,15 +98,17 @@ async def _import_outputs(r: Req, cid: int | None, pid: int | None):
     return await r.call(lambda s: s.output_imports.start(cid, paths=data.get("paths"), all_=data.get("all", False),
                                                          project_id=pid))
 
+
 @routes.route("POST", "/characters/{character_id}/ingest/video",
-           "Upload a video (multipart field 'file'; optional 'max_frames', 'caption'): a job picks distinct frames "
-           "from its whole length", tag="ingest", status=202, form=VIDEO_FORM, response="Job")
+              "Upload a video (multipart field 'file'; optional 'max_frames', 'caption'): a job picks distinct frames "
+              "from its whole length", tag="ingest", status=202, form=VIDEO_FORM, response="Job")
 async def ingest_video(r: Req):
     return await _ingest_video(r, r.int_param("character_id"), None)
 
+
 @routes.route("POST", "/projects/{project_id}/ingest/video",
-           "Upload a video (as for a character): the frames land in the project's unassigned pool (a job)",
-           tag="ingest", status=202, form=VIDEO_FORM, response="Job")
+              "Upload a video (as for a character): the frames land in the project's unassigned pool (a job)",
+              tag="ingest", status=202, form=VIDEO_FORM, response="Job")
 async def ingest_video_to_pool(r: Req):
     return await _ingest_video(r, None, r.int_param("project_id"))
 
@@ -119,15 +125,17 @@ async def _ingest_video(r: Req, cid: int | None, pid: int | None):
     return await r.call(lambda s: s.video_ingest.start_video(cid, name, staged, max_frames=max_frames,
                                                              caption=fields.get("caption", "")[:2000], project_id=pid))
 
+
 @routes.route("POST", "/characters/{character_id}/ingest/url",
-           "Download a video with yt-dlp (http/https; private addresses refused) and take frames from it (a job)",
-           body=INGEST_URL_SPEC, tag="ingest", status=202, response="Job")
+              "Download a video with yt-dlp (http/https; private addresses refused) and take frames from it (a job)",
+              body=INGEST_URL_SPEC, tag="ingest", status=202, response="Job")
 async def ingest_url(r: Req):
     return await _ingest_url(r, r.int_param("character_id"), None)
 
+
 @routes.route("POST", "/projects/{project_id}/ingest/url",
-           "Download a video with yt-dlp (as for a character): the frames land in the project's unassigned pool",
-           body=INGEST_URL_SPEC, tag="ingest", status=202, response="Job")
+              "Download a video with yt-dlp (as for a character): the frames land in the project's unassigned pool",
+              body=INGEST_URL_SPEC, tag="ingest", status=202, response="Job")
 async def ingest_url_to_pool(r: Req):
     return await _ingest_url(r, None, r.int_param("project_id"))
 
@@ -137,16 +145,18 @@ async def _ingest_url(r: Req, cid: int | None, pid: int | None):
     return await r.call(lambda s: s.video_ingest.start_url(cid, data["url"], max_frames=data.get("max_frames"),
                                                            caption=data.get("caption", ""), project_id=pid))
 
+
 @routes.route("POST", "/projects/{project_id}/classify",
-           "Suggest a character for each pending image of the project (a job); sure suggestions move the image",
-           tag="ingest", status=202, response="Job")
+              "Suggest a character for each pending image of the project (a job); sure suggestions move the image",
+              tag="ingest", status=202, response="Job")
 async def classify_project(r: Req):
     pid = r.int_param("project_id")
     return await r.call(lambda s: s.classification.start_classify(pid))
 
+
 @routes.route("POST", "/characters/{character_id}/auto-review",
-           "Automatic review of the character's pending images by the vision model (a job)", tag="ingest", status=202,
-           response="Job")
+              "Automatic review of the character's pending images by the vision model (a job)", tag="ingest", status=202,
+              response="Job")
 async def auto_review(r: Req):
     cid = r.int_param("character_id")
     return await r.call(lambda s: s.classification.start_review(cid))

@@ -13,7 +13,6 @@ def add_routes(api: Api) -> None:
     api.include(routes)
 
 
-
 @routes.route("GET", "/health", "Studio status (database kind, version, host)", tag="meta", response="Health")
 async def health(r: Req):
     return await r.call(lambda s: s.health())
@@ -25,6 +24,6 @@ async def openapi(r: Req):
 
 
 @routes.route("GET", "/feedback/categories", "Rejection categories and the negative terms each adds", tag="meta",
-           response="Categories")
+              response="Categories")
 async def categories(r: Req):
     return {"categories": CATEGORIES}

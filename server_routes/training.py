@@ -16,7 +16,7 @@ def add_routes(api: Api) -> None:
 
 
 @routes.route("GET", "/models", "Base models for training: diffusers folders and single-file checkpoints",
-           tag="training", response="Models")
+              tag="training", response="Models")
 async def models(r: Req):
     def listing(s):
         items = s.base_models.listing()
@@ -58,34 +58,38 @@ async def training_options(r: Req):
 
 
 @routes.route("POST", "/characters/{character_id}/train", "Start a LoRA training job on the approved images",
-           body=TRAIN_SPEC, tag="training", status=202, response="Job")
+              body=TRAIN_SPEC, tag="training", status=202, response="Job")
 async def train(r: Req):
     cid, request = r.int_param("character_id"), TrainRequest.check(await r.json())
     return await r.call(lambda s: s.training.start(cid, request))
 
+
 @routes.route("POST", "/train/{job_id}/resume",
-           "Continue a failed or cancelled training from its last checkpoint (a new job)", tag="training",
-           status=202, response="Job")
+              "Continue a failed or cancelled training from its last checkpoint (a new job)", tag="training",
+              status=202, response="Job")
 async def resume_training(r: Req):
     jid = r.int_param("job_id")
     return await r.call(lambda s: s.training.resume(jid))
 
+
 @routes.route("GET", "/jobs/{job_id}/samples", "Sample images a training job rendered, oldest first",
-           query={"limit": "1-500 (default 50)", "cursor": "from next_cursor"}, tag="training",
-           response="TrainingSamplePage")
+              query={"limit": "1-500 (default 50)", "cursor": "from next_cursor"}, tag="training",
+              response="TrainingSamplePage")
 async def training_samples(r: Req):
     jid, limit, cursor = r.int_param("job_id"), parse_limit(r.q("limit")), r.q("cursor")
     return await r.call(lambda s: s.training.samples(jid, limit, cursor))
 
+
 @routes.route("GET", "/jobs/{job_id}/samples/{name}", "One sample image of a training job", tag="training",
-           binary=True, media="image/*")
+              binary=True, media="image/*")
 async def training_sample_file(r: Req):
     jid, name = r.int_param("job_id"), r.request.match_info.get("name", "")
     path = await r.call(lambda s: s.training.sample_path(jid, name))
     return file_response(path)
 
+
 @routes.route("GET", "/characters/{character_id}/loras", "LoRAs trained for a character, newest first",
-           query={"limit": "1-500 (default 50)", "cursor": "from next_cursor"}, tag="training", response="LoraPage")
+              query={"limit": "1-500 (default 50)", "cursor": "from next_cursor"}, tag="training", response="LoraPage")
 async def loras(r: Req):
     cid, limit, cursor = r.int_param("character_id"), parse_limit(r.q("limit")), parse_id_cursor(r.q("cursor"))
     return await r.call(lambda s: s.training.loras(cid, limit, cursor))
