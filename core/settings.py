@@ -201,8 +201,11 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"cannot read settings file {path}: {e.strerror}") from None
     try:
         if path.suffix == ".toml":
-            import tomllib
-
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10 has no TOML reader in the standard library
+                raise SettingsError(f"settings file {path}: TOML needs Python 3.11 or later; "
+                                    "write the settings as JSON (settings.json)") from None
             data = tomllib.loads(text)
         else:
             data = json.loads(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import pytest
 from lora_studio.core.settings import Secret, SettingsError, load_settings
@@ -93,3 +94,12 @@ def test_secrets_hide_in_reprs_and_logs(tmp_path, caplog):
         assert secret not in text
     assert repr(Secret("abc")) == "Secret('***')"
     assert set(s.secret_values()) == {"vault-pw-998877", "sk-very-secret-1"}
+
+
+def test_a_toml_file_without_a_toml_reader_is_a_settings_error(tmp_path, monkeypatch):
+    """Python 3.10 has no tomllib: the user gets a settings error that says what to do, not a traceback."""
+    path = tmp_path / "settings.toml"
+    path.write_text('job_workers = 2\n', encoding="utf-8")
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # import tomllib now raises ModuleNotFoundError
+    with pytest.raises(SettingsError, match="TOML needs Python 3.11 or later"):
+        load_settings(env={}, settings_file=path, default_data_dir=tmp_path)
