@@ -120,3 +120,15 @@ async def make_client(make_settings, aiohttp_client):
 async def client(make_client, settings):
     """A real aiohttp server running the standalone app, and a client for it."""
     return await make_client(settings)
+
+
+@pytest.fixture
+def studio(make_settings):
+    """A Studio on the test database without its job runner started: services called directly."""
+    from lora_studio.app import EventHub, standalone_host
+    from lora_studio.studio import Studio
+
+    settings = make_settings()
+    s = Studio(settings, standalone_host(settings, EventHub()))
+    yield s
+    s.close()

@@ -20,17 +20,6 @@ MIN_DECISIONS, MIN_UNDOS = 10, 5  # each thread's at least, however slow the mac
 DELETE_ROUNDS = {"postgres": 8, "sqlite": 3}  # SQLite serialises writers: no deadlock to look for
 
 
-@pytest.fixture
-def studio(make_settings):
-    from lora_studio.app import EventHub, standalone_host
-    from lora_studio.studio import Studio
-
-    settings = make_settings()
-    s = Studio(settings, standalone_host(settings, EventHub()))  # no job runner: only the services race
-    yield s
-    s.close()
-
-
 def add_records(studio, project_id: int, character_id: int | None, n: int, start: int) -> list[int]:
     """Image records only (decisions never read the files)."""
     import sqlalchemy as sa

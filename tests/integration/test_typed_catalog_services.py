@@ -16,17 +16,6 @@ SERVICES = ["core/projects.py", "core/characters.py", "core/feedback.py", "gener
             "generation/regenerate.py", "datasets/export.py", "datasets/character_removal.py"]
 
 
-@pytest.fixture
-def studio(make_settings):
-    from lora_studio.app import EventHub, standalone_host
-    from lora_studio.studio import Studio
-
-    settings = make_settings()
-    s = Studio(settings, standalone_host(settings, EventHub()))
-    yield s
-    s.close()
-
-
 @pytest.mark.parametrize("path", SERVICES)
 def test_the_services_validate_no_request_bodies(path):
     tree = ast.parse((REPO / path).read_text(encoding="utf-8"))

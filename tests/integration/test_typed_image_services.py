@@ -14,17 +14,6 @@ SERVICES = ["datasets/review.py", "datasets/images.py", "datasets/video_ingest.p
             "datasets/upload_jobs.py"]
 
 
-@pytest.fixture
-def studio(make_settings):
-    from lora_studio.app import EventHub, standalone_host
-    from lora_studio.studio import Studio
-
-    settings = make_settings()
-    s = Studio(settings, standalone_host(settings, EventHub()))
-    yield s
-    s.close()
-
-
 @pytest.mark.parametrize("path", SERVICES)
 def test_the_services_validate_no_request_bodies(path):
     tree = ast.parse((REPO / path).read_text(encoding="utf-8"))
