@@ -3,10 +3,12 @@ saved `/object_info` answer and merging answers (the core recording + a node pac
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 from lora_studio.generation.checks import (  # noqa: F401  (re-exported for the tests)
+    FILE_INPUTS,
     GraphNotRunnable,
     assert_valid,
     check_graph,
@@ -35,3 +37,24 @@ def merged_object_info(*names: str) -> dict:
     for name in names:
         info.update(load_object_info(FIXTURES / name))
     return info
+
+
+def with_server_files(object_info: dict, **folders: list[str]) -> dict:
+    """A copy of `object_info` as a live server with these files answers it: every loader input of each
+    model folder (checks.FILE_INPUTS, e.g. checkpoints=[...], vae=[...]) lists exactly those names (the
+    recording's "any file" mark goes). Folders not named keep their lists."""
+    info = copy.deepcopy(object_info)
+    for (class_type, input_name), folder in FILE_INPUTS.items():
+        if folder not in folders or class_type not in info:
+            continue
+        for category in ("required", "optional"):
+            spec = (info[class_type]["input"].get(category) or {}).get(input_name)
+            if spec is not None:
+                options = {k: v for k, v in (spec[1] if len(spec) > 1 else {}).items() if k != "x_lists_server_files"}
+                spec[:] = [list(folders[folder]), options]
+    return info
+
+
+def without_nodes(object_info: dict, *classes: str) -> dict:
+    """A copy of `object_info` for a server that lacks these node classes."""
+    return {name: node for name, node in object_info.items() if name not in classes}
