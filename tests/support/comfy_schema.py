@@ -58,3 +58,13 @@ def with_server_files(object_info: dict, **folders: list[str]) -> dict:
 def without_nodes(object_info: dict, *classes: str) -> dict:
     """A copy of `object_info` for a server that lacks these node classes."""
     return {name: node for name, node in object_info.items() if name not in classes}
+
+
+def by_class(graph: dict, class_type: str) -> list[tuple[str, dict]]:
+    """(node id, inputs) of every node of a class, in the graph's order."""
+    return [(node_id, node["inputs"]) for node_id, node in graph.items() if node["class_type"] == class_type]
+
+
+def output_classes(graph: dict, object_info: dict) -> list[str]:
+    """The classes of the graph's output nodes."""
+    return [node["class_type"] for node in graph.values() if is_output_node(node["class_type"], object_info)]
