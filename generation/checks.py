@@ -22,6 +22,7 @@ Differences from ComfyUI, on purpose: literals are not coerced (an INT must be a
 7.5; FLOAT accepts int or float; STRING a str; BOOLEAN a bool), links to missing nodes or outputs are
 reported on the linking node instead of raising inside the validator, and a graph with any invalid
 output is refused (ComfyUI would run the valid outputs and ignore the others).
+(Just over 500 lines: ComfyUI's validation and its wording for people belong together.)
 """
 
 from __future__ import annotations

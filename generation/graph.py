@@ -9,6 +9,7 @@ against the server's `/object_info` before it is sent (generation/checks.py: che
 
 Node ids: the txt2img ones are those of ComfyUI's default workflow (plus 10 LoRA, 11 CLIP skip);
 the other kinds reuse them for the same roles and number their extra nodes from 12 upwards.
+(Over 500 lines on purpose: the kinds share one set of value checks, node ids and building blocks.)
 """
 
 from __future__ import annotations
