@@ -189,16 +189,16 @@ def run_character(args: argparse.Namespace) -> int:
     try:
         char = studio.characters.find(project, character)
         job = studio.training.start(char.id, request, model_path=model if as_path else None)
-        watched["id"] = job["id"]
-        print(f"training job {job['id']}: {char.name} on {request.base_model} ({job['payload']['steps']} steps)")
+        watched["id"] = job.id
+        print(f"training job {job.id}: {char.name} on {request.base_model} ({job.payload['steps']} steps)")
 
         def cancel(signum, _frame):
             line.show("cancelling…")
-            threading.Thread(target=studio.jobs.cancel, args=(job["id"],), daemon=True).start()
+            threading.Thread(target=studio.jobs.cancel, args=(job.id,), daemon=True).start()
 
         previous = signal.signal(signal.SIGINT, cancel)
         try:
-            job = studio.jobs.run_now(job["id"])
+            job = studio.jobs.run_now(job.id)
         finally:
             signal.signal(signal.SIGINT, previous)
         line.end()
@@ -208,12 +208,12 @@ def run_character(args: argparse.Namespace) -> int:
         return 1
     finally:
         studio.close()
-    if job["status"] == "succeeded":
+    if job.status == "succeeded":
         # the last progress line may have been skipped (one per second at most): the final figures, always
-        print(progress_text(job["result"].get("progress") or {}, job["payload"]["steps"], eta=False))
-        print(f"wrote {job['result']['file_name']} into {settings.effective_loras_dir}")
+        print(progress_text(job.result.get("progress") or {}, job.payload["steps"], eta=False))
+        print(f"wrote {job.result['file_name']} into {settings.effective_loras_dir}")
         return 0
-    print(f"lora_studio: training {job['status']}: {job['error'] or job['message']}", file=sys.stderr)
+    print(f"lora_studio: training {job.status}: {job.error or job.message}", file=sys.stderr)
     return 1
 
 

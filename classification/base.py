@@ -28,7 +28,7 @@ from ..core.errors import UpstreamError
 log = logging.getLogger("lora_studio.classification.base")
 
 __all__ = [
-    "ClassifierError", "NoBackend", "Review", "Suggestion",
+    "ClassifierError", "NoBackend", "Review", "RosterEntry", "Suggestion",
     "categories_from_issues", "decide", "extract_json", "normalise_score", "parse_review", "parse_suggestion",
     "resolve_slug", "review_verdict",
 ]
@@ -39,6 +39,15 @@ class ClassifierError(UpstreamError):
     The message is one line, safe to show: never image data, never request headers."""
 
     code = "classifier_error"
+
+
+@dataclass(frozen=True)
+class RosterEntry:
+    """A character the classifier may choose (the caller makes them from the project's characters)."""
+
+    slug: str
+    name: str
+    design_prompt: str = ""
 
 
 @dataclass
@@ -125,7 +134,7 @@ def _fold(text: str) -> str:
     return re.sub(r"[^0-9a-z]+", "", text.casefold())
 
 
-def resolve_slug(value: Any, roster: list[dict]) -> str | None:
+def resolve_slug(value: Any, roster: list[RosterEntry]) -> str | None:
     """The roster slug a model meant by `value`: a slug or a character name, case-insensitive, ignoring
     spaces and punctuation ("Zephyra Storm" -> "zephyra-storm"). Unknown or empty -> None."""
     if isinstance(value, dict):  # {"slug": ...} or {"name": ...}
@@ -135,15 +144,15 @@ def resolve_slug(value: Any, roster: list[dict]) -> str | None:
     wanted = value.strip().casefold()
     for key in ("slug", "name"):
         for item in roster:
-            if isinstance(item.get(key), str) and item[key].strip().casefold() == wanted:
-                return item["slug"]
+            if getattr(item, key).strip().casefold() == wanted:
+                return item.slug
     folded = _fold(value)
     if not folded:
         return None
     for key in ("slug", "name"):
         for item in roster:
-            if isinstance(item.get(key), str) and _fold(item[key]) == folded:
-                return item["slug"]
+            if _fold(getattr(item, key)) == folded:
+                return item.slug
     return None
 
 
@@ -248,7 +257,7 @@ def _text(value: Any, limit: int) -> str:
     return snippet(value, limit) if isinstance(value, str) else ""
 
 
-def parse_suggestion(answer: dict, roster: list[dict], backend: str = "ollama") -> Suggestion:
+def parse_suggestion(answer: dict, roster: list[RosterEntry], backend: str = "ollama") -> Suggestion:
     """A classification answer {"primary", "others", "confidence", "description"} as a Suggestion.
     Slugs or names outside the roster become None (unassigned) or are dropped from `others`."""
     character = resolve_slug(_first(answer, "primary", "character", "slug"), roster)

@@ -23,7 +23,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..core.errors import InvalidInput
 from ..core.http import TransportError, direct_opener, exchange, service_url
-from .base import ClassifierError, Review, Suggestion, extract_json, parse_review, parse_suggestion, snippet
+from .base import (
+    ClassifierError,
+    Review,
+    RosterEntry,
+    Suggestion,
+    extract_json,
+    parse_review,
+    parse_suggestion,
+    snippet,
+)
 
 log = logging.getLogger("lora_studio.classification.base")
 
@@ -53,11 +62,11 @@ def _one_line(text: Any, limit: int) -> str:
     return snippet(text, limit) if isinstance(text, str) else ""
 
 
-def classify_prompt(roster: list[dict]) -> str:
+def classify_prompt(roster: list[RosterEntry]) -> str:
     lines = []
     for item in roster:
-        design = _one_line(item.get("design_prompt"), _DESIGN_CHARS)
-        lines.append(f'- slug "{item["slug"]}": {_one_line(item.get("name"), 80) or item["slug"]}'
+        design = _one_line(item.design_prompt, _DESIGN_CHARS)
+        lines.append(f'- slug "{item.slug}": {_one_line(item.name, 80) or item.slug}'
                      + (f" — {design}" if design else ""))
     return (
         "You sort frames of anime characters. These are the only characters of this project:\n"
@@ -72,9 +81,9 @@ def classify_prompt(roster: list[dict]) -> str:
     )
 
 
-def review_prompt(character: dict) -> str:
-    name = _one_line(character.get("name"), 80) or character.get("slug", "the character")
-    design = _one_line(character.get("design_prompt"), 600)
+def review_prompt(character: RosterEntry) -> str:
+    name = _one_line(character.name, 80) or character.slug or "the character"
+    design = _one_line(character.design_prompt, 600)
     return (
         f"You review images for a training dataset of the anime character {name}"
         + (f", whose design is: {design}" if design else "")
@@ -113,9 +122,8 @@ class OllamaBackend:
 
     # -- API ---------------------------------------------------------------------------------------
 
-    def classify(self, image_path: Path | str, roster: list[dict]) -> Suggestion:
-        """Which roster character (items {"slug", "name", "design_prompt"}) the image shows."""
-        roster = [item for item in roster if isinstance(item, dict) and isinstance(item.get("slug"), str)]
+    def classify(self, image_path: Path | str, roster: list[RosterEntry]) -> Suggestion:
+        """Which roster character the image shows."""
         if not roster:
             return Suggestion(None, 0.0, [], "", self.name)
         answer = self._ask(classify_prompt(roster), image_path)
@@ -123,8 +131,8 @@ class OllamaBackend:
         log.debug("classified %s as %s (%.2f)", Path(image_path).name, suggestion.character, suggestion.confidence)
         return suggestion
 
-    def review(self, image_path: Path | str, character: dict) -> Review:
-        """Scores the image as training material for `character` ({"slug", "name", "design_prompt"})."""
+    def review(self, image_path: Path | str, character: RosterEntry) -> Review:
+        """Scores the image as training material for `character`."""
         return parse_review(self._ask(review_prompt(character), image_path))
 
     # -- transport ---------------------------------------------------------------------------------

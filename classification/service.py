@@ -13,22 +13,26 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from typing import Any
 
 import sqlalchemy as sa
 
+from ..core.characters import Character
 from ..core.db import Database, utcnow
 from ..core.errors import InvalidInput, StudioError, Unavailable
-from ..core.jobs import JobContext, JobRunner
+from ..core.jobs import Job, JobContext, JobRunner
 from ..core.schema import images
 from ..core.settings import Settings
 from ..datasets.images import ImageService
 from ..datasets.review import ReviewService
-from .base import decide, review_verdict
+from .base import RosterEntry, decide, review_verdict
 from .factory import make_backend
 
 log = logging.getLogger("lora_studio.classification.service")
+
+
+def roster_entry(character: Character) -> RosterEntry:
+    return RosterEntry(slug=character.slug, name=character.name, design_prompt=character.design_prompt)
 
 
 class ClassificationService:
@@ -46,15 +50,15 @@ class ClassificationService:
         return self._backend
 
     # -- requests ------------------------------------------------------------------------------
-    def start_classify(self, project_id: int) -> dict:
-        roster = self.characters.list(project_id)["items"]
+    def start_classify(self, project_id: int) -> Job:
+        roster = self.characters.list(project_id).items
         if not roster:
             raise InvalidInput("the project has no characters to classify images into")
         if self.settings.classifier == "none":
             raise Unavailable("no classifier is configured (LORA_STUDIO_CLASSIFIER=ollama or embedding)")
         return self.jobs.submit("classify", {"project_id": project_id})
 
-    def start_review(self, character_id: int) -> dict:
+    def start_review(self, character_id: int) -> Job:
         self.characters.get(character_id)
         if self.settings.classifier != "ollama":
             raise Unavailable("automatic review needs the vision-model classifier (LORA_STUDIO_CLASSIFIER=ollama)")
@@ -68,8 +72,9 @@ class ClassificationService:
 
     def _run_classify(self, ctx: JobContext) -> dict:
         project_id = ctx.payload["project_id"]
-        roster = self.characters.list(project_id)["items"]
-        by_slug = {c["slug"]: c for c in roster}
+        characters = self.characters.list(project_id).items
+        roster = [roster_entry(c) for c in characters]
+        by_slug = {c.slug: c for c in characters}
         todo = self._pending(images.c.project_id == project_id)
         backend = self.backend()
         references = None
@@ -80,8 +85,8 @@ class ClassificationService:
             try:
                 if self.settings.classifier == "embedding":
                     if references is None:
-                        references = {c["slug"]: [i.path for i in self.images.approved_items(c["id"])]
-                                      for c in roster}
+                        references = {c.slug: [i.path for i in self.images.approved_items(c.id)]
+                                      for c in characters}
                     suggestion = backend.classify(path, references)
                 else:
                     suggestion = backend.classify(path, roster)
@@ -91,13 +96,13 @@ class ClassificationService:
             target = by_slug.get(suggestion.character) if suggestion.character else None
             with self.db.begin() as conn:
                 conn.execute(images.update().where(images.c.id == row.id).values(
-                    suggested_character_id=target["id"] if target else None,
+                    suggested_character_id=target.id if target else None,
                     suggestion_confidence=suggestion.confidence if target else 0.0, updated_at=utcnow()))
             suggested += 1
             chosen = decide(suggestion, self.settings.classify_threshold)
-            if chosen and target and target["id"] != row.character_id:
+            if chosen and target and target.id != row.character_id:
                 try:
-                    self.images.reassign(row.id, character_id=target["id"])
+                    self.images.reassign(row.id, character_id=target.id)
                     moved.append(row.id)
                 except StudioError as e:
                     failed.append({"image_id": row.id, "reason": e.message})
@@ -114,7 +119,7 @@ class ClassificationService:
         for n, row in enumerate(todo, 1):
             ctx.check_cancelled()
             try:
-                verdict = backend.review(self.images.layout.abs_path(row.rel_path), asdict(character))
+                verdict = backend.review(self.images.layout.abs_path(row.rel_path), roster_entry(character))
             except StudioError as e:
                 failed.append({"image_id": row.id, "reason": e.message})
                 continue

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from .db import Database, iso, utcnow
 from .errors import Conflict, InvalidInput, NotFound
 from .feedback import category_counts, dropped, learned_terms, rejection_notes
-from .pagination import after, decode_cursor, encode_cursor
-from .projects import ProjectService, style_dict
+from .pagination import Page, after, decode_cursor, encode_cursor
+from .projects import ProjectService, Style, style_record
 from .schema import characters, generation_styles, image_decisions, images, lora_models, projects
 from .text import merge_terms, slugify
 from .validation import check_text
@@ -52,7 +52,20 @@ class CharacterPrompt:
     category_counts: dict[str, int]
     rejection_notes: list[dict]  # the latest notes, newest first
     lora_name: str | None
-    style: dict[str, Any]  # the project's style record (projects.style_dict)
+    style: Style  # the project's style
+
+
+@dataclass(frozen=True)
+class ImageCounts:
+    pending: int
+    approved: int
+
+
+@dataclass(frozen=True)
+class CharacterSummary(Character):
+    """A character in a list: the record and how many of its images wait for review or are approved."""
+
+    counts: ImageCounts
 
 
 def character_record(row: Any, project_slug: str) -> Character:
@@ -84,7 +97,8 @@ class CharacterService:
             )).inserted_primary_key[0]
         return self.get(cid)
 
-    def list(self, project_id: int | None = None, limit: int | None = None, cursor: str | None = None) -> dict:
+    def list(self, project_id: int | None = None, limit: int | None = None,
+             cursor: str | None = None) -> Page[CharacterSummary]:
         """Characters (of a project, or all) by name, then id; `limit` None: all of them."""
         key = decode_cursor(cursor, (str, int))
         order = [characters.c.name, characters.c.id]
@@ -104,10 +118,10 @@ class CharacterService:
                 ProjectService._row(conn, project_id)
                 q = q.where(characters.c.project_id == project_id)
             rows = conn.execute(q).all()
-        items = [{**asdict(character_record(r, r.project_slug)),
-                  "counts": {"pending": r.pending, "approved": r.approved}} for r in rows[:limit]]
+        items = [CharacterSummary(**asdict(character_record(r, r.project_slug)),
+                                  counts=ImageCounts(pending=r.pending, approved=r.approved)) for r in rows[:limit]]
         more = limit is not None and len(rows) > limit
-        return {"items": items, "next_cursor": encode_cursor(items[-1]["name"], items[-1]["id"]) if more else None}
+        return Page(items, encode_cursor(items[-1].name, items[-1].id) if more else None)
 
     def get(self, character_id: int) -> Character:
         with self.db.begin() as conn:
@@ -157,7 +171,7 @@ class CharacterService:
         style negative + character negative + learned feedback terms (stable order, no duplicates)."""
         with self.db.begin() as conn:
             row, project_slug = self.row_with_project(conn, character_id)
-            style = style_dict(conn.execute(sa.select(generation_styles).where(
+            style = style_record(conn.execute(sa.select(generation_styles).where(
                 generation_styles.c.project_id == row.project_id)).first())
             learned = learned_terms(conn, character_id, row.project_id)
             dropped_list = dropped(conn, character_id)
@@ -169,8 +183,8 @@ class CharacterService:
                     lora_models.c.id == row.current_lora_id)).scalar()
         return CharacterPrompt(
             character_id=character_id, project_slug=project_slug, character_slug=row.slug,
-            positive=merge_terms(style["positive_template"], row.trigger_word, row.design_prompt),
-            negative=merge_terms(style["negative_template"], row.negative_prompt, learned),
+            positive=merge_terms(style.positive_template, row.trigger_word, row.design_prompt),
+            negative=merge_terms(style.negative_template, row.negative_prompt, learned),
             learned_terms=learned, dropped_terms=dropped_list, category_counts=counts, rejection_notes=notes,
             lora_name=lora, style=style)
 

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from .db import Database, iso, utcnow
 from .errors import Conflict, InvalidInput, NotFound, StudioError
 from .host import EventSink
 from .owners import process_gone
+from .pagination import Page
 from .schema import jobs
 
 log = logging.getLogger("lora_studio.jobs")
@@ -34,14 +35,35 @@ class JobCancelled(Exception):
     """Raised inside a handler (by `JobContext.check_cancelled`) to stop a job the user cancelled."""
 
 
-def job_dict(row: Any) -> dict:
-    return {
-        "id": row.id, "kind": row.kind, "status": row.status, "progress": row.progress,
-        "message": row.message, "error": row.error, "payload": row.payload, "result": row.result,
-        "character_id": row.character_id, "cancel_requested": bool(row.cancel_requested),
-        "created_at": iso(row.created_at), "started_at": iso(row.started_at),
-        "finished_at": iso(row.finished_at), "updated_at": iso(row.updated_at),
-    }
+@dataclass(frozen=True)
+class Job:
+    """A job as services pass it; the routes and the job events answer it as JSON, its fields in this order."""
+
+    id: int
+    kind: str  # the handler that runs it (train, classify, regenerate, …)
+    status: str  # one of STATUSES
+    progress: float  # 0..1
+    message: str | None
+    error: str | None
+    payload: dict  # what the job was asked to do (JSON)
+    result: dict | None  # what it made or how far it got (JSON; the handler's own shape)
+    character_id: int | None
+    cancel_requested: bool
+    created_at: str  # ISO 8601, UTC
+    started_at: str | None
+    finished_at: str | None
+    updated_at: str
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("queued", "running")
+
+
+def job_record(row: Any) -> Job:
+    return Job(id=row.id, kind=row.kind, status=row.status, progress=row.progress, message=row.message,
+               error=row.error, payload=row.payload, result=row.result, character_id=row.character_id,
+               cancel_requested=bool(row.cancel_requested), created_at=iso(row.created_at),
+               started_at=iso(row.started_at), finished_at=iso(row.finished_at), updated_at=iso(row.updated_at))
 
 
 @dataclass
@@ -78,7 +100,7 @@ class JobContext:
 Handler = Callable[[JobContext], dict | None]
 # Cleans up after a job whose process died mid-run (found at start-up); returns the job's error
 # text, e.g. what was done and what was removed (None: the generic INTERRUPTED).
-OrphanHandler = Callable[[dict], str | None]
+OrphanHandler = Callable[[Job], str | None]
 
 
 class JobRunner:
@@ -109,7 +131,7 @@ class JobRunner:
             self.limits[kind] = max(1, int(concurrency))
 
     # -- queries -------------------------------------------------------------------------------
-    def submit(self, kind: str, payload: dict, character_id: int | None = None) -> dict:
+    def submit(self, kind: str, payload: dict, character_id: int | None = None) -> Job:
         if kind not in self.handlers:
             raise InvalidInput(f"unknown job kind {kind!r}")
         now = utcnow()
@@ -119,19 +141,19 @@ class JobRunner:
                 character_id=character_id, cancel_requested=False, created_at=now, updated_at=now,
             )).inserted_primary_key[0]
         job = self.get(job_id)
-        self.emit(JOB_EVENT, job)
+        self._emit(job)
         self._wake.set()
         return job
 
-    def get(self, job_id: int) -> dict:
+    def get(self, job_id: int) -> Job:
         with self.db.begin() as conn:
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
         if row is None:
             raise NotFound(f"job {job_id} does not exist")
-        return job_dict(row)
+        return job_record(row)
 
     def list(self, status: str | None = None, kind: str | None = None, character_id: int | None = None,
-             limit: int = 50, cursor: int | None = None) -> dict:
+             limit: int = 50, cursor: int | None = None) -> Page[Job]:
         if status is not None and status not in STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")
         q = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit + 1)
@@ -145,10 +167,10 @@ class JobRunner:
             q = q.where(jobs.c.id < cursor)
         with self.db.begin() as conn:
             rows = conn.execute(q).all()
-        items = [job_dict(r) for r in rows[:limit]]
-        return {"items": items, "next_cursor": str(items[-1]["id"]) if len(rows) > limit else None}
+        items = [job_record(r) for r in rows[:limit]]
+        return Page(items, str(items[-1].id) if len(rows) > limit else None)
 
-    def cancel(self, job_id: int) -> dict:
+    def cancel(self, job_id: int) -> Job:
         now = utcnow()
         with self.db.begin() as conn:
             row = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).first()
@@ -161,8 +183,11 @@ class JobRunner:
             elif row.status == "running":
                 conn.execute(jobs.update().where(jobs.c.id == job_id).values(cancel_requested=True, updated_at=now))
         job = self.get(job_id)
-        self.emit(JOB_EVENT, job)
+        self._emit(job)
         return job
+
+    def _emit(self, job: Job) -> None:
+        self.emit(JOB_EVENT, asdict(job))  # the host sends events as JSON
 
     # -- running -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -182,7 +207,7 @@ class JobRunner:
             t.join(timeout)
         self._threads.clear()
 
-    def fail_orphans(self) -> list[dict]:
+    def fail_orphans(self) -> list[Job]:
         """Jobs a dead process of this host left running will never finish: mark them failed, then
         let their kind clean up what they left (its `on_orphan` also words the error). Safe to call
         again and from several processes at once: each orphan is failed once. Returns them."""
@@ -202,18 +227,18 @@ class JobRunner:
             if done.rowcount != 1:
                 continue
             job = self.get(row.id)
-            cleanup = self.orphan_handlers.get(job["kind"])
+            cleanup = self.orphan_handlers.get(job.kind)
             if cleanup is not None:
                 try:
                     error = cleanup(job)
                 except Exception:  # the job is failed already; what it left is swept later
-                    log.exception("could not clean up after interrupted job %s (%s)", job["id"], job["kind"])
+                    log.exception("could not clean up after interrupted job %s (%s)", job.id, job.kind)
                 else:
                     if error:
-                        self._update(job["id"], error=error)
-            log.warning("job %s (%s) was interrupted by a restart: marked failed", job["id"], job["kind"])
+                        self._update(job.id, error=error)
+            log.warning("job %s (%s) was interrupted by a restart: marked failed", job.id, job.kind)
             job = self.get(row.id)
-            self.emit(JOB_EVENT, job)
+            self._emit(job)
             failed.append(job)
         return failed
 
@@ -230,7 +255,7 @@ class JobRunner:
                 continue
             self._run(job)
 
-    def run_now(self, job_id: int) -> dict:
+    def run_now(self, job_id: int) -> Job:
         """Run one queued job in the calling thread (the command line's foreground run); returns it finished."""
         now = utcnow()
         with self._claim_lock:
@@ -280,7 +305,7 @@ class JobRunner:
 
     def _run_claimed(self, row: Any) -> None:
         ctx = JobContext(job_id=row.id, payload=row.payload, runner=self)
-        self.emit(JOB_EVENT, self.get(row.id))
+        self._emit(self.get(row.id))
         try:
             result = self.handlers[row.kind](ctx)
         except JobCancelled:
@@ -302,7 +327,7 @@ class JobRunner:
     def _update(self, job_id: int, **values: Any) -> None:
         with self.db.begin() as conn:
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(updated_at=utcnow(), **values))
-        self.emit(JOB_EVENT, self.get(job_id))
+        self._emit(self.get(job_id))
 
 
 def worker_gone(worker: str, started_at: datetime | None = None) -> bool:

@@ -9,15 +9,26 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
 from .errors import InvalidInput
 from .validation import INT64_MAX, INT64_MIN, check_text
 
+T = TypeVar("T")
+
 _MAX_CURSOR = 2000  # characters; a name is at most 200, so a real cursor is far shorter
 _BAD = "'cursor' is not valid: pass the next_cursor of the previous page"
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list: its records, and the cursor of the next page (None on the last page)."""
+
+    items: list[T]
+    next_cursor: str | None
 
 
 def encode_cursor(*key: Any) -> str:

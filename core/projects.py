@@ -2,27 +2,62 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any
 
 import sqlalchemy as sa
 
 from .db import Database, iso, utcnow
 from .errors import Conflict, InvalidInput, NotFound
-from .pagination import after, decode_cursor, encode_cursor
+from .pagination import Page, after, decode_cursor, encode_cursor
 from .samplers import SamplerNames
 from .schema import characters, generation_styles, projects
 from .style import DEFAULT_STYLE, StyleChanges
 from .text import slugify
 
 
-def project_dict(row: Any) -> dict:
-    return {"id": row.id, "name": row.name, "slug": row.slug, "description": row.description,
-            "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
+@dataclass(frozen=True)
+class Project:
+    """A project as services pass it; the routes answer it as JSON, its fields in this order."""
+
+    id: int
+    name: str
+    slug: str  # names the project's dataset folder; it stays when the name changes
+    description: str
+    created_at: str  # ISO 8601, UTC
+    updated_at: str
 
 
-def style_dict(row: Any) -> dict:
-    return {"project_id": row.project_id, **{k: getattr(row, k) for k in DEFAULT_STYLE},
-            "updated_at": iso(row.updated_at)}
+@dataclass(frozen=True)
+class Style:
+    """A project's generation style (core/style.py has the defaults), as generation and the routes use it."""
+
+    project_id: int
+    checkpoint: str  # a file name in ComfyUI's models/checkpoints ("": none chosen yet)
+    sampler: str  # ComfyUI's sampler_name
+    scheduler: str
+    steps: int
+    cfg: float
+    width: int
+    height: int
+    clip_skip: int
+    positive_template: str
+    negative_template: str
+    lora_strength: float
+    updated_at: str
+
+
+STYLE_FIELDS = tuple(f.name for f in fields(Style) if f.name in DEFAULT_STYLE)
+
+
+def project_record(row: Any) -> Project:
+    return Project(id=row.id, name=row.name, slug=row.slug, description=row.description,
+                   created_at=iso(row.created_at), updated_at=iso(row.updated_at))
+
+
+def style_record(row: Any) -> Style:
+    return Style(project_id=row.project_id, **{k: getattr(row, k) for k in STYLE_FIELDS},
+                 updated_at=iso(row.updated_at))
 
 
 def _slug_for(name: str) -> str:
@@ -37,7 +72,7 @@ class ProjectService:
         self.db = db
         self.samplers = samplers or SamplerNames()  # without a ComfyUI: its standard lists
 
-    def create(self, name: str, description: str = "") -> dict:
+    def create(self, name: str, description: str = "") -> Project:
         slug = _slug_for(name)
         now = utcnow()
         with self.db.begin() as conn:
@@ -49,7 +84,7 @@ class ProjectService:
             conn.execute(generation_styles.insert().values(project_id=pid, updated_at=now, **DEFAULT_STYLE))
         return self.get(pid)
 
-    def list(self, limit: int | None = None, cursor: str | None = None) -> dict:
+    def list(self, limit: int | None = None, cursor: str | None = None) -> Page[Project]:
         """Projects by name (then id); `limit` None: all of them (the nodes' combos)."""
         key = decode_cursor(cursor, (str, int))
         order = [projects.c.name, projects.c.id]
@@ -60,15 +95,15 @@ class ProjectService:
             q = q.limit(limit + 1)
         with self.db.begin() as conn:
             rows = conn.execute(q).all()
-        items = [project_dict(r) for r in rows[:limit]]
+        items = [project_record(r) for r in rows[:limit]]
         more = limit is not None and len(rows) > limit
-        return {"items": items, "next_cursor": encode_cursor(items[-1]["name"], items[-1]["id"]) if more else None}
+        return Page(items, encode_cursor(items[-1].name, items[-1].id) if more else None)
 
-    def get(self, project_id: int) -> dict:
+    def get(self, project_id: int) -> Project:
         with self.db.begin() as conn:
-            return project_dict(self._row(conn, project_id))
+            return project_record(self._row(conn, project_id))
 
-    def update(self, project_id: int, *, name: str | None = None, description: str | None = None) -> dict:
+    def update(self, project_id: int, *, name: str | None = None, description: str | None = None) -> Project:
         """Change the name and/or description (None: unchanged)."""
         data = {k: v for k, v in (("name", name), ("description", description)) if v is not None}
         with self.db.begin() as conn:
@@ -85,18 +120,18 @@ class ProjectService:
             conn.execute(projects.delete().where(projects.c.id == project_id))
         return {"deleted": project_id}
 
-    def get_style(self, project_id: int) -> dict:
+    def get_style(self, project_id: int) -> Style:
         with self.db.begin() as conn:
             self._row(conn, project_id)
             row = conn.execute(sa.select(generation_styles).where(generation_styles.c.project_id == project_id)).first()
-        return style_dict(row)
+        return style_record(row)
 
-    def update_style(self, project_id: int, changes: StyleChanges) -> dict:
+    def update_style(self, project_id: int, changes: StyleChanges) -> Style:
         data = changes.changed()
         if "sampler" in data or "scheduler" in data:  # names ComfyUI has (or a human name), else a 400
             current = self.get_style(project_id)
             data["sampler"], data["scheduler"] = self.samplers.check(
-                data.get("sampler", current["sampler"]), data.get("scheduler", current["scheduler"]))
+                data.get("sampler", current.sampler), data.get("scheduler", current.scheduler))
         for dim in ("width", "height"):
             if dim in data and data[dim] % 8:
                 raise InvalidInput(f"'{dim}' must be a multiple of 8")

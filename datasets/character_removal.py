@@ -20,9 +20,9 @@ class CharacterRemoval:
         Refused (409) while one of its jobs is queued or running."""
         self.characters.get(character_id)  # 404 first
         busy = [job for status in ("queued", "running")
-                for job in self.jobs.list(status=status, character_id=character_id)["items"]]
+                for job in self.jobs.list(status=status, character_id=character_id).items]
         if busy:
-            raise Conflict(f"the character has a {busy[0]['kind']} job (#{busy[0]['id']}) {busy[0]['status']}: "
+            raise Conflict(f"the character has a {busy[0].kind} job (#{busy[0].id}) {busy[0].status}: "
                            "cancel it or wait for it first")
         moved = self.images.release_character(character_id)
         return {**self.characters.delete(character_id), "images_to_pool": moved}

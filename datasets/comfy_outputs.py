@@ -78,7 +78,7 @@ def import_outputs(images: ImageService, gallery: Gallery, staging: Path, charac
     (exactly or nearly), files that are not readable images and files that went away since they
     were listed are skipped and reported ({filename, reason}): one bad file never fails the job."""
     if paths is None:
-        paths = [item["path"] for item in gallery.list(limit=100000)["items"]][::-1]  # oldest first
+        paths = [item.path for item in gallery.list(limit=100000).items][::-1]  # oldest first
     created, skipped = [], []
     for start in range(0, len(paths), BATCH):
         check_cancelled()

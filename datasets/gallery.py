@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import InvalidInput, NotFound, Unavailable
+from ..core.pagination import Page
 from ..core.validation import parse_uint
 from .layout import safe_join
 
@@ -33,6 +35,17 @@ def _scan(root: Path) -> list[tuple[int, str, int]]:
     return out
 
 
+@dataclass(frozen=True)
+class GalleryFile:
+    """An image in ComfyUI's output folder."""
+
+    path: str  # relative to the output folder, with "/"
+    name: str
+    subfolder: str
+    size: int  # bytes
+    mtime: float  # seconds since the epoch
+
+
 class Gallery:
     def __init__(self, output_dir: Path | None):
         self.output_dir = output_dir
@@ -42,7 +55,7 @@ class Gallery:
             raise Unavailable("no ComfyUI output folder is configured (set LORA_STUDIO_COMFYUI_OUTPUT_DIR)")
         return self.output_dir
 
-    def list(self, limit: int = 50, cursor: str | None = None) -> dict:
+    def list(self, limit: int = 50, cursor: str | None = None) -> Page[GalleryFile]:
         """Newest first; the cursor is the (mtime, path) of the last item, so new files arriving
         between pages do not shift later pages."""
         key = None
@@ -53,15 +66,15 @@ class Gallery:
             key = (parse_uint(mtime, "cursor", max_digits=20), rel)
         root = self._root()
         if not root.is_dir():
-            return {"items": [], "next_cursor": None}
+            return Page([], None)
         entries = sorted(_scan(root), key=lambda e: (e[0], e[1]), reverse=True)
         if key is not None:
             entries = [e for e in entries if (e[0], e[1]) < key]
         page = entries[:limit]
-        items = [{"path": rel, "name": rel.rsplit("/", 1)[-1], "subfolder": rel.rpartition("/")[0],
-                  "size": size, "mtime": mtime / 1e9} for mtime, rel, size in page]
+        items = [GalleryFile(path=rel, name=rel.rsplit("/", 1)[-1], subfolder=rel.rpartition("/")[0],
+                             size=size, mtime=mtime / 1e9) for mtime, rel, size in page]
         nxt = f"{page[-1][0]}:{page[-1][1]}" if len(entries) > limit else None
-        return {"items": items, "next_cursor": nxt}
+        return Page(items, nxt)
 
     def file(self, rel_path: str) -> Path:
         if not rel_path:

@@ -17,6 +17,7 @@ from ..core.characters import CharacterService
 from ..core.db import Database, iso, utcnow
 from ..core.errors import Conflict, InvalidInput, NotFound, StudioError
 from ..core.feedback import latest_rejections
+from ..core.pagination import Page
 from ..core.projects import ProjectService
 from ..core.schema import images
 from ..training.hashing import sha256_file
@@ -325,13 +326,12 @@ class ImageService:
         return row.id
 
     def list(self, character_id: int, status: str | None = "pending", limit: int = 50,
-             cursor: int | None = None) -> dict:
+             cursor: int | None = None) -> Page[ImageRecord]:
         """A character's review queue, oldest first."""
         return self.search(ImageFilters(character_id=character_id, status=status), limit, cursor)
 
-    def search(self, filters: ImageFilters, limit: int = 50, cursor: int | None = None) -> dict:
-        """Images of a character, a project or the whole studio, filtered and paginated by id:
-        {"items": [ImageRecord], "next_cursor"}."""
+    def search(self, filters: ImageFilters, limit: int = 50, cursor: int | None = None) -> Page[ImageRecord]:
+        """Images of a character, a project or the whole studio, filtered and paginated by id."""
         status, order = filters.status, filters.order or "oldest"
         if status is not None and status not in STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(STATUSES)}, or all")
@@ -363,7 +363,7 @@ class ImageService:
                 q = q.where(images.c.project_id == filters.project_id)
             rows = conn.execute(q).all()
             items = image_records(conn, rows[:limit])
-        return {"items": items, "next_cursor": str(items[-1].id) if len(rows) > limit else None}
+        return Page(items, str(items[-1].id) if len(rows) > limit else None)
 
     def update(self, image_id: int, *, caption: str | None = None) -> ImageRecord:
         """Edit the caption (None: unchanged): the .txt beside the image and the record change together."""

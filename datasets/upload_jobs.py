@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from ..core.db import Database
 from ..core.errors import InvalidInput
-from ..core.jobs import INTERRUPTED, JobCancelled, JobContext, JobRunner
+from ..core.jobs import INTERRUPTED, Job, JobCancelled, JobContext, JobRunner
 from ..core.owners import owner_tag, tag_gone
 from ..core.schema import jobs
 from .images import ImageService
@@ -120,11 +120,11 @@ class ImageUploads:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def _interrupted(self, job: dict) -> str:
+    def _interrupted(self, job: Job) -> str:
         """After a crash: remove the job's staging folder and say what the job had done. Placing a
         file moves it out of the folder, so the payload's files no longer there were placed (or were
         never there); the rest, skipped ones included, are removed with the folder."""
-        p = job["payload"]
+        p = job.payload
         folder = self._folder(p["staging"])
         files = [stored for _name, stored in p["files"]]
         if not folder.is_dir():
@@ -133,7 +133,7 @@ class ImageUploads:
         shutil.rmtree(folder, ignore_errors=True)
         placed = len(files) - left
         log.warning("upload job %s was interrupted: %d of %d files placed, %d staged files removed",
-                    job["id"], placed, len(files), left)
+                    job.id, placed, len(files), left)
         return (f"{INTERRUPTED}: {placed} of {len(files)} images were placed (they stay pending), "
                 f"{left} staged files removed")
 

@@ -55,36 +55,36 @@ class Regenerator:
             return {"character_id": character_id, "queued": None,
                     "reason": f"{in_flight} regeneration(s) already in flight (at most {self.max_in_flight})"}
         job = self.jobs.submit(KIND, {"character_id": character_id}, character_id=character_id)
-        return {"character_id": character_id, "queued": job["id"], "reason": None}
+        return {"character_id": character_id, "queued": job.id, "reason": None}
 
     def _run(self, ctx: JobContext) -> dict:
         character_id = ctx.payload["character_id"]
         gen = self.generation.generate(character_id)  # built now: the newest learned negatives
-        ctx.progress(0.1, f"queued on ComfyUI as {gen['prompt_id']}")
+        ctx.progress(0.1, f"queued on ComfyUI as {gen.prompt_id}")
         deadline = time.monotonic() + self.timeout_seconds
-        while gen["status"] == "queued":
+        while gen.status == "queued":
             ctx.check_cancelled()
             if time.monotonic() > deadline:
                 raise UpstreamError("ComfyUI did not finish the generation in time")
             time.sleep(self.poll_seconds)
-            gen = self.generation.get(gen["id"], refresh=True)
-        if gen["status"] != "succeeded":
-            raise UpstreamError(f"ComfyUI failed the generation {gen['prompt_id']}")
+            gen = self.generation.get(gen.id, refresh=True)
+        if gen.status != "succeeded":
+            raise UpstreamError(f"ComfyUI failed the generation {gen.prompt_id}")
         ctx.progress(0.9, "adding the images to the review queue")
         client = self.generation.client()
         files = []
         try:
-            for out in gen["outputs"] or []:
+            for out in gen.outputs or []:
                 fd, name = mkstemp_umask(self.layout.staging_dir(), prefix="gen-")
                 os.close(fd)
                 tmp = Path(name)
-                files.append((out["filename"], tmp, {"generation_id": gen["id"], "prompt_id": gen["prompt_id"],
-                                                      "prompt": gen["graph"]}))
+                files.append((out["filename"], tmp, {"generation_id": gen.id, "prompt_id": gen.prompt_id,
+                                                      "prompt": gen.graph}))
                 tmp.write_bytes(client.view(out["filename"], out.get("subfolder", ""), out.get("type", "output")))
         except BaseException:
             for _, tmp, _meta in files:
                 tmp.unlink(missing_ok=True)
             raise
         result = self.images.add_files(character_id, files, source="generation")
-        return {"generation_id": gen["id"], "created": [i.id for i in result["created"]],
+        return {"generation_id": gen.id, "created": [i.id for i in result["created"]],
                 "skipped": result["skipped"]}

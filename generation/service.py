@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,10 +19,26 @@ from .client import ComfyUIClient
 from .graph import build_txt2img
 
 
-def generation_dict(row: Any) -> dict:
-    return {"id": row.id, "character_id": row.character_id, "lora_model_id": row.lora_model_id,
-            "prompt_id": row.prompt_id, "status": row.status, "graph": row.graph, "outputs": row.outputs,
-            "error": row.error, "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
+@dataclass(frozen=True)
+class Generation:
+    """A generation as services pass it; the routes answer it as JSON, its fields in this order."""
+
+    id: int
+    character_id: int
+    lora_model_id: int | None
+    prompt_id: str | None  # ComfyUI's id for the queued graph
+    status: str  # queued, succeeded, failed
+    graph: dict  # the API-format graph sent to ComfyUI
+    outputs: list | None  # ComfyUI's output images ({filename, subfolder, type})
+    error: str | None
+    created_at: str  # ISO 8601, UTC
+    updated_at: str
+
+
+def generation_record(row: Any) -> Generation:
+    return Generation(id=row.id, character_id=row.character_id, lora_model_id=row.lora_model_id,
+                      prompt_id=row.prompt_id, status=row.status, graph=row.graph, outputs=row.outputs,
+                      error=row.error, created_at=iso(row.created_at), updated_at=iso(row.updated_at))
 
 
 class GenerationService:
@@ -36,22 +53,22 @@ class GenerationService:
                     use_lora: bool = True) -> tuple[dict, CharacterPrompt]:
         p = self.characters.prompt(character_id)
         style = p.style
-        if not style["checkpoint"]:
+        if not style.checkpoint:
             raise InvalidInput("the project's style has no checkpoint; set one first")
         # a style saved before names were checked, or a sampler ComfyUI no longer has: a 400 here, not a 502
-        sampler, scheduler = self.samplers.check(style["sampler"], style["scheduler"])
+        sampler, scheduler = self.samplers.check(style.sampler, style.scheduler)
         graph = build_txt2img(
-            checkpoint=style["checkpoint"], positive=p.positive, negative=p.negative,
-            sampler=sampler, scheduler=scheduler, steps=style["steps"], cfg=style["cfg"],
-            width=style["width"], height=style["height"], clip_skip=style["clip_skip"],
+            checkpoint=style.checkpoint, positive=p.positive, negative=p.negative,
+            sampler=sampler, scheduler=scheduler, steps=style.steps, cfg=style.cfg,
+            width=style.width, height=style.height, clip_skip=style.clip_skip,
             seed=random.randrange(2**32) if seed is None else seed, batch_size=batch_size,
-            lora_name=p.lora_name if use_lora else None, lora_strength=style["lora_strength"],
+            lora_name=p.lora_name if use_lora else None, lora_strength=style.lora_strength,
             filename_prefix=f"lora_studio/{p.project_slug}/{p.character_slug}",
         )
         return graph, p
 
     def generate(self, character_id: int, seed: int | None = None, batch_size: int = 1,
-                 use_lora: bool = True) -> dict:
+                 use_lora: bool = True) -> Generation:
         """Queue the character's graph on ComfyUI (seed None: a random one) and record the generation."""
         graph, p = self.build_graph(character_id, seed, batch_size, use_lora)
         with self.db.begin() as conn:
@@ -65,7 +82,7 @@ class GenerationService:
                 created_at=now, updated_at=now)).inserted_primary_key[0]
         return self.get(gid)
 
-    def get(self, generation_id: int, refresh: bool = False) -> dict:
+    def get(self, generation_id: int, refresh: bool = False) -> Generation:
         with self.db.begin() as conn:
             row = conn.execute(sa.select(generations).where(generations.c.id == generation_id)).first()
         if row is None:
@@ -81,4 +98,4 @@ class GenerationService:
                     conn.execute(generations.update().where(generations.c.id == generation_id).values(
                         status=new, outputs=images, updated_at=utcnow()))
                 return self.get(generation_id)
-        return generation_dict(row)
+        return generation_record(row)

@@ -16,11 +16,11 @@ NO_CHARACTER = "(no characters)"
 
 
 def _projects(s: Studio) -> list[str]:
-    return [p["slug"] for p in s.projects.list()["items"]]
+    return [p.slug for p in s.projects.list().items]
 
 
 def _characters(s: Studio) -> list[str]:
-    return sorted({c["slug"] for c in s.characters.list()["items"]})
+    return sorted({c.slug for c in s.characters.list().items})
 
 
 class CharacterPrompt:

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from ..core.errors import StudioError
 from ..training import config
 from ..training.request import TrainRequest
 from .character import NO_CHARACTER, NO_PROJECT, _characters, _projects
 from .context import choices, studio
+
+if TYPE_CHECKING:
+    from ..core.jobs import Job
 
 log = logging.getLogger("lora_studio.nodes.training")
 
@@ -66,18 +70,18 @@ def _load_preview(path):
         return ("PNG", im.convert("RGB"), PREVIEW_MAX_SIZE)
 
 
-def follow_job(s, job: dict, node_id: str | None = None, poll: float = POLL_SECONDS) -> dict:
+def follow_job(s, job: Job, node_id: str | None = None, poll: float = POLL_SECONDS) -> Job:
     """Wait for a training job, relaying step/total and new sample images to ComfyUI's progress bar.
     Any exception from ComfyUI (its interrupt) cancels the job and is re-raised."""
     utils, mm = _comfy()
-    total = int((job.get("payload") or {}).get("steps") or 1)
+    total = int((job.payload or {}).get("steps") or 1)
     bar = utils.ProgressBar(total, node_id=node_id) if utils is not None else None
     shown_step, shown_sample = -1, None
-    job_id = job["id"]
+    job_id = job.id
     try:
         while True:
             job = s.jobs.get(job_id)
-            result = job.get("result") or {}
+            result = job.result or {}
             progress = result.get("progress") or {}
             total = int(progress.get("total_steps") or total)
             step = int(progress.get("step") or 0)
@@ -92,7 +96,7 @@ def follow_job(s, job: dict, node_id: str | None = None, poll: float = POLL_SECO
             if bar is not None and (step != shown_step or preview is not None):
                 bar.update_absolute(step, total, preview)  # ComfyUI's hook raises its interrupt here
                 shown_step = step
-            if job["status"] not in ("queued", "running"):
+            if job.status not in ("queued", "running"):
                 return job
             if mm is not None:  # also while no step moves (loading, caching)
                 mm.throw_exception_if_processing_interrupted()
@@ -106,7 +110,7 @@ def _cancel_and_wait(s, job_id: int) -> None:
     try:
         job = s.jobs.cancel(job_id)
         deadline = time.monotonic() + CANCEL_WAIT_SECONDS
-        while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+        while job.status in ("queued", "running") and time.monotonic() < deadline:
             time.sleep(0.2)
             job = s.jobs.get(job_id)
     except Exception:
@@ -189,7 +193,7 @@ class TrainLoRA:
                                                    **options})
         job = s.training.start(char.id, request, comfy_prompt_id=current_prompt_id())
         job = follow_job(s, job, node_id=unique_id)
-        if job["status"] != "succeeded":
-            raise StudioError(f"training job {job['id']} {job['status']}: {job['error'] or job['message']}")
-        name = job["result"]["file_name"]
+        if job.status != "succeeded":
+            raise StudioError(f"training job {job.id} {job.status}: {job.error or job.message}")
+        name = job.result["file_name"]
         return {"ui": {"text": [f"trained {name}"]}, "result": (name,)}

@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,8 @@ from ..core.characters import CharacterService
 from ..core.db import Database, iso, utcnow
 from ..core.errors import Conflict, InvalidInput, NotFound, StudioError, Unavailable
 from ..core.host import Host
-from ..core.jobs import JobCancelled, JobContext, JobRunner
-from ..core.pagination import decode_cursor, encode_cursor
+from ..core.jobs import Job, JobCancelled, JobContext, JobRunner
+from ..core.pagination import Page, decode_cursor, encode_cursor
 from ..core.schema import characters, lora_models
 from ..datasets.images import ImageService
 from . import config
@@ -37,12 +38,29 @@ TRAIN_DEPS = ("torch", "diffusers", "peft", "transformers", "safetensors")
 PROGRESS_EVERY_SECONDS = 0.5  # progress lines can come every few ms: the job row is written at most this often
 
 
+@dataclass(frozen=True)
+class LoraModel:
+    """A LoRA a training wrote (into ComfyUI's loras folder); the routes answer it as JSON, its fields in this order."""
 
-def lora_dict(row: Any) -> dict:
-    return {"id": row.id, "character_id": row.character_id, "job_id": row.job_id, "file_name": row.file_name,
-            "base_model": row.base_model, "rank": row.rank, "alpha": row.alpha, "steps": row.steps,
-            "learning_rate": row.learning_rate, "sha256": row.sha256, "image_count": row.image_count,
-            "created_at": iso(row.created_at)}
+    id: int
+    character_id: int
+    job_id: int | None
+    file_name: str  # in ComfyUI's loras folder
+    base_model: str
+    rank: int
+    alpha: float
+    steps: int
+    learning_rate: float
+    sha256: str
+    image_count: int
+    created_at: str  # ISO 8601, UTC
+
+
+def lora_record(row: Any) -> LoraModel:
+    return LoraModel(id=row.id, character_id=row.character_id, job_id=row.job_id, file_name=row.file_name,
+                     base_model=row.base_model, rank=row.rank, alpha=row.alpha, steps=row.steps,
+                     learning_rate=row.learning_rate, sha256=row.sha256, image_count=row.image_count,
+                     created_at=iso(row.created_at))
 
 
 def missing_train_deps() -> list[str]:
@@ -68,7 +86,7 @@ class TrainingService:
 
     # -- requests ------------------------------------------------------------------------------
     def start(self, character_id: int, request: TrainRequest, *, comfy_prompt_id: str | None = None,
-              model_path: Path | None = None) -> dict:
+              model_path: Path | None = None) -> Job:
         """Queue a training job for a checked request (the adapters check it: ``TrainRequest.check``); the
         options it does not give get the defaults of the base model's architecture (training/config.py).
         `comfy_prompt_id`: the ComfyUI prompt running the Train LoRA node (that one does not count as
@@ -93,17 +111,17 @@ class TrainingService:
         self._check_comfyui_idle(payload)
         return self.runner.submit("train", payload, character_id=character_id)
 
-    def resume(self, job_id: int, *, comfy_prompt_id: str | None = None) -> dict:
+    def resume(self, job_id: int, *, comfy_prompt_id: str | None = None) -> Job:
         """A new job that continues a failed or cancelled training from its last checkpoint."""
         job = self.runner.get(job_id)
-        if job["kind"] != "train":
-            raise InvalidInput(f"job {job_id} is a {job['kind']} job, not a training")
-        if job["status"] not in ("failed", "cancelled"):
-            raise Conflict(f"job {job_id} is {job['status']}: only a failed or cancelled training can be resumed")
+        if job.kind != "train":
+            raise InvalidInput(f"job {job_id} is a {job.kind} job, not a training")
+        if job.status not in ("failed", "cancelled"):
+            raise Conflict(f"job {job_id} is {job.status}: only a failed or cancelled training can be resumed")
         checkpoint = self.last_checkpoint(job)
         if checkpoint is None:
             raise Conflict(f"training job {job_id} saved no checkpoint to resume from (checkpoint_every steps)")
-        old = {k: v for k, v in (job["payload"] or {}).items() if k not in ("resume_from", "resumed_from_job")}
+        old = {k: v for k, v in (job.payload or {}).items() if k not in ("resume_from", "resumed_from_job")}
         self.characters_row(old["character_id"])
         self._check_deps()
         if not Path(old.get("base_model_path", "")).exists():
@@ -113,17 +131,17 @@ class TrainingService:
         self._check_comfyui_idle(payload)
         return self.runner.submit("train", payload, character_id=old["character_id"])
 
-    def last_checkpoint(self, job: dict) -> Path | None:
+    def last_checkpoint(self, job: Job) -> Path | None:
         """The newest checkpoint folder the job's worker reported (or left) in its work folder. Only
         folders that resolve inside the jobs folder count: a job, checkpoints or step folder that is a
         link out of it (planted in the data folder) is never handed to a worker to load."""
         try:
             root = self.jobs_dir.resolve()
-            work = self.job_dir(job["id"])
+            work = self.job_dir(job.id)
             if not work.is_relative_to(root):
                 return None
             inside = lambda p: p.is_relative_to(work) and p.is_dir()  # noqa: E731
-            reported = ((job.get("result") or {}).get("checkpoint") or {}).get("path")
+            reported = ((job.result or {}).get("checkpoint") or {}).get("path")
             if reported and inside(Path(reported).resolve()):
                 return Path(reported).resolve()
             folder = work / "checkpoints"
@@ -131,20 +149,21 @@ class TrainingService:
             dirs = [p for p in dirs if inside(p)]
             if dirs:
                 return max(dirs, key=lambda p: p.stat().st_mtime)
-            earlier = (job.get("payload") or {}).get("resume_from")  # a resumed run stopped before its own first
+            earlier = (job.payload or {}).get("resume_from")  # a resumed run stopped before its own first
             if earlier and Path(earlier).resolve().is_relative_to(root) and Path(earlier).resolve().is_dir():
                 return Path(earlier).resolve()
         except (OSError, RuntimeError):  # a symlink loop, a name too long
             return None
         return None
 
-    def samples(self, job_id: int, limit: int | None = None, cursor: str | None = None) -> dict:
-        """A training job's sample images by step (then file name), oldest first; `limit` None: all."""
+    def samples(self, job_id: int, limit: int | None = None, cursor: str | None = None) -> Page[dict]:
+        """A training job's sample images by step (then file name), oldest first; `limit` None: all. Each is the
+        worker's sample event (step, file, prompt, …: the job's JSON) and its `url`."""
         key = decode_cursor(cursor, (int, str))
         job = self.runner.get(job_id)
-        if job["kind"] != "train":
+        if job.kind != "train":
             raise InvalidInput(f"job {job_id} is not a training job")
-        found = [s for s in (job.get("result") or {}).get("samples", [])
+        found = [s for s in (job.result or {}).get("samples", [])
                  if isinstance(s, dict) and isinstance(s.get("file"), str) and s["file"]]
         ordered = sorted(found, key=lambda s: (event_int(s.get("step"), 0), s["file"]))
         if key is not None:
@@ -152,8 +171,7 @@ class TrainingService:
         page = ordered if limit is None else ordered[:limit]
         items = [{**s, "url": f"/jobs/{job_id}/samples/{s['file']}"} for s in page]
         more = limit is not None and len(ordered) > limit
-        return {"items": items,
-                "next_cursor": encode_cursor(event_int(page[-1].get("step"), 0), page[-1]["file"]) if more else None}
+        return Page(items, encode_cursor(event_int(page[-1].get("step"), 0), page[-1]["file"]) if more else None)
 
     def sample_path(self, job_id: int, name: str) -> Path:
         """The file of one sample image; the name must stay inside the job's samples folder."""
@@ -174,7 +192,7 @@ class TrainingService:
     def job_dir(self, job_id: int) -> Path:
         return (self.jobs_dir / str(int(job_id))).resolve()
 
-    def loras(self, character_id: int, limit: int | None = None, cursor: int | None = None) -> dict:
+    def loras(self, character_id: int, limit: int | None = None, cursor: int | None = None) -> Page[LoraModel]:
         """A character's LoRAs, newest first; `cursor` is the id of the last one of the previous page."""
         self.characters_row(character_id)
         q = (sa.select(lora_models).where(lora_models.c.character_id == character_id)
@@ -185,9 +203,9 @@ class TrainingService:
             q = q.limit(limit + 1)
         with self.db.begin() as conn:
             rows = conn.execute(q).all()
-        items = [lora_dict(r) for r in rows[:limit]]
+        items = [lora_record(r) for r in rows[:limit]]
         more = limit is not None and len(rows) > limit
-        return {"items": items, "next_cursor": str(items[-1]["id"]) if more else None}
+        return Page(items, str(items[-1].id) if more else None)
 
     def characters_row(self, character_id: int) -> tuple[Any, str]:
         with self.db.begin() as conn:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from lora_studio.classification.base import ClassifierError, Review, Suggestion, decide
+from lora_studio.classification.base import ClassifierError, Review, RosterEntry, Suggestion, decide
 from lora_studio.classification.embedding import EmbeddingBackend
 from lora_studio.classification.ollama import OllamaBackend
 from lora_studio.core.errors import UpstreamError
@@ -24,8 +24,8 @@ from support.images import draw
 from support.tiny_clip import build_tiny_clip_vision
 
 ROSTER = [
-    {"slug": "zephyra", "name": "Zephyra", "design_prompt": "silver braid, emerald storm cloak"},
-    {"slug": "kael", "name": "Kael", "design_prompt": "crimson scarf, obsidian gauntlets"},
+    RosterEntry(slug="zephyra", name="Zephyra", design_prompt="silver braid, emerald storm cloak"),
+    RosterEntry(slug="kael", name="Kael", design_prompt="crimson scarf, obsidian gauntlets"),
 ]
 SECRET = "Bearer s3cret-token-xyz"
 
@@ -70,7 +70,7 @@ async def test_classify_sends_the_given_roster_and_the_image(aiohttp_server, fra
 
 async def test_the_roster_comes_from_the_caller(aiohttp_server, frame: Path) -> None:
     _, state, backend = await start(aiohttp_server, lambda call: {"primary": "orin", "confidence": 0.9})
-    roster = [{"slug": "orin", "name": "Orin Vale", "design_prompt": "teal visor"}]
+    roster = [RosterEntry(slug="orin", name="Orin Vale", design_prompt="teal visor")]
     assert (await asyncio.to_thread(backend.classify, frame, roster)).character == "orin"
     assert "Orin Vale" in state.calls[0].prompt and "teal visor" in state.calls[0].prompt
     assert "Zephyra" not in state.calls[0].prompt

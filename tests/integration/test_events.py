@@ -24,7 +24,7 @@ async def test_job_events_reach_the_websocket(client):
         msg = await asyncio.wait_for(ws.receive(), 10)
         event = json.loads(msg.data)
         assert event["type"] == "lora_studio.job"
-        if event["data"]["id"] == job["id"]:
+        if event["data"]["id"] == job.id:
             seen.append(event["data"])
     await ws.close()
     # a runner thread may claim the job before submit() has sent its "queued" event: both orders are fine

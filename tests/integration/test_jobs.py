@@ -14,7 +14,7 @@ def wait_for(runner, job_id, statuses=("succeeded", "failed", "cancelled"), time
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = runner.get(job_id)
-        if job["status"] in statuses:
+        if job.status in statuses:
             return job
         time.sleep(0.02)
     raise AssertionError(f"job {job_id} stayed {runner.get(job_id)['status']}")
@@ -49,9 +49,9 @@ def test_jobs_run_report_progress_and_fail_cleanly(settings):
         a = runner.submit("ok", {"x": 21})
         b = runner.submit("bad", {})
         c = runner.submit("crash", {})
-        assert wait_for(runner, a["id"])["result"] == {"answer": 42}
-        assert wait_for(runner, b["id"])["error"] == "the input was wrong"
-        assert wait_for(runner, c["id"])["error"] == "RuntimeError: boom"
+        assert wait_for(runner, a.id).result == {"answer": 42}
+        assert wait_for(runner, b.id).error == "the input was wrong"
+        assert wait_for(runner, c.id).error == "RuntimeError: boom"
     finally:
         runner.stop()
         db.dispose()
@@ -76,11 +76,11 @@ def test_cancel_queued_and_running(settings):
         running = runner.submit("slow", {})
         queued = runner.submit("slow", {})
         assert started.wait(10)
-        assert runner.cancel(queued["id"])["status"] == "cancelled"
-        runner.cancel(running["id"])
-        assert wait_for(runner, running["id"])["status"] == "cancelled"
+        assert runner.cancel(queued.id).status == "cancelled"
+        runner.cancel(running.id)
+        assert wait_for(runner, running.id).status == "cancelled"
         time.sleep(0.2)
-        assert runner.get(queued["id"])["status"] == "cancelled"  # never started
+        assert runner.get(queued.id).status == "cancelled"  # never started
     finally:
         runner.stop()
         db.dispose()
@@ -99,12 +99,12 @@ def test_several_runners_share_one_table_and_run_each_job_once(settings):
     runners = [JobRunner(db, lambda e, d: None, workers=2, poll_seconds=0.02) for db in dbs]
     for r in runners:
         r.register("work", record)
-    ids = [runners[0].submit("work", {"i": i})["id"] for i in range(30)]
+    ids = [runners[0].submit("work", {"i": i}).id for i in range(30)]
     for r in runners:
         r.start()
     try:
         for job_id in ids:
-            assert wait_for(runners[0], job_id)["status"] == "succeeded"
+            assert wait_for(runners[0], job_id).status == "succeeded"
     finally:
         for r in runners:
             r.stop()

@@ -40,10 +40,10 @@ def test_undo_racing_decisions_keeps_the_log_whole(studio, database_url):
     from lora_studio.core.errors import Conflict
 
     project = studio.projects.create("Race")
-    a = studio.characters.create(project["id"], "Aiko").id
-    b = studio.characters.create(project["id"], "Beni").id
-    ids = (add_records(studio, project["id"], a, 8, 0) + add_records(studio, project["id"], b, 8, 100)
-           + add_records(studio, project["id"], None, 4, 200))
+    a = studio.characters.create(project.id, "Aiko").id
+    b = studio.characters.create(project.id, "Beni").id
+    ids = (add_records(studio, project.id, a, 8, 0) + add_records(studio, project.id, b, 8, 100)
+           + add_records(studio, project.id, None, 4, 200))
     counts: Counter = Counter()
     errors: list[str] = []
     reports = []
@@ -117,9 +117,9 @@ def test_undo_skips_what_was_decided_again_and_keeps_its_entries(studio):
     from lora_studio.core.errors import Conflict
 
     project = studio.projects.create("Undo")
-    a = studio.characters.create(project["id"], "Aiko").id
-    b = studio.characters.create(project["id"], "Beni").id
-    i1, i2, i3 = add_records(studio, project["id"], a, 3, 0)
+    a = studio.characters.create(project.id, "Aiko").id
+    b = studio.characters.create(project.id, "Beni").id
+    i1, i2, i3 = add_records(studio, project.id, a, 3, 0)
 
     def status(*ids):
         return [studio.images.get(i).status for i in ids]
@@ -155,8 +155,8 @@ def test_deleting_a_character_while_its_decisions_are_decided_and_undone(studio,
     # SQLite's busy handler backs off while the workers take the write lock in turn: fewer, slower workers there
     workers, pause = (8, 0.0) if database_url else (2, 0.005)
     for n in range(DELETE_ROUNDS["postgres" if database_url else "sqlite"]):
-        x = studio.characters.create(project["id"], f"X{n}").id
-        ids = add_records(studio, project["id"], x, 12, 1000 * (n + 1))
+        x = studio.characters.create(project.id, f"X{n}").id
+        ids = add_records(studio, project.id, x, 12, 1000 * (n + 1))
         studio.review.decide(ids, "approve")
         stop = threading.Event()
 
@@ -199,8 +199,8 @@ def test_a_character_that_got_an_image_meanwhile_is_not_deleted(studio):
     from lora_studio.core.errors import Conflict
 
     project = studio.projects.create("Late")
-    x = studio.characters.create(project["id"], "Aiko").id
-    (late,) = add_records(studio, project["id"], x, 1, 0)  # as if moved in after the images went to the pool
+    x = studio.characters.create(project.id, "Aiko").id
+    (late,) = add_records(studio, project.id, x, 1, 0)  # as if moved in after the images went to the pool
     with pytest.raises(Conflict, match="moved to the character meanwhile"):
         studio.characters.delete(x)
     assert studio.images.get(late).character_id == x

@@ -27,7 +27,7 @@ def data(tmp_path):
     s = Studio(settings, standalone_host(settings, EventHub()))
     try:
         project = s.projects.create("Moon")
-        char = s.characters.create(project["id"], "Aiko", trigger_word="aikotnk")
+        char = s.characters.create(project.id, "Aiko", trigger_word="aikotnk")
         add_approved_images(s, char.id, tmp_path, count=2, seed=500)
     finally:
         s.close()
@@ -43,13 +43,13 @@ def env() -> dict:
     return {**os.environ, "LORA_STUDIO_MIN_APPROVED_IMAGES": "2", "OMP_NUM_THREADS": "1"}
 
 
-def loras_of(settings) -> list[dict]:
+def loras_of(settings) -> list:
     from lora_studio.app import EventHub, standalone_host
     from lora_studio.studio import Studio
 
     s = Studio(settings, standalone_host(settings, EventHub()))
     try:
-        return s.training.loras(s.characters.find("moon", "aiko").id)["items"]
+        return s.training.loras(s.characters.find("moon", "aiko").id).items
     finally:
         s.close()
 
@@ -78,7 +78,7 @@ def test_train_a_character_in_the_foreground(data):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "step 4/4" in run.stdout and "wrote moon-aiko-v1.safetensors" in run.stdout
     assert (data.effective_loras_dir / "moon-aiko-v1.safetensors").is_file()
-    assert [lora["file_name"] for lora in loras_of(data)] == ["moon-aiko-v1.safetensors"]
+    assert [lora.file_name for lora in loras_of(data)] == ["moon-aiko-v1.safetensors"]
 
 
 @pytest.mark.training
@@ -176,7 +176,7 @@ def test_a_config_run_gets_the_same_worker_environment_as_a_job(data, tmp_path, 
 
     assert entry.main(["train", "--character", "moon/aiko", "--base-model", "sd15", "--steps", "2", *folders]) == 0
     [job_env_file] = (data.data_dir / "jobs").glob("*/env.json")
-    assert [lora["file_name"] for lora in loras_of(data)] == ["moon-aiko-v1.safetensors"]
+    assert [lora.file_name for lora in loras_of(data)] == ["moon-aiko-v1.safetensors"]
 
     config = tmp_path / "run" / "job.json"
     config.parent.mkdir()

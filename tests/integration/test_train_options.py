@@ -64,7 +64,7 @@ async def wait_done(client, job_id: int) -> dict:
 
 
 def latest_job_id(studio) -> int:
-    return studio.jobs.list(kind="train")["items"][0]["id"]
+    return studio.jobs.list(kind="train").items[0].id
 
 
 def through_the_node(studio, character: dict, base_model: str, request: dict) -> int:

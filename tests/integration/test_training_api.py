@@ -144,9 +144,9 @@ async def test_busy_comfyui_refuses_a_training_except_its_own_prompt(comfy_clien
     studio = client.server.app[STUDIO_KEY].get()
     job = await asyncio.get_running_loop().run_in_executor(None, lambda: studio.training.start(
         c["id"], TrainRequest("real-sd15"), comfy_prompt_id="someone-elses-prompt"))
-    assert job["status"] == "queued" and job["payload"]["comfy_prompt_id"] == "someone-elses-prompt"
-    await client.post(f"{V1}/jobs/{job['id']}/cancel")
-    await finished(client, job)
+    assert job.status == "queued" and job.payload["comfy_prompt_id"] == "someone-elses-prompt"
+    await client.post(f"{V1}/jobs/{job.id}/cancel")
+    await finished(client, job.id)
 
 
 @pytest.mark.training

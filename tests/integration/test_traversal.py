@@ -310,7 +310,7 @@ async def test_node_inputs_that_name_files(client, settings, planted, tmp_path):
         await asyncio.get_running_loop().run_in_executor(None, run_nodes)
     finally:
         bind_studio(None)
-    assert studio.jobs.list(kind="train")["items"] == []
+    assert studio.jobs.list(kind="train").items == []
     after = outside_tree(tmp_path, roots)
     assert after == before, f"files appeared outside the roots: {set(after) - set(before)}"
     items = (await (await client.get(f"{V1}/characters/{c['id']}/images")).json())["items"]
@@ -322,6 +322,8 @@ async def test_node_inputs_that_name_files(client, settings, planted, tmp_path):
 async def test_resume_never_loads_a_checkpoint_from_outside_the_jobs_folder(client, settings, tmp_path):
     """A job folder, a checkpoints folder or a step folder planted as a link out of the jobs folder is never
     handed to a worker as the checkpoint to resume from; the real one inside is."""
+    from lora_studio.core.jobs import Job
+
     studio = client.server.app[STUDIO_KEY].get()
     jobs = studio.training.jobs_dir
     outside = tmp_path / "outside-checkpoints"
@@ -337,7 +339,13 @@ async def test_resume_never_loads_a_checkpoint_from_outside_the_jobs_folder(clie
     (jobs / "904" / "checkpoints" / "loop").symlink_to(jobs / "904" / "checkpoints" / "loop")
     reported = {"checkpoint": {"path": str(outside / "checkpoints" / "step-2")}}
     last = studio.training.last_checkpoint
-    assert last({"id": 901, "result": {}, "payload": {}}) is None
-    assert last({"id": 902, "result": reported, "payload": {}}) is None
-    assert last({"id": 903, "result": reported, "payload": {}}) == (jobs / "903" / "checkpoints" / "step-2").resolve()
-    assert last({"id": 904, "result": {}, "payload": {"resume_from": str(outside / "checkpoints" / "step-2")}}) is None
+
+    def job(job_id: int, result: dict, payload: dict) -> Job:
+        return Job(id=job_id, kind="train", status="failed", progress=0.0, message=None, error=None, payload=payload,
+                   result=result, character_id=None, cancel_requested=False, created_at="", started_at=None,
+                   finished_at=None, updated_at="")
+
+    assert last(job(901, {}, {})) is None
+    assert last(job(902, reported, {})) is None
+    assert last(job(903, reported, {})) == (jobs / "903" / "checkpoints" / "step-2").resolve()
+    assert last(job(904, {}, {"resume_from": str(outside / "checkpoints" / "step-2")})) is None

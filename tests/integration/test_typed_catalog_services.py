@@ -53,16 +53,16 @@ def test_typed_calls(studio):
     from lora_studio.core.style import StyleChanges
 
     project = studio.projects.create("Moon", "night sky")
-    assert (project["name"], project["slug"], project["description"]) == ("Moon", "moon", "night sky")
-    assert studio.projects.update(project["id"], name="Moon II")["description"] == "night sky"  # None: unchanged
+    assert (project.name, project.slug, project.description) == ("Moon", "moon", "night sky")
+    assert studio.projects.update(project.id, name="Moon II").description == "night sky"  # None: unchanged
     with pytest.raises(InvalidInput, match="at least one letter or digit"):
         studio.projects.create("!!!")
-    style = studio.projects.update_style(project["id"], StyleChanges(steps=30, width=512))
-    assert (style["steps"], style["width"], style["height"]) == (30, 512, 768)
+    style = studio.projects.update_style(project.id, StyleChanges(steps=30, width=512))
+    assert (style.steps, style.width, style.height) == (30, 512, 768)
     with pytest.raises(InvalidInput, match="multiple of 8"):  # a rule the spec cannot say stays in the service
-        studio.projects.update_style(project["id"], StyleChanges(height=100))
+        studio.projects.update_style(project.id, StyleChanges(height=100))
 
-    aiko = studio.characters.create(project["id"], "Aiko", trigger_word="aikotnk")
+    aiko = studio.characters.create(project.id, "Aiko", trigger_word="aikotnk")
     assert isinstance(aiko, Character) and dataclasses.is_dataclass(aiko)
     assert (aiko.slug, aiko.trigger_word, aiko.design_prompt, aiko.project_slug) == ("aiko", "aikotnk", "", "moon")
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -71,13 +71,13 @@ def test_typed_calls(studio):
     assert (changed.design_prompt, changed.trigger_word, changed.slug) == ("1girl, silver hair", "aikotnk", "aiko")
     assert studio.characters.find("moon", "Aiko") == studio.characters.get(aiko.id) == changed
     with pytest.raises(Conflict):
-        studio.characters.create(project["id"], "aiko")
+        studio.characters.create(project.id, "aiko")
     with pytest.raises(NotFound):
         studio.characters.create(12345, "Beni")
 
-    studio.feedback.set_terms(project["id"], {"not_solo": "2girls", "bad_quality": None})
+    studio.feedback.set_terms(project.id, {"not_solo": "2girls", "bad_quality": None})
     with pytest.raises(InvalidInput, match="unknown rejection categories"):
-        studio.feedback.set_terms(project["id"], {"ugly": "x"})
+        studio.feedback.set_terms(project.id, {"ugly": "x"})
     prompt = studio.feedback.set_dropped(aiko.id, [" blurry ", "blurry"])
     assert isinstance(prompt, CharacterPrompt) and prompt.dropped_terms == ["blurry"]
     assert "2girls" not in prompt.negative  # nothing rejected yet: nothing learned

@@ -63,11 +63,11 @@ def test_a_typed_rejection_records_its_reason(studio):
     from lora_studio.core.schema import feedback, images
 
     project = studio.projects.create("Typed")
-    cid = studio.characters.create(project["id"], "Aiko").id
+    cid = studio.characters.create(project.id, "Aiko").id
     now = utcnow()
     with studio.db.begin() as conn:
         iid = conn.execute(images.insert().values(
-            character_id=cid, project_id=project["id"], rel_path="typed/1.png", sha256="0" * 64, status="pending",
+            character_id=cid, project_id=project.id, rel_path="typed/1.png", sha256="0" * 64, status="pending",
             caption="", source="upload", width=8, height=8, meta={}, created_at=now,
             updated_at=now)).inserted_primary_key[0]
     rejected = studio.review.reject(iid, categories=["not_solo", "not_solo", "bad_quality"], note="two",
@@ -108,7 +108,7 @@ def test_approved_items_are_training_images_with_files(studio, tmp_path):
     from support.images import image_bytes
 
     project = studio.projects.create("Train")
-    cid = studio.characters.create(project["id"], "Aiko").id
+    cid = studio.characters.create(project.id, "Aiko").id
     staged = []
     for i in range(3):
         path = tmp_path / f"s{i}.png"

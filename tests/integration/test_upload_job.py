@@ -129,9 +129,9 @@ def test_staging_of_a_job_cancelled_before_it_ran_is_swept(settings):
             return folder, [("a.png", folder / "upload-a")]
 
         cancelled_folder, files = staged()
-        job = uploads.start(None, cancelled_folder, files, project_id=project["id"])
+        job = uploads.start(None, cancelled_folder, files, project_id=project.id)
         queued_folder, files = staged()
-        uploads.start(None, queued_folder, files, project_id=project["id"])
+        uploads.start(None, queued_folder, files, project_id=project.id)
         streaming, _ = staged()  # a request still writing its files
         stray = layout.staging_dir() / "upload-stray"  # e.g. left by a crash
         stray.mkdir()
@@ -139,7 +139,7 @@ def test_staging_of_a_job_cancelled_before_it_ran_is_swept(settings):
         young.mkdir()
         old = time.time() - SWEEP_AFTER_S - 10
         os.utime(stray, (old, old))
-        assert runner.cancel(job["id"])["status"] == "cancelled"
+        assert runner.cancel(job.id).status == "cancelled"
         removed = uploads.sweep()
         assert sorted(removed) == sorted([cancelled_folder.name, "upload-stray"])
         assert queued_folder.is_dir() and streaming.is_dir() and young.is_dir()

@@ -13,6 +13,7 @@ from lora_studio.classification.base import (
     ClassifierError,
     NoBackend,
     Review,
+    RosterEntry,
     Suggestion,
     categories_from_issues,
     decide,
@@ -27,8 +28,8 @@ from lora_studio.core.errors import UpstreamError
 from PIL import Image
 
 ROSTER = [
-    {"slug": "zephyra", "name": "Zephyra", "design_prompt": "silver hair, green cloak"},
-    {"slug": "kael-storm", "name": "Kael Storm", "design_prompt": "red scarf, spiky black hair"},
+    RosterEntry(slug="zephyra", name="Zephyra", design_prompt="silver hair, green cloak"),
+    RosterEntry(slug="kael-storm", name="Kael Storm", design_prompt="red scarf, spiky black hair"),
 ]
 
 

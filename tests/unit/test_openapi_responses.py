@@ -88,16 +88,17 @@ def _keys(doc: dict, name: str) -> tuple[set, set]:
 
 @pytest.mark.parametrize("name, module, builder, args", [
     ("Image", "lora_studio.datasets.images", "image_record", ()),
-    ("Job", "lora_studio.core.jobs", "job_dict", ()),
-    ("Lora", "lora_studio.training.service", "lora_dict", ()),
-    ("Project", "lora_studio.core.projects", "project_dict", ()),
-    ("Style", "lora_studio.core.projects", "style_dict", ()),
+    ("Job", "lora_studio.core.jobs", "job_record", ()),
+    ("Lora", "lora_studio.training.service", "lora_record", ()),
+    ("Project", "lora_studio.core.projects", "project_record", ()),
+    ("Style", "lora_studio.core.projects", "style_record", ()),
     ("Character", "lora_studio.core.characters", "character_record", ("academy",)),  # every route gives the project slug
-    ("Generation", "lora_studio.generation.service", "generation_dict", ()),
+    ("Generation", "lora_studio.generation.service", "generation_record", ()),
 ])
 def test_record_schema_matches_its_builder(doc, name, module, builder, args):
     required, documented = _keys(doc, name)
     record = getattr(importlib.import_module(module), builder)(_Row(), *args)
-    keys = set(to_json(record) if dataclasses.is_dataclass(record) else record)  # a dataclass: as the API answers it
+    assert dataclasses.is_dataclass(record), f"{name}: services pass records as dataclasses"
+    keys = set(to_json(record))  # as the API answers it
     assert required <= keys, f"{name}: documented as always present but not built: {required - keys}"
     assert keys <= documented, f"{name}: built but not documented: {keys - documented}"

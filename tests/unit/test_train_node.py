@@ -115,7 +115,7 @@ def studio(tmp_path):
     s.jobs.start()
     bind_studio(Ref(s))
     project = s.projects.create("Moon")
-    char = s.characters.create(project["id"], "Aiko", trigger_word="aikotnk", design_prompt="1girl, silver hair")
+    char = s.characters.create(project.id, "Aiko", trigger_word="aikotnk", design_prompt="1girl, silver hair")
     add_approved_images(s, char.id, tmp_path, count=2, seed=300)
     assert len(s.images.approved_items(char.id)) == 2
     yield s
@@ -216,8 +216,8 @@ def test_node_trains_and_relays_steps_and_sample_previews(studio, comfy):
     kind, image, max_size = previews[-1]
     assert kind == "PNG" and isinstance(image, Image.Image) and max_size == 512
     assert image.size == (TINY_RESOLUTION, TINY_RESOLUTION)
-    job = studio.jobs.list(kind="train")["items"][0]
-    assert job["status"] == "succeeded" and [s["step"] for s in job["result"]["samples"]] == [3, 6]
+    job = studio.jobs.list(kind="train").items[0]
+    assert job.status == "succeeded" and [s["step"] for s in job.result["samples"]] == [3, 6]
 
 
 @pytest.mark.training
@@ -245,9 +245,9 @@ def test_comfyui_cancel_cancels_the_training_job_and_reraises(studio, comfy):
     thread.join(120)
     assert not thread.is_alive()
     assert isinstance(outcome.get("error"), comfy.mm.InterruptProcessingException)
-    job = studio.jobs.list(kind="train")["items"][0]
-    assert job["status"] == "cancelled" and job["cancel_requested"]
-    assert 0 < job["result"]["progress"]["step"] < 5000
+    job = studio.jobs.list(kind="train").items[0]
+    assert job.status == "cancelled" and job.cancel_requested
+    assert 0 < job.result["progress"]["step"] < 5000
     loras = studio.settings.effective_loras_dir
     assert not loras.exists() or list(loras.iterdir()) == []
 
@@ -265,7 +265,7 @@ def test_train_node_outside_comfyui_runs_without_a_progress_bar(studio, monkeypa
 
     studio.jobs.register("echo", echo)
     job = studio.jobs.submit("echo", {"steps": 2})
-    assert follow_job(studio, job, poll=0.05)["status"] == "succeeded"
+    assert follow_job(studio, job, poll=0.05).status == "succeeded"
 
 
 def test_worker_env_keeps_compiled_kernels_in_the_data_folder(studio, monkeypatch):
