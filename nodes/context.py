@@ -25,6 +25,18 @@ def studio() -> Studio:
     return _ref.get()
 
 
+def ready_studio() -> Studio | None:
+    """The studio if it has started, without waiting or starting it: for what ComfyUI may read at any time
+    (a node's output types), where building the studio early would open the database while ComfyUI loads."""
+    ready = getattr(_ref, "ready", None)
+    if _ref is None or (ready is not None and not ready()):
+        return None
+    try:
+        return _ref.get()
+    except Unavailable:
+        return None
+
+
 def choices(fn: Callable[[Studio], list[str]], empty: str) -> list[str]:
     """Combo values read from the studio; a placeholder when it is not available (yet)."""
     try:
@@ -32,3 +44,14 @@ def choices(fn: Callable[[Studio], list[str]], empty: str) -> list[str]:
     except Exception:
         values = []
     return values or [empty]
+
+
+class classproperty:  # noqa: N801 - reads like the attribute it replaces
+    """A class attribute computed each time it is read (on the class or an instance): ComfyUI reads a node's
+    RETURN_TYPES on both, and a combo-typed output's choices change while ComfyUI runs."""
+
+    def __init__(self, fn: Callable[[type], object]):
+        self.fn = fn
+
+    def __get__(self, obj: object, owner: type) -> object:
+        return self.fn(owner)

@@ -8,8 +8,16 @@ from pathlib import Path
 
 from ..core.validation import check_text
 from ..datasets.layout import mkstemp_umask
-from .character import NO_CHARACTER, NO_PROJECT, _characters, _projects
-from .context import choices, studio
+from .context import studio
+from .labels import character_input, find_character
+from .results import image_preview, plural, ui
+
+MAX_PREVIEWS = 16  # images drawn on the node; the text counts them all
+
+
+def _added(result) -> tuple[list, list]:
+    """(created images, skipped files) of an add_files answer."""
+    return result["created"], result["skipped"]
 
 
 def _png_with_metadata(array, path: Path, prompt, extra_pnginfo) -> None:
@@ -26,7 +34,8 @@ def _png_with_metadata(array, path: Path, prompt, extra_pnginfo) -> None:
 
 class SaveToDataset:
     CATEGORY = "LoRA Studio/datasets"
-    DESCRIPTION = "Adds the images to the character's pending review queue (with the graph as metadata) and passes them on."
+    DESCRIPTION = ("Adds the images to the character's pending review queue (with the graph as metadata), shows what "
+                   "was added, and passes them on.")
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
     FUNCTION = "run"
@@ -37,19 +46,18 @@ class SaveToDataset:
         return {
             "required": {
                 "images": ("IMAGE",),
-                "project": (choices(_projects, NO_PROJECT),),
-                "character": (choices(_characters, NO_CHARACTER),),
+                "character": character_input(),
                 "caption": ("STRING", {"default": "", "multiline": True}),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
-    def run(self, images, project, character, caption, prompt=None, extra_pnginfo=None):
+    def run(self, images, character, caption, prompt=None, extra_pnginfo=None):
         import numpy as np
 
         check_text("caption", caption)  # text the databases can hold (the routes check theirs)
         s = studio()
-        char = s.characters.find(project, character)
+        char = find_character(s, character)
         staging = s.layout.staging_dir()
         files = []
         for i, image in enumerate(images):
@@ -60,7 +68,7 @@ class SaveToDataset:
             files.append((f"{char.slug}_{i:03d}.png", Path(tmp)))
         result = s.images.add_files(char.id, files, caption=caption, source="comfyui",
                                     meta={"prompt": prompt} if prompt is not None else {})
-        text = f"{len(result['created'])} image(s) added to {char.name}'s queue"
-        if result["skipped"]:
-            text += f", {len(result['skipped'])} skipped"
-        return {"ui": {"text": [text]}, "result": (images,)}
+        created, skipped = _added(result)
+        lines = [f"{plural(len(created), 'image')} added to {char.name}'s pending queue"]
+        lines += [f"skipped {x['filename']}: {x['reason']}" for x in skipped]
+        return {"ui": ui(lines, [image_preview(i.id) for i in created[:MAX_PREVIEWS]]), "result": (images,)}

@@ -1,7 +1,11 @@
 """Train LoRA: starts the same training job as the panel and the API, follows it on ComfyUI's own
 progress bar (with the latest sample image as the preview), and returns the LoRA's file name.
 ComfyUI's Cancel raises its interrupt through the progress call: the job is cancelled, then the
-interrupt goes on up so ComfyUI stops the prompt."""
+interrupt goes on up so ComfyUI stops the prompt.
+
+The same node with the same inputs and the same approved images is a cache hit in ComfyUI (IS_CHANGED is the
+training's fingerprint) and, when ComfyUI runs it anyway (after a restart), returns the LoRA that training made
+without starting a job: no retraining, ComfyUI's models stay loaded. `force` trains again."""
 
 from __future__ import annotations
 
@@ -12,8 +16,11 @@ from typing import TYPE_CHECKING
 from ..core.errors import StudioError
 from ..training import config
 from ..training.request import TrainRequest
-from .character import NO_CHARACTER, NO_PROJECT, _characters, _projects
-from .context import choices, studio
+from .combos import lora_names
+from .context import choices, classproperty, studio
+from .labels import character_input, find_character
+from .results import sample_preview, ui
+from .train_reuse import approved_set, fingerprint, trained_like
 
 if TYPE_CHECKING:
     from ..core.jobs import Job
@@ -27,11 +34,13 @@ CANCEL_WAIT_SECONDS = 60  # after Cancel, wait this long for the worker to let g
 
 # The node's inputs are the training options (training/config.py), described there. Two keep the names saved
 # workflows use; the required ones and the first optional ones keep their places (ComfyUI saves widget values by
-# position), every other user option follows in the descriptions' order, folded away as "advanced".
+# position), then `force`, then every other user option in the descriptions' order, folded away as "advanced".
 NODE_NAMES = {"alpha": "network_alpha", "compile": "torch_compile"}
 REQUIRED = ("steps", "rank", "learning_rate")
 FIRST_OPTIONAL = ("resolution", "alpha", "train_text_encoder", "sample_every", "compile")
 OPTIONAL = FIRST_OPTIONAL + tuple(n for n in config.USER_OPTIONS if n not in REQUIRED + FIRST_OPTIONAL)
+FORCE = ("BOOLEAN", {"default": False, "tooltip": "train again even when a LoRA trained with these inputs on the "
+                     "same approved images exists (off: that LoRA is returned at once)"})
 
 
 def current_prompt_id() -> str | None:
@@ -60,6 +69,18 @@ def _comfy():
     except ImportError:
         return None, None
     return utils, mm
+
+
+def unload_comfyui_models(s, request: TrainRequest) -> bool:
+    """Give the training ComfyUI's memory, in-process: ComfyUI's /free (which the training job asks for) only acts
+    between prompts, and this node runs inside one until the training ends. Only when training shares ComfyUI's
+    device (the job's own rule); a reused LoRA never gets here, so a cache hit keeps ComfyUI's models loaded."""
+    _, mm = _comfy()
+    if mm is None or not s.host.comfyui_shares_device or request.options.get("device") == "cpu":
+        return False
+    mm.unload_all_models()
+    mm.soft_empty_cache()
+    return True
 
 
 def _load_preview(path):
@@ -145,6 +166,8 @@ def widget(name: str) -> tuple:
     if auto is not None:
         spec["tooltip"] = f"{auto}: the default ({config.default_text(name)}). {o.help}"
     if o.kind == "int":
+        if name == "seed":  # ComfyUI's editor gives any INT named seed a "randomize" control unless told not to:
+            spec["control_after_generate"] = False  # a new seed every queue would be a new training every time
         return ("INT", {**spec, "step": int(o.step or 1)})
     return ("FLOAT", {**spec, "step": o.step or 0.01, "round": False})
 
@@ -163,37 +186,70 @@ def request_from_inputs(base_model: str, inputs: dict) -> TrainRequest:
     return TrainRequest.check(body)
 
 
+def last_sample(job: Job) -> list[dict]:
+    """The job's newest sample image, as a preview on the node."""
+    samples = [x for x in (job.result or {}).get("samples") or [] if isinstance(x, dict) and x.get("file")]
+    return [sample_preview(job.id, samples[-1]["file"])] if samples else []
+
+
+def _request(base_model: str, steps, rank, learning_rate, options: dict) -> TrainRequest:
+    return request_from_inputs(base_model, {"steps": steps, "rank": rank, "learning_rate": learning_rate, **options})
+
+
 class TrainLoRA:
     CATEGORY = "LoRA Studio/training"
     DESCRIPTION = ("Trains a LoRA on the character's approved images (a subprocess job, the same as the panel's) "
-                   "and returns its file name; progress and sample images show on the node.")
-    RETURN_TYPES = ("STRING",)
+                   "and returns its file name; progress and sample images show on the node. A LoRA already trained "
+                   "with the same inputs on the same approved images is returned without training (unless force).")
     RETURN_NAMES = ("lora_name",)
+    OUTPUT_TOOLTIPS = ("the LoRA's file name in the loras folder: LoraLoader's lora_name",)
     FUNCTION = "run"
     OUTPUT_NODE = True
 
+    @classproperty
+    def RETURN_TYPES(cls):  # noqa: N802 - ComfyUI's name; combo-typed, read when ComfyUI asks
+        return (lora_names(),)
+
     @classmethod
     def INPUT_TYPES(cls):
+        optional = {NODE_NAMES.get(n, n): widget(n) for n in FIRST_OPTIONAL}
+        optional["force"] = FORCE
+        optional.update({NODE_NAMES.get(n, n): widget(n) for n in OPTIONAL if n not in FIRST_OPTIONAL})
         return {
             "required": {
-                "project": (choices(_projects, NO_PROJECT),),
-                "character": (choices(_characters, NO_CHARACTER),),
+                "character": character_input(),
                 "base_model": (choices(lambda s: s.base_models.names(), NO_MODEL),
                                {"tooltip": "SD1.5 or SDXL: a .safetensors checkpoint or a diffusers folder"}),
                 **{NODE_NAMES.get(n, n): widget(n) for n in REQUIRED},
             },
-            "optional": {NODE_NAMES.get(n, n): widget(n) for n in OPTIONAL},
+            "optional": optional,
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def run(self, project, character, base_model, steps, rank, learning_rate, unique_id=None, **options):
+    @classmethod
+    def IS_CHANGED(cls, character, base_model, steps, rank, learning_rate, force=False, unique_id=None, **options):
+        if force:
+            return float("nan")  # never equal to itself: ComfyUI runs the node every time
         s = studio()
-        char = s.characters.find(project, character)
-        request = request_from_inputs(base_model, {"steps": steps, "rank": rank, "learning_rate": learning_rate,
-                                                   **options})
+        char = find_character(s, character)
+        request = _request(base_model, steps, rank, learning_rate, options)
+        return fingerprint(char.id, request, approved_set(s, char.id))
+
+    def run(self, character, base_model, steps, rank, learning_rate, force=False, unique_id=None, **options):
+        s = studio()
+        char = find_character(s, character)
+        request = _request(base_model, steps, rank, learning_rate, options)
+        if not force:
+            approved = approved_set(s, char.id)
+            found = trained_like(s, char.id, request, approved)
+            if found is not None:
+                text = (f"{found.file_name}: trained with these inputs on the same {approved.count} approved images "
+                        f"(job {found.job.id}); not trained again (turn force on to retrain)")
+                return {"ui": ui(text, last_sample(found.job)), "result": (found.file_name,)}
         job = s.training.start(char.id, request, comfy_prompt_id=current_prompt_id())
+        unload_comfyui_models(s, request)
         job = follow_job(s, job, node_id=unique_id)
         if job.status != "succeeded":
             raise StudioError(f"training job {job.id} {job.status}: {job.error or job.message}")
         name = job.result["file_name"]
-        return {"ui": {"text": [f"trained {name}"]}, "result": (name,)}
+        return {"ui": ui(f"trained {name}", last_sample(job)), "result": (name,)}

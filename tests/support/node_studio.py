@@ -50,6 +50,38 @@ def ksampler_lists() -> tuple[list[str], list[str]]:
     return list(info["sampler_name"][0]), list(info["scheduler"][0])
 
 
+def validate_node_input(received_type, input_type, strict=False) -> bool:
+    """ComfyUI's /prompt link type check, as it is in comfy_execution/validation.py (0.3.64, commit a125cd8)."""
+    if not received_type != input_type:
+        return True
+    if not isinstance(received_type, str) or not isinstance(input_type, str):
+        return False
+    received_types = set(t.strip() for t in received_type.split(","))
+    input_types = set(t.strip() for t in input_type.split(","))
+    if strict:
+        return received_types.issubset(input_types)
+    return len(received_types.intersection(input_types)) > 0
+
+
+def frontend_type(type_) -> str:
+    """The slot type ComfyUI's frontend gives an output or input (schemas/nodeDef/migration.ts: a list is COMBO)."""
+    return "COMBO" if isinstance(type_, list) else type_
+
+
+def node_info(node_class: str, cls) -> dict:
+    """A node's /object_info entry as ComfyUI's server.py (node_info) builds it for a V1 node, through JSON."""
+    info = {"input": cls.INPUT_TYPES(), "input_order": {k: list(v) for k, v in cls.INPUT_TYPES().items()},
+            "output": cls.RETURN_TYPES,
+            "output_is_list": getattr(cls, "OUTPUT_IS_LIST", [False] * len(cls.RETURN_TYPES)),
+            "output_name": getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES), "name": node_class,
+            "display_name": node_class, "description": getattr(cls, "DESCRIPTION", ""),
+            "python_module": "custom_nodes.lora-studio", "category": getattr(cls, "CATEGORY", "sd"),
+            "output_node": getattr(cls, "OUTPUT_NODE", False) is True}
+    if hasattr(cls, "OUTPUT_TOOLTIPS"):
+        info["output_tooltips"] = cls.OUTPUT_TOOLTIPS
+    return json.loads(json.dumps(info))
+
+
 class ExecutionBlocker:
     """comfy_execution/graph_utils.py's class, as it is."""
 
@@ -117,6 +149,7 @@ def give_lora(s, character_id: int, file_name: str, *, job_id: int | None = None
     from lora_studio.core.schema import characters, lora_models
 
     if write_file:
+        s.host.loras_dir.mkdir(parents=True, exist_ok=True)
         write_safetensors(s.host.loras_dir / file_name, metadata)
     with s.db.begin() as conn:
         lora_id = conn.execute(lora_models.insert().values(

@@ -48,19 +48,23 @@ def test_database_code_waits_for_the_server_to_start(report):
 
 
 def test_nodes_web_and_routes_are_registered(report):
-    assert report["node_classes"] == ["LoraStudioCharacterPrompt", "LoraStudioSaveToDataset", "LoraStudioTrainLoRA"]
+    assert report["node_classes"] == ["LoraStudioCharacterPrompt", "LoraStudioLoadCharacterLoRA",
+                                      "LoraStudioSaveToDataset", "LoraStudioTrainLoRA"]
     assert all(name.endswith("(LoRA Studio)") for name in report["display_names"].values())
     assert report["web_directory"] == "./web/comfyui" and "lora_studio.js" in report["web_files"]
+    assert "lora_studio_nodes.js" in report["web_files"]  # what the nodes report, drawn on the canvas
     assert "/lora-studio/v1/health" in report["paths"] and "/lora-studio/v1/characters/{character_id}/images" in report["paths"]
     assert report["health"]["host"] == "comfyui"
 
 
 def test_nodes_use_the_same_services(report):
     nodes = report["nodes"]
-    assert nodes["combo_projects"] == ["moon"] and nodes["combo_characters"] == ["aiko"]
+    assert nodes["combo_characters"] == ["Moon / Aiko"]  # project and character together
     assert nodes["positive"] == "masterpiece, best quality, highly detailed, 1girl, silver hair"
     assert nodes["negative"] == "worst quality, low quality, blurry, deformed"
-    assert nodes["passthrough"] is True and nodes["saved_text"] == ["2 image(s) added to Aiko's queue"]
+    assert nodes["lora"] is None  # no LoRA yet, and no executor whose nodes it would stop
+    assert nodes["settings"] == ["dpmpp_2m", "karras", 25, 7.0, 768, 768, 0]  # the default style, seed 0
+    assert nodes["passthrough"] is True and nodes["saved_text"] == ["2 images added to Aiko's pending queue"]
     assert report["pending"] == [{"source": "comfyui", "caption": "a caption", "has_prompt": True}] * 2
     # Train LoRA goes through the same gates as the API: no approved images yet
     assert "0 approved image(s)" in nodes["train_error"] and "Traceback" not in nodes["train_error"]

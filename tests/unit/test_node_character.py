@@ -8,25 +8,15 @@ import json
 
 import pytest
 from lora_studio.core.errors import InvalidInput, NotFound
-from support.node_studio import FIXTURES, comfy_runtime, give_lora, ksampler_lists, make_studio
-
-
-def validate_node_input(received_type, input_type, strict=False) -> bool:
-    """ComfyUI's link type check, as it is in comfy_execution/validation.py (0.3.64, commit a125cd8)."""
-    if not received_type != input_type:
-        return True
-    if not isinstance(received_type, str) or not isinstance(input_type, str):
-        return False
-    received_types = set(t.strip() for t in received_type.split(","))
-    input_types = set(t.strip() for t in input_type.split(","))
-    if strict:
-        return received_types.issubset(input_types)
-    return len(received_types.intersection(input_types)) > 0
-
-
-def frontend_type(type_) -> str:
-    """The slot type ComfyUI's frontend gives an output or input (schemas/nodeDef/migration.ts: a list is COMBO)."""
-    return "COMBO" if isinstance(type_, list) else type_
+from support.node_studio import (
+    FIXTURES,
+    comfy_runtime,
+    frontend_type,
+    give_lora,
+    ksampler_lists,
+    make_studio,
+    validate_node_input,
+)
 
 
 @pytest.fixture
@@ -145,19 +135,26 @@ def test_output_order_and_types_wire_into_comfyui_nodes(studio, monkeypatch):
     assert types_[3] == runtime.samplers.KSampler.SAMPLERS
 
 
-def test_lora_name_is_the_current_lora_or_blocks_its_users(studio, monkeypatch):
+def test_lora_name_is_the_current_lora_or_a_clear_error_where_the_graph_uses_it(studio, monkeypatch):
     from lora_studio.nodes.character import CharacterPrompt
 
     runtime = comfy_runtime(monkeypatch)
-    blocked = CharacterPrompt().run("Moon Academy / Aiko", "", True, 0)[2]
-    assert isinstance(blocked, runtime.ExecutionBlocker)  # LoraLoader stops with this; the other outputs flow
-    assert blocked.message == "Aiko has no LoRA yet: train one (Train LoRA) or leave lora_name unconnected"
+    # ComfyUI's hidden inputs: the API-format prompt and this node's id ("2"); LoraLoader takes output 2
+    uses_lora = {"2": {"class_type": "LoraStudioCharacterPrompt", "inputs": {}},
+                 "9": {"class_type": "LoraLoader", "inputs": {"lora_name": ["2", 2], "model": ["1", 0]}}}
+    text_only = {"2": uses_lora["2"], "3": {"class_type": "CLIPTextEncode", "inputs": {"text": ["2", 0]}}}
+    with pytest.raises(InvalidInput, match="Aiko has no LoRA yet: train one"):
+        CharacterPrompt().run("Moon Academy / Aiko", "", True, 0, prompt=uses_lora, unique_id="2")
+    out = CharacterPrompt().run("Moon Academy / Aiko", "", True, 0, prompt=text_only, unique_id="2")
+    assert out[0].endswith("1girl, silver hair")  # the prompts flow; the unused lora_name would stop its users
+    assert isinstance(out[2], runtime.ExecutionBlocker) and out[2].message.startswith("Aiko has no LoRA yet")
     give_lora(studio, studio.aiko.id, "moon-academy-aiko-v1.safetensors")
-    assert CharacterPrompt().run("Moon Academy / Aiko", "", True, 0)[2] == "moon-academy-aiko-v1.safetensors"
+    out = CharacterPrompt().run("Moon Academy / Aiko", "", True, 0, prompt=uses_lora, unique_id="2")
+    assert out[2] == "moon-academy-aiko-v1.safetensors"
     assert "moon-academy-aiko-v1.safetensors" in CharacterPrompt.RETURN_TYPES[2]
     (studio.host.loras_dir / "moon-academy-aiko-v1.safetensors").unlink()
-    gone = CharacterPrompt().run("Moon Academy / Aiko", "", True, 0)[2]
-    assert isinstance(gone, runtime.ExecutionBlocker) and "not in the loras folder" in gone.message
+    with pytest.raises(InvalidInput, match="Aiko's LoRA moon-academy-aiko-v1.safetensors is not in the loras folder"):
+        CharacterPrompt().run("Moon Academy / Aiko", "", True, 0, prompt=uses_lora, unique_id="2")
 
 
 def test_without_comfyui_the_lists_are_comfyuis_standard_ones(studio):

@@ -10,7 +10,10 @@ import time
 import types
 
 import pytest
+from support.node_studio import give_lora, succeeded_training
 from support.train_cfg import add_approved_images
+
+AIKO = "Moon / Aiko"
 
 
 def comfy_standins() -> types.SimpleNamespace:
@@ -39,6 +42,9 @@ def comfy_standins() -> types.SimpleNamespace:
                 mm.interrupt_processing = False
                 raise InterruptProcessingException()
 
+    mm.unloads = []
+    mm.unload_all_models = lambda: mm.unloads.append("unload_all_models")
+    mm.soft_empty_cache = lambda force=False: mm.unloads.append("soft_empty_cache")
     mm.interrupt_current_processing = interrupt_current_processing
     mm.processing_interrupted = processing_interrupted
     mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
@@ -132,7 +138,8 @@ def test_inputs_list_checkpoints_and_diffusers_folders_and_advanced_options(stud
     (models / "sd15-folder" / "unet" / "config.json").write_text("{}")
     inputs = TrainLoRA.INPUT_TYPES()
     assert inputs["required"]["base_model"][0] == ["anime.safetensors", "sd15-folder"]
-    assert inputs["required"]["project"][0] == ["moon"] and inputs["required"]["character"][0][0] == "aiko"
+    assert list(inputs["required"]) == ["character", "base_model", "steps", "rank", "learning_rate"]
+    assert inputs["required"]["character"][0] == [AIKO]
     # the saved workflows' inputs keep their names and places; every other training option follows, folded away
     assert list(inputs["optional"])[:5] == ["resolution", "network_alpha", "train_text_encoder", "sample_every",
                                             "torch_compile"]
@@ -142,10 +149,13 @@ def test_inputs_list_checkpoints_and_diffusers_folders_and_advanced_options(stud
     assert inputs["optional"]["warmup_steps"][1]["default"] == -1  # -1: 5% of the steps (0 is no warm-up)
     assert inputs["optional"]["lr_scheduler"][0] == ["constant", "constant_with_warmup", "cosine"]
     assert inputs["optional"]["lr_scheduler"][1]["default"] == "cosine"
-    assert all(spec[1].get("advanced") for name, spec in list(inputs["optional"].items())[5:])
+    assert inputs["optional"]["seed"][1]["control_after_generate"] is False  # no "randomize": one training per seed
+    assert list(inputs["optional"])[5] == "force" and inputs["optional"]["force"][1]["default"] is False
+    assert not inputs["optional"]["force"][1].get("advanced")
+    assert all(spec[1].get("advanced") for name, spec in list(inputs["optional"].items())[6:])
     assert inputs["hidden"] == {"unique_id": "UNIQUE_ID"}
     with pytest.raises(Exception, match="no-such-model"):
-        TrainLoRA().run("moon", "aiko", "no-such-model", 2, 4, 1e-4)
+        TrainLoRA().run(AIKO, "no-such-model", 2, 4, 1e-4)
 
 
 def test_node_options_reach_the_training_request(studio, comfy, monkeypatch):
@@ -161,7 +171,7 @@ def test_node_options_reach_the_training_request(studio, comfy, monkeypatch):
 
     monkeypatch.setattr(studio.training, "start", start)
     with pytest.raises(RuntimeError, match="stop here"):
-        TrainLoRA().run("moon", "aiko", "anime.safetensors", 20, 8, 2e-4, resolution=768, network_alpha=0.0,
+        TrainLoRA().run(AIKO, "anime.safetensors", 20, 8, 2e-4, resolution=768, network_alpha=0.0,
                         train_text_encoder=True, sample_every=5, torch_compile=True, warmup_steps=-1)
     (request,) = seen
     assert request.base_model == "anime.safetensors"
@@ -170,11 +180,89 @@ def test_node_options_reach_the_training_request(studio, comfy, monkeypatch):
     resolved = config.resolve(request.options, "sd15")  # what the service makes of it: 0 was "half the rank"
     assert (resolved["alpha"], resolved["warmup_steps"]) == (4.0, 1)
     with pytest.raises(RuntimeError, match="stop here"):
-        TrainLoRA().run("moon", "aiko", "anime.safetensors", 20, 8, 2e-4, network_alpha=3.0, warmup_steps=0)
+        TrainLoRA().run(AIKO, "anime.safetensors", 20, 8, 2e-4, network_alpha=3.0, warmup_steps=0)
     assert (seen[-1].options["alpha"], seen[-1].options["warmup_steps"]) == (3.0, 0)
     with pytest.raises(InvalidInput, match="tag_dropout must be below 1.0"):  # checked like the API checks it
-        TrainLoRA().run("moon", "aiko", "anime.safetensors", 20, 8, 2e-4, tag_dropout=1.0)
+        TrainLoRA().run(AIKO, "anime.safetensors", 20, 8, 2e-4, tag_dropout=1.0)
     assert len(seen) == 2
+
+
+def test_an_identical_node_returns_the_earlier_lora_without_training(studio, comfy, monkeypatch):
+    """Same inputs, same approved set: ComfyUI's cache holds (IS_CHANGED is stable) and, run anyway, the node
+    returns the LoRA that training wrote without starting a job (so ComfyUI is not asked to unload its models).
+    Other options, `force` or a changed approved set train again."""
+    from lora_studio.nodes.train_reuse import approved_set
+    from lora_studio.nodes.training import TrainLoRA, request_from_inputs
+    from lora_studio.training import config
+
+    started: list = []
+
+    def start(character_id, request, comfy_prompt_id=None):
+        started.append(dict(request.options))
+        raise RuntimeError("would train")
+
+    monkeypatch.setattr(studio.training, "start", start)
+    char = studio.characters.find("moon", "aiko")
+    args = (AIKO, "anime.safetensors", 20, 8, 2e-4)
+    fingerprint = TrainLoRA.IS_CHANGED(*args)
+    assert TrainLoRA.IS_CHANGED(*args, unique_id="9") == fingerprint
+    forced = TrainLoRA.IS_CHANGED(*args, force=True)
+    assert forced != forced  # NaN: ComfyUI runs a forced node every time
+    with pytest.raises(RuntimeError, match="would train"):  # nothing trained yet
+        TrainLoRA().run(*args)
+
+    request = request_from_inputs("anime.safetensors", {"steps": 20, "rank": 8, "learning_rate": 2e-4})
+    payload = {"character_id": char.id, "base_model": "anime.safetensors", **config.resolve(request.options, "sd15"),
+               "base_model_path": "/models/anime.safetensors", "arch": "sd15", "comfy_prompt_id": None}
+    job_id = succeeded_training(studio, char.id, payload, {"file_name": "moon-aiko-v1.safetensors",
+                                                           "samples": [{"step": 20, "file": "step-20.png"}]})
+    approved = approved_set(studio, char.id)
+    give_lora(studio, char.id, "moon-aiko-v1.safetensors", job_id=job_id,
+              metadata={"lora_studio_dataset_sha256": approved.sha256})
+    out = TrainLoRA().run(*args, unique_id="9")
+    assert out["result"] == ("moon-aiko-v1.safetensors",) and len(started) == 1
+    assert out["ui"]["text"] == [f"moon-aiko-v1.safetensors: trained with these inputs on the same 2 approved images "
+                                 f"(job {job_id}); not trained again (turn force on to retrain)"]
+    assert out["ui"]["lora_studio_images"] == [{"url": f"/lora-studio/v1/jobs/{job_id}/samples/step-20.png",
+                                                "kind": "sample", "job_id": job_id}]
+    assert TrainLoRA.IS_CHANGED(*args) == fingerprint
+    assert comfy.mm.unloads == []  # ComfyUI's models stay loaded
+
+    for changed in ((AIKO, "anime.safetensors", 21, 8, 2e-4), (AIKO, "other.safetensors", 20, 8, 2e-4)):
+        with pytest.raises(RuntimeError, match="would train"):
+            TrainLoRA().run(*changed)
+        assert TrainLoRA.IS_CHANGED(*changed) != fingerprint
+    with pytest.raises(RuntimeError, match="would train"):
+        TrainLoRA().run(*args, lr_scheduler="constant")  # an option the earlier training did not have
+    with pytest.raises(RuntimeError, match="would train"):
+        TrainLoRA().run(*args, force=True)
+    image = studio.images.list(char.id, status="approved").items[0]
+    studio.images.update(image.id, caption="aikotnk, smiling")  # the approved set changed
+    assert TrainLoRA.IS_CHANGED(*args) != fingerprint
+    with pytest.raises(RuntimeError, match="would train"):
+        TrainLoRA().run(*args)
+    assert len(started) == 6
+
+
+def test_a_training_from_the_node_unloads_comfyuis_models_in_process(studio, comfy, monkeypatch):
+    """ComfyUI's /free acts only between prompts: a training started by the node (inside a prompt) on ComfyUI's
+    device unloads ComfyUI's models itself, after the job was accepted; a CPU training leaves them."""
+    from lora_studio.nodes.training import TrainLoRA
+
+    def echo(ctx):
+        return {"file_name": "moon-aiko-v1.safetensors", "samples": []}
+
+    studio.jobs.register("echo", echo)
+    monkeypatch.setattr(studio.training, "start", lambda character_id, request, comfy_prompt_id=None:
+                        studio.jobs.submit("echo", {"steps": 2}, character_id=character_id))
+    studio.host.comfyui_shares_device = True
+    out = TrainLoRA().run(AIKO, "anime.safetensors", 2, 4, 1e-4, force=True)
+    assert out["ui"]["text"] == ["trained moon-aiko-v1.safetensors"] and "lora_studio_images" not in out["ui"]
+    assert comfy.mm.unloads == ["unload_all_models", "soft_empty_cache"]
+    TrainLoRA().run(AIKO, "anime.safetensors", 2, 4, 1e-4, force=True, device="cpu")
+    studio.host.comfyui_shares_device = False
+    TrainLoRA().run(AIKO, "anime.safetensors", 2, 4, 1e-4, force=True)
+    assert comfy.mm.unloads == ["unload_all_models", "soft_empty_cache"]
 
 
 def test_prompt_id_comes_from_the_executing_context(monkeypatch):
@@ -203,7 +291,7 @@ def test_node_trains_and_relays_steps_and_sample_previews(studio, comfy):
     from support.tiny_sd import TINY_RESOLUTION, build_tiny_sd15
 
     build_tiny_sd15(studio.settings.effective_models_dir / "tiny")
-    out = TrainLoRA().run("moon", "aiko", "tiny", 6, 4, 1e-4, resolution=TINY_RESOLUTION, sample_every=3,
+    out = TrainLoRA().run(AIKO, "tiny", 6, 4, 1e-4, resolution=TINY_RESOLUTION, sample_every=3,
                           unique_id="12")
     name = out["result"][0]
     assert name == "moon-aiko-v1.safetensors" and (studio.settings.effective_loras_dir / name).is_file()
@@ -218,6 +306,12 @@ def test_node_trains_and_relays_steps_and_sample_previews(studio, comfy):
     assert image.size == (TINY_RESOLUTION, TINY_RESOLUTION)
     job = studio.jobs.list(kind="train").items[0]
     assert job.status == "succeeded" and [s["step"] for s in job.result["samples"]] == [3, 6]
+    assert out["ui"]["lora_studio_images"][0]["url"] == f"/lora-studio/v1/jobs/{job.id}/samples/" + \
+        job.result["samples"][-1]["file"]
+    # the same node again (ComfyUI restarted, its cache empty): the LoRA it made, no second job
+    again = TrainLoRA().run(AIKO, "tiny", 6, 4, 1e-4, resolution=TINY_RESOLUTION, sample_every=3, unique_id="12")
+    assert again["result"] == (name,) and "not trained again" in again["ui"]["text"][0]
+    assert len(studio.jobs.list(kind="train").items) == 1
 
 
 @pytest.mark.training
@@ -231,7 +325,7 @@ def test_comfyui_cancel_cancels_the_training_job_and_reraises(studio, comfy):
 
     def run():
         try:
-            TrainLoRA().run("moon", "aiko", "tiny", 5000, 4, 1e-4, resolution=TINY_RESOLUTION, sample_every=0)
+            TrainLoRA().run(AIKO, "tiny", 5000, 4, 1e-4, resolution=TINY_RESOLUTION, sample_every=0)
         except BaseException as e:  # noqa: BLE001 - what ComfyUI would see
             outcome["error"] = e
 
