@@ -26,9 +26,12 @@ from .datasets.reconcile import reconcile
 from .datasets.review import ReviewService
 from .datasets.upload_jobs import ImageUploads
 from .datasets.video_ingest import VideoIngest
+from .generation.batch import BatchGenerator
 from .generation.client import ComfyUIClient
+from .generation.progress import ProgressWatcher
 from .generation.regenerate import Regenerator
 from .generation.service import GenerationService
+from .generation.template_store import TemplateStore
 from .training.catalog import BaseModels
 from .training.service import TrainingService
 
@@ -52,6 +55,9 @@ class Studio:
     base_models: BaseModels
     training: TrainingService
     generation: GenerationService
+    templates: TemplateStore
+    progress: ProgressWatcher
+    batch_generation: BatchGenerator
     gallery: Gallery
     regenerator: Regenerator
     review: ReviewService
@@ -79,7 +85,12 @@ class Studio:
         self.training = TrainingService(self.db, host, self.images, self.jobs, settings.data_dir / "jobs",
                                         settings.min_approved_images, base_models=self.base_models,
                                         characters=self.characters, comfyui=self.comfyui)
-        self.generation = GenerationService(self.db, self.characters, self.comfyui, self.samplers)
+        self.templates = TemplateStore(self.db)
+        self.generation = GenerationService(self.db, self.characters, self.comfyui, self.samplers, images=self.images,
+                                            templates=self.templates, gpu_busy=self.training.gpu_busy)
+        self.progress = ProgressWatcher(self.generation)  # follows generations on ComfyUI's websocket
+        self.generation.on_queued = self.progress.ensure_started
+        self.batch_generation = BatchGenerator(self.generation, self.images, self.jobs, self.layout)
         self.gallery = Gallery(host.output_dir)
         self.regenerator = Regenerator(self.db, self.images, self.generation, self.jobs, self.layout,
                                        target_approved=settings.min_approved_images,
@@ -110,7 +121,10 @@ class Studio:
         self.uploads.sweep()
         self.jobs.start()
         self.jobs.submit("reconcile", {})  # files added or removed while the studio was not running
+        if self.generation.active_ids():  # generations queued before a restart: follow them to their end
+            self.progress.ensure_started()
 
     def close(self) -> None:
+        self.progress.stop()
         self.jobs.stop()
         self.db.dispose()

@@ -198,6 +198,32 @@ def _v7_decision_reasons(conn: sa.Connection) -> None:
     conn.execute(sa.text("ALTER TABLE image_decisions ADD COLUMN note TEXT"))
 
 
+def _v8_generation_modes(conn: sa.Connection) -> None:
+    """Generations say what they were (txt2img, img2img, reference, video, template), their seed, progress and
+    request; a project's style gains batch variations; projects hold imported workflow templates."""
+    for statement in (
+        "ALTER TABLE generations ADD COLUMN kind VARCHAR(20) DEFAULT 'txt2img' NOT NULL",
+        "ALTER TABLE generations ADD COLUMN seed BIGINT",
+        "ALTER TABLE generations ADD COLUMN progress FLOAT DEFAULT 0 NOT NULL",
+        "ALTER TABLE generations ADD COLUMN params JSON",
+        "ALTER TABLE generation_styles ADD COLUMN variations JSON",
+    ):
+        conn.execute(sa.text(statement))
+    frozen = sa.MetaData()
+    sa.Table("projects", frozen, sa.Column("id", sa.Integer, primary_key=True))
+    sa.Table(
+        "generation_templates", frozen,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("graph", sa.JSON, nullable=False),
+        sa.Column("bindings", sa.JSON, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("project_id", "name", name="uq_generation_templates_project_name"),
+    ).create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "review: decision log, feedback terms, dropped terms, image hashes", _v2_review),
@@ -206,6 +232,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (5, "colour signature of images for near duplicates", _v5_colour_hash),
     (6, "decision log and feedback indexed by image, the decision log by batch", _v6_lookups_by_image),
     (7, "a rejection's categories and note on its decision log entry (also in the pool)", _v7_decision_reasons),
+    (8, "generation kinds, seed, progress and request; style variations; workflow templates", _v8_generation_modes),
 ]
 
 LATEST = MIGRATIONS[-1][0]

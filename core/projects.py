@@ -45,6 +45,7 @@ class Style:
     negative_template: str
     lora_strength: float
     updated_at: str
+    variations: list[str]  # batch generation's pose/expression snippets (version 8; [] when none)
 
 
 STYLE_FIELDS = tuple(f.name for f in fields(Style) if f.name in DEFAULT_STYLE)
@@ -56,8 +57,8 @@ def project_record(row: Any) -> Project:
 
 
 def style_record(row: Any) -> Style:
-    return Style(project_id=row.project_id, **{k: getattr(row, k) for k in STYLE_FIELDS},
-                 updated_at=iso(row.updated_at))
+    return Style(project_id=row.project_id, **{k: getattr(row, k) for k in STYLE_FIELDS if k != "variations"},
+                 updated_at=iso(row.updated_at), variations=list(row.variations or []))
 
 
 def _slug_for(name: str) -> str:

@@ -38,6 +38,8 @@ generation_styles = sa.Table(
     sa.Column("negative_template", sa.Text, nullable=False),
     sa.Column("lora_strength", sa.Float, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    # version 8: pose/expression variations for batch generation (a JSON list of prompt snippets; NULL: none)
+    sa.Column("variations", sa.JSON, nullable=True),
 )
 
 lora_models = sa.Table(
@@ -148,6 +150,11 @@ generations = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    # version 8: what was asked (txt2img, img2img, reference, video, template) and how far ComfyUI is
+    sa.Column("kind", sa.String(20), nullable=False, server_default="txt2img"),
+    sa.Column("seed", sa.BigInteger, nullable=True),
+    sa.Column("progress", sa.Float, nullable=False, server_default="0"),
+    sa.Column("params", sa.JSON, nullable=True),  # the request's own fields (images, denoise, template, …)
 )
 
 # -- version 2 ------------------------------------------------------------------------------------
@@ -185,4 +192,19 @@ dropped_terms = sa.Table(
     "dropped_terms", metadata,
     sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("term", sa.String(200), primary_key=True),
+)
+
+# -- version 8 ------------------------------------------------------------------------------------
+
+# A project's imported ComfyUI workflows (API format) with their inputs bound to studio fields.
+generation_templates = sa.Table(
+    "generation_templates", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("graph", sa.JSON, nullable=False),
+    sa.Column("bindings", sa.JSON, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.UniqueConstraint("project_id", "name", name="uq_generation_templates_project_name"),
 )

@@ -19,6 +19,7 @@ DEFAULT_STYLE: dict[str, Any] = {
     "positive_template": "masterpiece, best quality, highly detailed",
     "negative_template": "worst quality, low quality, blurry, deformed",
     "lora_strength": 0.8,
+    "variations": [],  # pose/expression snippets batch generation goes through, one per image
 }
 
 
@@ -37,6 +38,7 @@ class StyleChanges:
     positive_template: str | None = None
     negative_template: str | None = None
     lora_strength: float | None = None
+    variations: list[str] | None = None
 
     def changed(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -12,6 +12,7 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,14 +65,18 @@ class ComfyUIClient:
         return url + "?" + urllib.parse.urlencode(query) if query else url
 
     def _request(self, method: str, path: str, payload: Any = None, *,
-                 query: Mapping[str, Any] | None = None, timeout: float | None = None) -> tuple[int, bytes]:
+                 query: Mapping[str, Any] | None = None, timeout: float | None = None,
+                 body: tuple[bytes, str] | None = None) -> tuple[int, bytes]:
         """(status, body) for any HTTP answer; raises Unavailable when ComfyUI can't be reached
-        (within `timeout` seconds, default the client's)."""
+        (within `timeout` seconds, default the client's). `body`: raw bytes and their content type
+        instead of a JSON `payload`."""
         data = None
         headers = {"Accept": "application/json", **self.headers}
         if payload is not None:
             data = json.dumps(payload).encode("utf-8")
             headers["Content-Type"] = "application/json"
+        elif body is not None:
+            data, headers["Content-Type"] = body
         request = urllib.request.Request(self._url(path, query), data=data, headers=headers, method=method)
         try:
             return exchange(self._opener, request, self.timeout if timeout is None else timeout)
@@ -161,6 +166,35 @@ class ComfyUIClient:
         if not isinstance(answer, dict):
             raise UpstreamError(f"ComfyUI at {self.base_url} answered GET {path} with an unexpected shape")
         return answer
+
+    def delete_queued(self, prompt_ids: list[str]) -> None:
+        """Take prompts that have not started off ComfyUI's queue (its POST /queue {"delete": [...]});
+        a prompt already running or finished is not affected (interrupt stops a running one)."""
+        self._expect_ok("POST", "/queue", {"delete": list(prompt_ids)})
+
+    def upload_image(self, data: bytes, filename: str, subfolder: str = "lora_studio") -> str:
+        """Put an image into ComfyUI's input folder (POST /upload/image, overwriting a file of the same
+        name) and return the name a LoadImage node takes: "subfolder/name" as ComfyUI answers it."""
+        boundary = uuid.uuid4().hex
+        safe = filename.replace('"', "").replace("\r", "").replace("\n", "") or "image.png"
+        parts = [(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{safe}"\r\n'
+                  "Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n"]
+        for name, value in (("subfolder", subfolder), ("type", "input"), ("overwrite", "true")):
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+        payload = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        status, raw = self._request("POST", "/upload/image",
+                                    body=(payload, f"multipart/form-data; boundary={boundary}"))
+        if not 200 <= status < 300:
+            raise self._http_error("POST", "/upload/image", status, raw)
+        try:
+            answer = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            answer = None
+        if not isinstance(answer, dict) or not isinstance(answer.get("name"), str) or not answer["name"]:
+            raise UpstreamError(f"ComfyUI at {self.base_url} answered POST /upload/image without a file name: "
+                                f"{_snippet(raw)!r}")
+        sub = answer.get("subfolder") if isinstance(answer.get("subfolder"), str) else ""
+        return _join(sub, answer["name"])
 
     def free(self, unload_models: bool = True, free_memory: bool = True) -> None:
         """Ask ComfyUI to unload models and/or free memory (e.g. before training on the same GPU)."""

@@ -7,9 +7,7 @@ the character's pending queue, which closes the loop."""
 from __future__ import annotations
 
 import logging
-import os
 import time
-from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -18,7 +16,8 @@ from ..core.errors import UpstreamError
 from ..core.jobs import JobContext, JobRunner
 from ..core.schema import images, jobs
 from ..datasets.images import ImageService
-from ..datasets.layout import DatasetLayout, mkstemp_umask
+from ..datasets.layout import DatasetLayout
+from .batch import add_outputs
 from .service import GenerationService
 
 log = logging.getLogger("lora_studio.generation.regenerate")
@@ -62,7 +61,7 @@ class Regenerator:
         gen = self.generation.generate(character_id)  # built now: the newest learned negatives
         ctx.progress(0.1, f"queued on ComfyUI as {gen.prompt_id}")
         deadline = time.monotonic() + self.timeout_seconds
-        while gen.status == "queued":
+        while gen.active:
             ctx.check_cancelled()
             if time.monotonic() > deadline:
                 raise UpstreamError("ComfyUI did not finish the generation in time")
@@ -71,20 +70,4 @@ class Regenerator:
         if gen.status != "succeeded":
             raise UpstreamError(f"ComfyUI failed the generation {gen.prompt_id}")
         ctx.progress(0.9, "adding the images to the review queue")
-        client = self.generation.client()
-        files = []
-        try:
-            for out in gen.outputs or []:
-                fd, name = mkstemp_umask(self.layout.staging_dir(), prefix="gen-")
-                os.close(fd)
-                tmp = Path(name)
-                files.append((out["filename"], tmp, {"generation_id": gen.id, "prompt_id": gen.prompt_id,
-                                                      "prompt": gen.graph}))
-                tmp.write_bytes(client.view(out["filename"], out.get("subfolder", ""), out.get("type", "output")))
-        except BaseException:
-            for _, tmp, _meta in files:
-                tmp.unlink(missing_ok=True)
-            raise
-        result = self.images.add_files(character_id, files, source="generation")
-        return {"generation_id": gen.id, "created": [i.id for i in result["created"]],
-                "skipped": result["skipped"]}
+        return {"generation_id": gen.id, **add_outputs(self.generation, self.images, self.layout, gen, character_id)}

@@ -28,6 +28,8 @@ STYLE_SPEC: Spec = {
     "positive_template": Field(str, max_len=5000),
     "negative_template": Field(str, max_len=5000),
     "lora_strength": Field(float, min=-10.0, max=10.0),
+    "variations": Field(list, item=Field(str, required=True, max_len=500), max_items=200,
+                        description="pose/expression snippets batch generation adds, one per image in turn"),
 }
 
 CHARACTER_SPEC: Spec = {

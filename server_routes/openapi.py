@@ -64,7 +64,7 @@ TERMS = {"type": "object", "additionalProperties": STR, "description": "{categor
 
 STYLE = _obj({"project_id": INT, "checkpoint": STR, "sampler": STR, "scheduler": STR, "steps": INT, "cfg": NUM,
               "width": INT, "height": INT, "clip_skip": INT, "positive_template": STR, "negative_template": STR,
-              "lora_strength": NUM, "updated_at": TIME})
+              "lora_strength": NUM, "updated_at": TIME, "variations": _array(STR)})
 IMAGE = _obj({
     "id": INT, "project_id": INT, "character_id": _nullable(INT),
     "unassigned": {"type": "boolean", "description": "no character: the image is in its project's pool"},
@@ -138,8 +138,20 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
     "LoraPage": _page(_ref("Lora")),
     "Generation": _obj({
         "id": INT, "character_id": INT, "lora_model_id": _nullable(INT), "prompt_id": _nullable(STR),
-        "status": {"type": "string", "enum": ["queued", "succeeded", "failed"]}, "graph": ANY_OBJECT,
-        "outputs": _nullable(_array(ANY_OBJECT)), "error": _nullable(STR), "created_at": TIME, "updated_at": TIME}),
+        "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+        "graph": ANY_OBJECT, "outputs": _nullable(_array(ANY_OBJECT)), "error": _nullable(STR), "created_at": TIME,
+        "updated_at": TIME, "kind": {"type": "string", "enum": ["txt2img", "img2img", "reference", "video", "template"]},
+        "seed": _nullable(INT), "progress": {**NUM, "description": "0..1 while ComfyUI runs it"},
+        "params": {**ANY_OBJECT, "description": "what was asked (images, denoise, template, …)"}}),
+    "GenerationPage": _page(_ref("Generation")),
+    "Template": _obj({
+        "id": INT, "project_id": INT, "name": STR, "graph": ANY_OBJECT,
+        "bindings": {"type": "object", "additionalProperties": _array(_array(STR)),
+                     "description": "{field: [[node_id, input_name], ...]}"},
+        "candidates": {"type": "object", "additionalProperties": _array(ANY_OBJECT),
+                       "description": "{field: [{node_id, input_name, class_type, title}]}: where each field could go"},
+        "created_at": TIME, "updated_at": TIME}),
+    "TemplateList": _obj({"items": _array(_ref("Template"))}),
     "GalleryPage": _page(_obj({"path": STR, "name": STR, "subfolder": STR, "size": INT,
                                "mtime": {**NUM, "description": "seconds since the epoch"}})),
     "Health": _obj({"status": {"type": "string", "enum": ["ok"]}, "version": STR,

@@ -218,6 +218,17 @@ class TrainingService:
                               "(install torch for your platform, then pip install 'lora-studio[train]')")
 
     # -- ComfyUI shares the GPU ----------------------------------------------------------------
+    def gpu_busy(self) -> str | None:
+        """Why the studio's own generations must wait now: a training running on the GPU ComfyUI shares (ComfyUI
+        would load a checkpoint beside the trainer's models and one of them runs out of memory). None: go on."""
+        if not self.host.comfyui_shares_device or self.comfyui is None:
+            return None
+        for job in self.runner.list(status="running", kind="train", limit=5).items:
+            if job.payload.get("device") != "cpu":
+                return (f"a LoRA training (job {job.id}) is using the GPU ComfyUI shares: the studio's generations "
+                        "wait until it ends (cancel it, or generate when it is done)")
+        return None
+
     def _shares_gpu(self, payload: dict) -> bool:
         return self.host.comfyui_shares_device and payload.get("device") != "cpu" and self.comfyui is not None
 

@@ -78,4 +78,5 @@ async def test_comfyuis_own_names_are_checked_for_the_style_and_the_graph(make_c
     assert "Unknown sampler 'not_a_sampler'" in err["message"]
     assert len(fake.prompts) == sent
     object_info_calls = [path for method, path, _ in fake.requests if path.startswith("/object_info")]
-    assert object_info_calls == ["/object_info/KSampler"]  # fetched once, then cached
+    # the sampler lists and the whole /object_info (the pre-send check) are each fetched once, then cached
+    assert object_info_calls == ["/object_info/KSampler", "/object_info"]

@@ -37,14 +37,15 @@ def test_the_route_specs_name_the_typed_arguments():
     from lora_studio.core.characters import CharacterService
     from lora_studio.core.projects import ProjectService
     from lora_studio.core.style import DEFAULT_STYLE, StyleChanges
-    from lora_studio.generation.service import GenerationService
+    from lora_studio.generation.service import GenerationRequest
     from lora_studio.server_routes.catalog import CHARACTER_SPEC, PROJECT_SPEC, STYLE_SPEC
-    from lora_studio.server_routes.generation import GENERATE_SPEC
+    from lora_studio.server_routes.generation import BATCH_SPEC, GENERATE_SPEC
 
     assert _params(ProjectService.create, 1) == set(PROJECT_SPEC) == _params(ProjectService.update, 2)
     assert _params(CharacterService.create, 2) == set(CHARACTER_SPEC) == _params(CharacterService.update, 2)
     assert {f.name for f in dataclasses.fields(StyleChanges)} == set(STYLE_SPEC) == set(DEFAULT_STYLE)
-    assert _params(GenerationService.generate, 2) == set(GENERATE_SPEC)
+    assert {f.name for f in dataclasses.fields(GenerationRequest)} == set(GENERATE_SPEC)
+    assert set(BATCH_SPEC) - {"count", "in_flight"} <= set(GENERATE_SPEC)
 
 
 def test_typed_calls(studio):
