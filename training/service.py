@@ -233,16 +233,26 @@ class TrainingService:
         return self.host.comfyui_shares_device and payload.get("device") != "cpu" and self.comfyui is not None
 
     def _check_comfyui_idle(self, payload: dict) -> None:
-        """Inside ComfyUI: refuse to start while its queue has other prompts (they need the GPU)."""
+        """Inside ComfyUI: refuse to start while other prompts would run before or alongside the training
+        (they need the GPU). From the Train LoRA node, its own prompt is the one running: the prompts queued
+        behind it run after the node returns, so they do not count; from the panel or the API every running
+        or queued prompt does."""
         if not self._shares_gpu(payload):
             return
         try:
             queue = self.comfyui().queue()
         except StudioError as e:
             raise Unavailable(f"cannot ask ComfyUI whether it is idle before training: {e.message}") from None
+
+        def ids(key: str) -> list:
+            return [e[1] for e in queue.get(key) or [] if isinstance(e, list | tuple) and len(e) > 1]
+
         own = payload.get("comfy_prompt_id")
-        busy = [entry[1] for key in ("queue_running", "queue_pending") for entry in queue.get(key) or []
-                if isinstance(entry, list | tuple) and len(entry) > 1 and entry[1] != own]
+        running = ids("queue_running")
+        if own and own in running:
+            busy = [p for p in running if p != own]
+        else:
+            busy = [p for p in running + ids("queue_pending") if p != own]
         if busy:
             raise Conflict(f"ComfyUI is busy with {len(busy)} other prompt(s) (running or queued): training needs "
                            "the GPU to itself; start it again when ComfyUI's queue is empty")

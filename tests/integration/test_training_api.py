@@ -140,13 +140,20 @@ async def test_busy_comfyui_refuses_a_training_except_its_own_prompt(comfy_clien
     assert r.status == 202, await r.text()
     await client.post(f"{V1}/jobs/{(await r.json())['id']}/cancel")
     await finished(client, await r.json())
-    # the Train LoRA node's own prompt is running the node: it does not count
+    # the Train LoRA node's own prompt is running the node: it does not count, nor do the prompts queued behind it
+    state.pending.clear()
+    state.running = [6, "the-nodes-prompt", {}, {}, []]
+    state.pending.append([7, "queued-behind", {}, {}, []])
     studio = client.server.app[STUDIO_KEY].get()
     job = await asyncio.get_running_loop().run_in_executor(None, lambda: studio.training.start(
-        c["id"], TrainRequest("real-sd15"), comfy_prompt_id="someone-elses-prompt"))
-    assert job.status == "queued" and job.payload["comfy_prompt_id"] == "someone-elses-prompt"
+        c["id"], TrainRequest("real-sd15"), comfy_prompt_id="the-nodes-prompt"))
+    assert job.status == "queued" and job.payload["comfy_prompt_id"] == "the-nodes-prompt"
     await client.post(f"{V1}/jobs/{job.id}/cancel")
     await finished(client, job.id)
+    # from the panel or the API, a prompt running or queued in ComfyUI would run alongside the training
+    err = await assert_error(await client.post(url, json={"base_model": "real-sd15"}), 409, "conflict")
+    assert "2 other prompt" in err["message"]
+    state.running = None
 
 
 @pytest.mark.training
