@@ -217,31 +217,41 @@ def test_img2img_and_reference_send_the_chosen_approved_images(page, gen_server)
     assert_fits(page)
 
 
-def test_a_running_generation_is_cancelled_from_the_tab(page, gen_server):
+def test_queued_and_running_generations_are_cancelled_from_the_tab(page, gen_server):
     from playwright.sync_api import expect
 
     project, character, _ = seed_character(gen_server)
     open_generate(page, gen_server, project, character)
     comfy = gen_server.comfy
     interrupts = len(comfy.interrupt_calls)
+    status = page.get_by_test_id("gen-status")
     comfy.exec_delay = 120.0  # each prompt "runs" two minutes: it stays running until interrupted
     try:
         page.get_by_test_id("gen-submit").click()
-        status = page.get_by_test_id("gen-status")
         expect(status).to_have_text(re.compile(r"^status: running"), timeout=15_000)
         expect(page.get_by_test_id("gen-progress")).to_be_visible()
         expect(page.get_by_test_id("gen-prompt")).to_contain_text("ComfyUI prompt id: ")
+        first = int(page.get_by_test_id("gen-current").get_attribute("data-id"))
         assert_no_null_text(page)
-        page.get_by_test_id("gen-cancel").click()
-        expect(status).to_have_text("status: cancelled")
-        expect(page.get_by_test_id("gen-cancel")).to_have_count(0)
-        expect(page.get_by_test_id("gen-progress")).to_have_count(0)
+        if gen_server.fake_has("POST", "/queue"):  # a stand-in that can take a prompt off its queue
+            page.get_by_test_id("gen-submit").click()  # waits behind the first
+            expect(page.get_by_test_id("gen-current")).not_to_have_attribute("data-id", str(first))
+            expect(status).to_have_text("status: queued")
+            second = int(page.get_by_test_id("gen-current").get_attribute("data-id"))
+            page.get_by_test_id("gen-cancel").click()
+            expect(status).to_have_text("status: cancelled")
+            expect(page.get_by_test_id(f"generation-status-{second}")).to_have_text("status: cancelled")
+            prompt_id = call(gen_server, "GET", f"/generations/{second}")["prompt_id"]
+            assert prompt_id not in [entry[1] for entry in comfy.pending]
+        # the running one, from the recent list
+        page.get_by_test_id(f"generation-cancel-{first}").click()
+        expect(page.get_by_test_id(f"generation-status-{first}")).to_have_text("status: cancelled")
+        expect(page.get_by_test_id(f"generation-cancel-{first}")).to_have_count(0)
+        expect(page.get_by_test_id(f"generation-progress-{first}")).to_have_count(0)
     finally:
         comfy.exec_delay = 0.02
     assert len(comfy.interrupt_calls) > interrupts  # ComfyUI was told to stop it
-    (gen,) = call(gen_server, "GET", f"/characters/{character['id']}/generations")["items"]
-    assert gen["status"] == "cancelled"
-    expect(page.get_by_test_id(f"generation-status-{gen['id']}")).to_have_text("status: cancelled")
+    assert call(gen_server, "GET", f"/generations/{first}")["status"] == "cancelled"
     assert_no_null_text(page)
 
 
@@ -282,12 +292,19 @@ def test_a_batch_for_the_dataset_adds_images_to_the_pending_queue(page, gen_serv
     row = page.locator('[data-testid^="batch-"][data-kind="generate_batch"]').first
     expect(row).to_have_attribute("data-status", "succeeded", timeout=30_000)
     job_id = int(row.get_attribute("data-testid").rsplit("-", 1)[1])
-    expect(page.get_by_test_id(f"batch-result-{job_id}")).to_have_text("2 images added to the pending queue")
     expect(page.get_by_test_id(f"batch-status-{job_id}")).to_have_text("succeeded · 100%")
+    result = call(gen_server, "GET", f"/jobs/{job_id}")["result"]
+    created, skipped = len(result["created"]), len(result["skipped"])
+    assert result["generated"] == 2 and result["failed"] == [] and created + skipped == 2 and created >= 1
+    # what the job did, in words (an older stand-in draws the same picture for every seed: the dataset's
+    # duplicate check skips the second)
+    said = f"{created} image{'s' if created > 1 else ''} added to the pending queue"
+    expect(page.get_by_test_id(f"batch-result-{job_id}")).to_have_text(
+        said + (f" · {skipped} skipped as duplicates" if skipped else ""))
     pending = call(gen_server, "GET", f"/characters/{character['id']}/images?status=pending")["items"]
-    assert len(pending) == 2
+    assert len(pending) == created
     # the character picker's pending count follows
-    expect(page.get_by_test_id("character-select").locator("option:checked")).to_contain_text("(2 pending)")
+    expect(page.get_by_test_id("character-select").locator("option:checked")).to_contain_text(f"({created} pending)")
     # video cannot be batched
     page.get_by_test_id("gen-kind").select_option("video")
     expect(page.get_by_test_id("batch-start")).to_be_disabled()
@@ -337,6 +354,7 @@ def test_templates_import_rebind_generate_and_delete(page, gen_server, tmp_path)
     page.get_by_test_id("tpl-file").set_input_files(str(exported))
     page.get_by_test_id("tpl-name").fill("two pass")
     page.get_by_test_id("tpl-import").click()
+    expect(page.get_by_test_id("tpl-list")).to_contain_text("two pass")
     expect(error).to_be_hidden()
     (template,) = call(gen_server, "GET", f"/projects/{project['id']}/templates")["items"]
     tid = template["id"]
@@ -377,3 +395,41 @@ def test_templates_import_rebind_generate_and_delete(page, gen_server, tmp_path)
     assert call(gen_server, "GET", f"/projects/{project['id']}/templates")["items"] == []
     expect(page.get_by_test_id("gen-template")).to_have_value("")
     assert_no_null_text(page)
+
+
+def test_video_outputs_errors_and_unqueued_generations_render_without_null(page, gen_server):
+    """States the stand-in cannot produce on its recorded server (no video model), as the API shapes them:
+    a video and an animated webp output, a failed generation's error, an active one with no prompt id yet."""
+    from playwright.sync_api import expect
+
+    project, character, _ = seed_character(gen_server)
+    base = {"character_id": character["id"], "lora_model_id": None, "graph": {}, "created_at": "2099-01-01T00:00:00Z",
+            "updated_at": "2099-01-01T00:00:00Z", "seed": 5, "progress": 0.0, "params": {}, "error": None,
+            "outputs": None, "prompt_id": "p-1"}
+    video = {**base, "id": 990003, "kind": "video", "status": "succeeded", "progress": 1.0,
+             "params": {"image_ids": [4], "frames": 9},
+             "outputs": [{"filename": "clip_00001_.webm", "subfolder": "lora_studio/p", "type": "output"},
+                         {"filename": "clip_00001_.webp", "subfolder": "lora_studio/p", "type": "output",
+                          "animated": True},
+                         {"filename": "preview.png", "subfolder": "", "type": "temp"}]}
+    failed = {**base, "id": 990002, "kind": "img2img", "status": "failed",
+              "error": "ComfyUI failed the graph: out of memory"}
+    waiting = {**base, "id": 990001, "kind": "txt2img", "status": "queued", "prompt_id": None, "seed": None}
+    page.route(f"**/lora-studio/v1/characters/{character['id']}/generations?*", lambda route: route.fulfill(
+        json={"items": [video, failed, waiting], "next_cursor": None}))
+    page.route("**/lora-studio/v1/generations/990001", lambda route: route.fulfill(json=waiting))
+    open_generate(page, gen_server, project, character)
+
+    clip = page.get_by_test_id("generation-output-990003")
+    expect(clip).to_have_count(2)  # the temp preview is not an output
+    assert clip.nth(0).evaluate("(e) => [e.tagName, e.controls, e.dataset.media]") == ["VIDEO", True, "video"]
+    assert clip.nth(0).get_attribute("src").endswith("/gallery/file?path=lora_studio%2Fp%2Fclip_00001_.webm")
+    assert clip.nth(1).evaluate("(e) => [e.tagName, e.dataset.media]") == ["IMG", "animated"]
+    expect(page.get_by_test_id("generation-990003")).to_contain_text("image #4 · frames 9")
+    expect(page.get_by_test_id("generation-error-990002")).to_have_text("ComfyUI failed the graph: out of memory")
+    expect(page.get_by_test_id("generation-status-990002")).to_have_text("status: failed")
+    expect(page.get_by_test_id("generation-prompt-990001")).to_have_text("not queued yet")
+    expect(page.get_by_test_id("generation-cancel-990001")).to_be_visible()
+    expect(page.get_by_test_id("generation-cancel-990002")).to_have_count(0)
+    assert_no_null_text(page)
+    assert_fits(page)

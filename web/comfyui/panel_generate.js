@@ -528,10 +528,10 @@ export function generateSection(ctx) {
     const created = Array.isArray(r.created) ? r.created.length : 0;
     const failed = Array.isArray(r.failed) ? r.failed.length : 0;
     const skipped = Array.isArray(r.skipped) ? r.skipped.length : 0;
-    const extra = [failed ? `${failed} generation(s) failed` : "", skipped ? `${skipped} skipped (duplicates)` : ""]
+    const extra = [failed ? `${failed} failed` : "", skipped ? `${skipped} skipped as duplicates` : ""]
       .filter(Boolean).join(", ");
     return h("div", { testid: `batch-result-${Number(job.id)}` },
-      `${created} image${created === 1 ? "" : "s"} added to the pending queue${extra ? ` (${extra})` : ""}`);
+      `${created} image${created === 1 ? "" : "s"} added to the pending queue${extra ? ` · ${extra}` : ""}`);
   }
 
   const cancelBatch = async (job) => {
