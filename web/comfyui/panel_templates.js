@@ -100,8 +100,8 @@ export function templatesBox(ctx, { onChange = () => {} } = {}) {
 
   /** The binding picker of one field: not bound, each input the studio found, and what is bound now. */
   function fieldSelect(t, field) {
-    const bound = Array.isArray(t.bindings[field]) ? t.bindings[field] : [];
-    const candidates = Array.isArray(t.candidates[field]) ? t.candidates[field] : [];
+    const bound = Array.isArray((t.bindings || {})[field]) ? t.bindings[field] : [];
+    const candidates = Array.isArray((t.candidates || {})[field]) ? t.candidates[field] : [];
     const options = [h("option", { value: UNBOUND }, "not bound")];
     const known = new Set();
     for (const c of candidates) {
@@ -133,24 +133,26 @@ export function templatesBox(ctx, { onChange = () => {} } = {}) {
 
   function renderTemplate(t) {
     const id = Number(t.id);
-    const fields = TEMPLATE_FIELDS.filter((f) => (t.bindings[f] || []).length || (t.candidates[f] || []).length);
+    const bindings = t.bindings || {};
+    const candidates = t.candidates || {};
+    const fields = TEMPLATE_FIELDS.filter((f) => (bindings[f] || []).length || (candidates[f] || []).length);
     const missing = TEMPLATE_FIELDS.filter((f) => !fields.includes(f));
     const selects = fields.map((f) => fieldSelect(t, f));
     const rows = fields.map((f, i) => h("div", { class: "ls-row", style: "flex-wrap: nowrap" },
       h("span", { class: "ls-muted", style: "flex: 0 0 88px" }, f), selects[i]));
 
     async function rebind(changed) {
-      const bindings = {};
+      const chosen = {};
       for (const s of selects) {
         const field = s.dataset.field;
-        if (s.value === KEEP) bindings[field] = t.bindings[field];
-        else if (s.value === ALL) bindings[field] = t.candidates[field].map((c) => [c.node_id, c.input_name]);
-        else if (s.value !== UNBOUND) bindings[field] = [JSON.parse(s.value)];
+        if (s.value === KEEP) chosen[field] = bindings[field];
+        else if (s.value === ALL) chosen[field] = candidates[field].map((c) => [c.node_id, c.input_name]);
+        else if (s.value !== UNBOUND) chosen[field] = [JSON.parse(s.value)];
       }
       selects.forEach((s) => { s.disabled = true; });
       error.hidden = true;
       try {
-        const updated = await api.put(`/templates/${id}/bindings`, { bindings });
+        const updated = await api.put(`/templates/${id}/bindings`, { bindings: chosen });
         templates = templates.map((x) => (x.id === updated.id ? updated : x));
         ctx.toast("success", "Bindings saved", `${updated.name}: ${changed}`);
         render();
