@@ -51,7 +51,6 @@ export function showResult(node, output) {
       const img = document.createElement("img");
       img.src = url;
       img.alt = image.kind || "image";
-      img.loading = "lazy";
       img.style.cssText = `max-width:${THUMB}px;max-height:${THUMB}px;object-fit:contain;border-radius:2px;`;
       link.append(img);
       row.append(link);
