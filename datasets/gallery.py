@@ -12,6 +12,7 @@ from ..core.validation import parse_uint
 from .layout import safe_join
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+SERVED_SUFFIXES = IMAGE_SUFFIXES | {".webm", ".mp4"}  # a generated video is served too (the Generate tab plays it)
 MAX_PATH_CHARS = 4096
 
 
@@ -86,6 +87,6 @@ class Gallery:
             is_file = path.is_file()
         except OSError:
             raise InvalidInput("'path' cannot be read as a file name") from None
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not is_file:
-            raise NotFound("no such image in the output folder")
+        if path.suffix.lower() not in SERVED_SUFFIXES or not is_file:
+            raise NotFound("no such image or video in the output folder")
         return path

@@ -56,6 +56,7 @@ export function makeApi(host) {
     post: (path, body) => request("POST", path, body),
     patch: (path, body) => request("PATCH", path, body),
     put: (path, body) => request("PUT", path, body),
+    del: (path) => request("DELETE", path),
     url: (path) => host.apiURL(PREFIX + path),
   };
 }

@@ -261,7 +261,7 @@ export function trainingSection(ctx) {
     if (isActiveJob(job) && job.kind === TRAIN_KIND) follow(job);
     // ingest and automatic jobs are reported by their own tabs, not twice
     const finished = old && ACTIVE_JOB.has(old.status) && !ACTIVE_JOB.has(job.status) && !isIngestKind(job.kind)
-      && !AUTO_KINDS.has(job.kind);
+      && !AUTO_KINDS.has(job.kind) && job.kind !== "generate_batch";  // the Generate tab reports its batches
     if (finished && job.status === "succeeded") {
       ctx.toast("success", "Job finished", `#${job.id} ${job.kind}`);
       // the character's current LoRA changes with a training: reload it before listing the LoRAs
