@@ -35,6 +35,11 @@ async def test_gallery_newest_first_paginated(client, settings):
     assert names == ["lora_studio/aiko/x_00001_.png"] + [f"ComfyUI_{i:05d}_.png" for i in range(4, -1, -1)]
     r = await client.get(f"{V1}/gallery/file?path=lora_studio/aiko/x_00001_.png")
     assert r.status == 200 and await r.read() == image_bytes(seed=9)
+    # a generated video is served with its type (the Generate tab plays it); other files are not
+    (out / "lora_studio" / "aiko-video_00001_.webm").write_bytes(b"\x1aE\xdf\xa3webm")
+    r = await client.get(f"{V1}/gallery/file?path=lora_studio/aiko-video_00001_.webm")
+    assert r.status == 200 and r.content_type == "video/webm" and await r.read() == b"\x1aE\xdf\xa3webm"
+    await assert_error(await client.get(f"{V1}/gallery/file?path=notes.txt"), 404)
 
 
 async def test_gallery_refuses_paths_outside_the_output_folder(client, settings, tmp_path):
