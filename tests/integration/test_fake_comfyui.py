@@ -354,6 +354,27 @@ async def test_load_image_of_a_missing_file_is_refused_at_queue_time(start, samp
     assert set(body["node_errors"]) == {"6", "20"}
 
 
+async def test_an_output_without_its_file_is_dropped_and_the_others_run(start, sample_graph, tmp_path) -> None:
+    """execution.validate_prompt: outputs that validate run; the answer lists the others' node_errors."""
+    client, state = await start()
+    graph = copy.deepcopy(sample_graph)
+    graph["20"] = {"class_type": "LoadImage", "inputs": {"image": "nope.png"}}
+    graph["30"] = {"class_type": "PreviewImage", "inputs": {"images": ["20", 0]}}
+    answer = await queue(client, graph)
+    assert list(answer["node_errors"]) == ["20"] and answer["node_errors"]["20"]["dependent_outputs"] == ["30"]
+    entry = await wait_for_history(client.app, answer["prompt_id"])
+    assert entry["prompt"][4] == ["9"] and list(entry["outputs"]) == ["9"]
+    # with the file there, PreviewImage writes to the temp folder (type "temp"), which /view serves
+    await upload(client, image_bytes(size=(128, 64), seed=6), name="nope.png")
+    entry = await wait_for_history(client.app, (await queue(client, graph))["prompt_id"])
+    [preview] = entry["outputs"]["30"]["images"]
+    assert preview["type"] == "temp" and preview["filename"].startswith("ComfyUI_temp_")
+    r = await client.get("/view", params={**preview})
+    with Image.open(io.BytesIO(await r.read())) as png:
+        assert png.size == (16, 8)
+    assert (tmp_path / "temp" / preview["filename"]).is_file()
+
+
 async def test_img2img_outputs_take_the_loaded_images_size(start, sample_graph, tmp_path) -> None:
     client, state = await start()
     assert (await upload(client, image_bytes(size=(256, 128), seed=3), name="wide.png")).status == 200
@@ -482,6 +503,6 @@ async def test_save_video_animated_webp_and_png(start, object_info, tmp_path) ->
                                                  "type": "output"}], "animated": [True]}
     with Image.open(out / "anim_00002_.png") as image:
         assert image.n_frames == 5
-    with Image.open(io.BytesIO((await (await client.get(
-            "/view", params={"filename": "anim_00002_.png [output]"})).read()))) as image:
-        assert image.n_frames == 5
+    r = await client.get("/view", params={"filename": "anim_00002_.png [output]"})
+    with Image.open(io.BytesIO(await r.read())) as image:
+        assert r.content_type == "image/png" and image.n_frames == 5
