@@ -4,8 +4,9 @@ each prompt's messages to the client that queued it, so the studio sees its own 
 generations are refreshed from /queue and /history too, so a message missed while disconnected, or a
 prompt ComfyUI lost in a restart, still ends the generation: nothing stays queued for ever.
 
-One daemon thread with its own event loop; it starts with the first generation and reconnects with a
-growing pause (1 s to 30 s) while ComfyUI is down."""
+One daemon thread with its own event loop; it starts with the first generation, stays connected for
+`idle_seconds` after the last one ended (the next is often a moment away) and reconnects with a growing
+pause (1 s to 30 s) while ComfyUI is down."""
 
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ ENDS = ("execution_success", "execution_error", "execution_interrupted")
 
 
 class ProgressWatcher:
-    def __init__(self, service: GenerationService, sweep_seconds: float = 5.0):
+    def __init__(self, service: GenerationService, sweep_seconds: float = 5.0, idle_seconds: float = 60.0):
         self.service = service
         self.sweep_seconds = sweep_seconds
+        self.idle_seconds = idle_seconds
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -101,11 +103,15 @@ class ProgressWatcher:
                                           heartbeat=30) as ws:
                 log.info("following generations on ComfyUI's websocket at %s", client.base_url)
                 await asyncio.to_thread(self.sweep)  # what happened while nobody listened
+                loop = asyncio.get_running_loop()
+                idle_since = loop.time()
                 while not self._stop.is_set():
                     try:
                         msg = await ws.receive(timeout=1.0)
                     except asyncio.TimeoutError:
-                        if not self.service.active_ids():
+                        if await asyncio.to_thread(self.service.active_ids):
+                            idle_since = loop.time()
+                        elif loop.time() - idle_since > self.idle_seconds:
                             return  # nothing to follow: the next generation starts the watcher again
                         continue
                     if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR):

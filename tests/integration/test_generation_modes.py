@@ -244,3 +244,171 @@ def test_the_progress_watcher_turns_comfyuis_messages_into_the_generation_state(
     assert studio.generation.get(gid).status == "failed"
     with studio.db.begin() as conn:
         assert conn.execute(sa.select(generations.c.progress).where(generations.c.id == gid)).scalar() == 0.25
+
+
+# -- kinds that start from approved images, cancel, progress (the stand-in's upload, queue, websocket and hooks) --
+
+async def approved_image(client, cid: int, seed: int = 3) -> dict:
+    from support.api import upload
+    from support.images import image_bytes
+
+    img = (await upload(client, cid, (f"ref{seed}.png", image_bytes(seed=seed), "image/png")))["created"][0]
+    r = await client.post(f"{V1}/images/{img['id']}/approve")
+    assert r.status == 200, await r.text()
+    return img
+
+
+@pytest.fixture
+async def live_comfy(aiohttp_server, settings):
+    """A stand-in that lists its model files as a live server does, with a Wan video model and IPAdapter."""
+    from support.comfy_schema import merged_object_info, with_server_files
+
+    info = with_server_files(
+        merged_object_info("object_info.json", "ipadapter_object_info.json"),
+        checkpoints=["random_sd15.safetensors"], diffusion_models=["wan2.1_i2v_480p_14B_fp16.safetensors"],
+        text_encoders=["umt5_xxl_fp8_e4m3fn_scaled.safetensors"], vae=["wan_2.1_vae.safetensors"],
+        clip_vision=["CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"],
+        ipadapter=["ip-adapter-plus_sd15.safetensors"])
+    return await aiohttp_server(create_fake_comfyui(info, settings.comfyui_output_dir))
+
+
+@pytest.fixture
+async def live_client(make_client, make_settings, live_comfy):
+    settings = make_settings(comfyui_url=str(live_comfy.make_url("/")).rstrip("/"))
+    return await make_client(settings)
+
+
+async def test_img2img_uploads_the_approved_image_and_starts_from_it(live_client, live_comfy):
+    client = live_client
+    p, c = await character(client)
+    img = await approved_image(client, c["id"])
+    r = await client.post(f"{V1}/characters/{c['id']}/generate",
+                          json={"kind": "img2img", "image_ids": [img["id"]], "denoise": 0.45, "seed": 3})
+    assert r.status == 201, await r.text()
+    gen = await r.json()
+    fake = state_of(live_comfy.app)
+    assert fake.uploads[-1]["name"] == f"image-{img['id']}.png" and fake.uploads[-1]["subfolder"] == "lora_studio"
+    assert fake.uploads[-1]["path"].read_bytes() == (await (await client.get(f"{V1}/images/{img['id']}/file")).read())
+    (load,) = by_class(gen["graph"], "LoadImage")
+    assert load["inputs"]["image"] == f"lora_studio/image-{img['id']}.png"
+    (ks,) = by_class(gen["graph"], "KSampler")
+    assert ks["inputs"]["denoise"] == 0.45 and gen["graph"][ks["inputs"]["latent_image"][0]]["class_type"] in (
+        "VAEEncode", "RepeatLatentBatch")
+    assert gen["params"] == {"batch_size": 1, "use_lora": True, "image_ids": [img["id"]], "denoise": 0.45}
+    done = await until_done(client, gen)
+    assert done["status"] == "succeeded" and done["outputs"][0]["filename"].endswith(".png")
+    # a pending (not approved) image, or one of another character, is refused
+    other = await make_character(client, p["id"], name="Beni")
+    theirs = await approved_image(client, other["id"], seed=4)
+    for iid in (theirs["id"],):
+        err = await assert_error(await client.post(f"{V1}/characters/{c['id']}/generate",
+                                                   json={"kind": "img2img", "image_ids": [iid]}), 400)
+        assert "not an approved image" in err["message"]
+
+
+async def test_reference_uses_ipadapter_when_the_server_has_it(live_client, live_comfy):
+    client = live_client
+    p, c = await character(client)
+    a, b = await approved_image(client, c["id"], 5), await approved_image(client, c["id"], 6)
+    r = await client.post(f"{V1}/characters/{c['id']}/generate",
+                          json={"kind": "reference", "image_ids": [a["id"], b["id"]], "weight": 0.7})
+    assert r.status == 201, await r.text()
+    gen = await r.json()
+    classes = {n["class_type"] for n in gen["graph"].values()}
+    assert "ImageBatch" in classes and any(c.startswith("IPAdapter") for c in classes), classes
+    assert len(by_class(gen["graph"], "LoadImage")) == 2
+    assert (await until_done(client, gen))["status"] == "succeeded"
+    # an unknown method: a 400 that says why
+    err = await assert_error(await client.post(f"{V1}/characters/{c['id']}/generate", json={
+        "kind": "reference", "image_ids": [a["id"]], "method": "bogus"}), 400)
+    assert "method" in err["message"]
+
+
+async def test_image_to_video_is_one_real_video(live_client, live_comfy):
+    import av
+
+    client = live_client
+    p, c = await character(client)
+    img = await approved_image(client, c["id"])
+    r = await client.post(f"{V1}/characters/{c['id']}/generate",
+                          json={"kind": "video", "image_ids": [img["id"]], "frames": 9, "fps": 8})
+    assert r.status == 201, await r.text()
+    gen = await r.json()
+    assert gen["kind"] == "video" and gen["lora_model_id"] is None
+    assert by_class(gen["graph"], "WanImageToVideo") and not by_class(gen["graph"], "SaveImage")
+    done = await until_done(client, gen, timeout=30)
+    assert done["status"] == "succeeded", done
+    (out,) = done["outputs"]
+    assert out["filename"].endswith((".mp4", ".webm")) and out["animated"] is True
+    video = await client.get(f"{V1}/gallery/file", params={"path": f"{out['subfolder']}/{out['filename']}"})
+    assert video.status == 200, await video.text()
+    data = await video.read()
+    import io
+
+    with av.open(io.BytesIO(data)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames == 9
+
+
+async def test_a_server_without_a_video_model_says_what_is_missing(studio_client, comfy):
+    client, _ = studio_client
+    p, c = await character(client)
+    img = await approved_image(client, c["id"])
+    err = await assert_error(await client.post(f"{V1}/characters/{c['id']}/generate",
+                                               json={"kind": "video", "image_ids": [img["id"]]}), 400, "no_video_model")
+    assert "wan" in err["message"] and "svd" in err["message"]
+    assert state_of(comfy.app).prompts == [] and state_of(comfy.app).uploads == []
+
+
+async def test_cancel_a_running_and_a_queued_generation_and_follow_progress(live_client, live_comfy):
+    from support.fake_comfyui import wait_for_running
+
+    client = live_client
+    p, c = await character(client)
+    fake = state_of(live_comfy.app)
+    from lora_studio.app import STUDIO_KEY
+
+    studio = client.server.app[STUDIO_KEY].get()
+    # one generation starts the studio's websocket client; it stays connected a while after
+    await until_done(client, await (await client.post(f"{V1}/characters/{c['id']}/generate", json={})).json())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while studio.generation.client_id not in fake.sockets:
+        assert loop.time() < deadline, fake.sockets
+        await asyncio.sleep(0.05)
+    fake.hold()
+    first = await (await client.post(f"{V1}/characters/{c['id']}/generate", json={})).json()
+    second = await (await client.post(f"{V1}/characters/{c['id']}/generate", json={})).json()
+    await wait_for_running(live_comfy.app, first["prompt_id"])
+    # the websocket's progress reaches the row without anyone asking ComfyUI
+    deadline = loop.time() + 10
+    while True:
+        row = studio.generation.get(first["id"])
+        if row.status == "running" and row.progress > 0:
+            break
+        assert loop.time() < deadline, row
+        await asyncio.sleep(0.05)
+    cancelled = await (await client.post(f"{V1}/generations/{second['id']}/cancel")).json()
+    assert cancelled["status"] == "cancelled"
+    assert {"delete": [second["prompt_id"]]} in fake.queue_calls
+    stopped = await (await client.post(f"{V1}/generations/{first['id']}/cancel")).json()
+    assert stopped["status"] == "cancelled"
+    assert any(call.get("prompt_id") == first["prompt_id"] for call in fake.interrupt_calls)
+    fake.release()
+    await asyncio.sleep(0.3)
+    assert second["prompt_id"] not in fake.history  # taken off the queue: it never ran
+    assert (await (await client.get(f"{V1}/generations/{first['id']}")).json())["status"] == "cancelled"
+
+
+async def test_a_failing_graph_and_a_restarted_comfyui_end_the_generation(live_client, live_comfy):
+    client = live_client
+    p, c = await character(client)
+    fake = state_of(live_comfy.app)
+    fake.fail_next("CUDA out of memory")
+    failed = await until_done(client, await (await client.post(f"{V1}/characters/{c['id']}/generate", json={})).json())
+    assert failed["status"] == "failed" and "CUDA out of memory" in failed["error"]
+    fake.hold()
+    gen = await (await client.post(f"{V1}/characters/{c['id']}/generate", json={})).json()
+    fake.restart()
+    lost = await until_done(client, gen)
+    assert lost["status"] == "failed" and "no longer has prompt" in lost["error"]
