@@ -258,8 +258,11 @@ class TrainingService:
                            "the GPU to itself; start it again when ComfyUI's queue is empty")
 
     def _free_comfyui(self, payload: dict) -> None:
-        """Ask ComfyUI to unload its models and free memory, so the trainer gets the GPU."""
-        if not self._shares_gpu(payload):
+        """Ask ComfyUI to unload its models and free memory, so the trainer gets the GPU. Not for a training the
+        Train LoRA node started: ComfyUI acts on /free only between prompts (after the node's own prompt, too
+        late), the node unloads ComfyUI's models in-process, and /free's cache reset would cost the node its
+        cache hit when it is queued again."""
+        if not self._shares_gpu(payload) or payload.get("comfy_prompt_id"):
             return
         try:
             self.comfyui().free(unload_models=True, free_memory=True)

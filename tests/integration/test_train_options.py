@@ -83,10 +83,12 @@ def through_the_node(studio, character: dict, base_model: str, request: dict) ->
         values = {name: spec[1]["default"] for name, spec in {**inputs["required"], **inputs["optional"]}.items()
                   if len(spec) > 1 and "default" in spec[1]}
         values.update({NODE_NAMES.get(k, k): v for k, v in request.items()})
-        project = character["project_slug"]
+        from lora_studio.nodes.labels import character_labels
+
+        label = next(label for label, cid in character_labels(studio).items() if cid == character["id"])
         args = [values.pop(k) for k in ("steps", "rank", "learning_rate")]
         with pytest.raises(StudioError, match="missing vae/"):  # the worker refuses the stand-in model
-            TrainLoRA().run(project, character["slug"], base_model, *args, **values)
+            TrainLoRA().run(label, base_model, *args, **values)
         return latest_job_id(studio)
     finally:
         bind_studio(None)

@@ -286,6 +286,7 @@ async def test_node_inputs_that_name_files(client, settings, planted, tmp_path):
     p = await make_project(client)
     c = await make_character(client, p["id"])
     names = planted.payloads
+    label = f"{p['name']} / {c['name']}"
     bind_studio(ref)
     calls = 0
     try:
@@ -294,18 +295,18 @@ async def test_node_inputs_that_name_files(client, settings, planted, tmp_path):
             for name in names + ["evil.safetensors", "evil-folder", "linkdir"]:
                 calls += 1
                 with pytest.raises(StudioError):  # a clear error, not a crash
-                    TrainLoRA().run(p["slug"], c["slug"], name, 2, 4, 1e-4, sample_every=0)
+                    TrainLoRA().run(label, name, 2, 4, 1e-4, sample_every=0)
             for name in names:
-                for project, character in ((name, c["slug"]), (p["slug"], name)):
+                for character in (f"{name} / {c['name']}", f"{p['name']} / {name}", name):
                     calls += 1
                     with pytest.raises(StudioError):
-                        SaveToDataset().run(Images(1), project, character, "caption")
+                        SaveToDataset().run(Images(1), character, "caption")
             # a hostile caption is text, not a name: it is stored beside the image, inside the dataset
-            out = SaveToDataset().run(Images(1), p["slug"], c["slug"], "../../outside/x")
-            assert "1 image(s) added" in out["ui"]["text"][0]
+            out = SaveToDataset().run(Images(1), label, "../../outside/x")
+            assert "1 image added" in out["ui"]["text"][0]
             for caption in ("nul\x00byte", "lone \ud800 surrogate"):  # PostgreSQL cannot store either
                 with pytest.raises(InvalidInput, match="caption"):
-                    SaveToDataset().run(Images(1), p["slug"], c["slug"], caption)
+                    SaveToDataset().run(Images(1), label, caption)
 
         await asyncio.get_running_loop().run_in_executor(None, run_nodes)
     finally:

@@ -92,19 +92,19 @@ async def exercise(module, sent) -> dict:
             nodes = module.NODE_CLASS_MAPPINGS
             prompt_node = nodes["LoraStudioCharacterPrompt"]
             inputs = prompt_node.INPUT_TYPES()["required"]
-            positive, negative, lora = prompt_node().run("moon", "aiko")
+            positive, negative, lora, *settings = prompt_node().run("Moon / Aiko")
             rng = np.random.default_rng(0)  # two unrelated pictures (not near duplicates of each other)
             batch = [FakeImage(rng.random((32, 32, 3), dtype=np.float32)) for _ in range(2)]
-            saved = nodes["LoraStudioSaveToDataset"]().run(batch, "moon", "aiko", "a caption",
+            saved = nodes["LoraStudioSaveToDataset"]().run(batch, "Moon / Aiko", "a caption",
                                                            prompt={"1": {"class_type": "X"}})
             try:
-                nodes["LoraStudioTrainLoRA"]().run("moon", "aiko", "no-such-model", 2, 4, 1e-4)
+                nodes["LoraStudioTrainLoRA"]().run("Moon / Aiko", "no-such-model", 2, 4, 1e-4)
                 train_error = None
             except Exception as e:  # ComfyUI shows a node's exception to the user
                 train_error = f"{type(e).__name__}: {e}"
-            return {"train_error": train_error, "combo_projects": inputs["project"][0], "combo_characters": inputs["character"][0],
-                    "positive": positive, "negative": negative, "lora": lora, "saved_text": saved["ui"]["text"],
-                    "passthrough": saved["result"][0] is batch}
+            return {"train_error": train_error, "combo_characters": inputs["character"][0],
+                    "positive": positive, "negative": negative, "lora": lora, "settings": settings,
+                    "saved_text": saved["ui"]["text"], "passthrough": saved["result"][0] is batch}
 
         node_results = await asyncio.get_running_loop().run_in_executor(None, run_nodes)
         pending = await (await client.get(f"/lora-studio/v1/characters/{c['id']}/images")).json()
