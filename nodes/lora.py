@@ -23,7 +23,13 @@ def _current_lora(character: str) -> tuple[str, str | None, Path | None]:
 
 
 def _text(message: str) -> dict:
-    return {"text": [message]}
+    """The node's text, and a warning while a studio training uses the GPU this ComfyUI runs on: the trainer and
+    this prompt then share its memory (the studio's own generations wait; ComfyUI's prompts are the user's)."""
+    try:
+        busy = studio().training.gpu_busy()
+    except Exception:  # a warning is a nicety: never fail the node for it
+        busy = None
+    return {"text": [message] + ([f"warning: {busy.split(':')[0]}: this prompt shares its memory"] if busy else [])}
 
 
 class LoadCharacterLoRA:

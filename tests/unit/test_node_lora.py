@@ -93,3 +93,15 @@ def test_is_changed_follows_the_characters_lora(studio):
     assert first != none and LoadCharacterLoRA.IS_CHANGED(LABEL) == first
     give_lora(studio, studio.aiko.id, "moon-aiko-v2.safetensors")
     assert LoadCharacterLoRA.IS_CHANGED(LABEL) not in (none, first)
+
+
+def test_the_node_warns_while_a_studio_training_uses_the_gpu(studio, monkeypatch):
+    from lora_studio.nodes.lora import LoadCharacterLoRA
+
+    comfy_runtime(monkeypatch)
+    monkeypatch.setattr(studio.training, "gpu_busy", lambda: "a LoRA training (job 7) is using the GPU ComfyUI "
+                                                            "shares: the studio's generations wait until it ends")
+    out = LoadCharacterLoRA().load("M", "C", LABEL, 1.0, 1.0)
+    assert out["ui"]["text"] == ["Aiko has no LoRA yet: model and CLIP pass through unchanged",
+                                 "warning: a LoRA training (job 7) is using the GPU ComfyUI shares: "
+                                 "this prompt shares its memory"]
