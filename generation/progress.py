@@ -14,9 +14,10 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING
 
-from ..core.errors import StudioError
+from ..core.errors import StudioError, Unavailable
 
 if TYPE_CHECKING:
     from .service import GenerationService
@@ -27,10 +28,13 @@ ENDS = ("execution_success", "execution_error", "execution_interrupted")
 
 
 class ProgressWatcher:
-    def __init__(self, service: GenerationService, sweep_seconds: float = 5.0, idle_seconds: float = 60.0):
+    def __init__(self, service: GenerationService, sweep_seconds: float = 5.0, idle_seconds: float = 60.0,
+                 give_up_seconds: float = 600.0):
         self.service = service
         self.sweep_seconds = sweep_seconds
         self.idle_seconds = idle_seconds
+        self.give_up_seconds = give_up_seconds  # ComfyUI silent this long: its active generations end failed
+        self._unanswered_since: float | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -84,13 +88,27 @@ class ProgressWatcher:
             await self._sleep(self.sweep_seconds)
 
     def sweep(self) -> None:
-        """Refresh every active generation from ComfyUI's queue and history."""
+        """Refresh every active generation from ComfyUI's queue and history. While ComfyUI does not answer they
+        stay as they are; after `give_up_seconds` of silence they end failed, saying so (never stuck)."""
         for gid in self.service.active_ids():
             try:
                 self.service.get(gid, refresh=True)
-            except StudioError as e:  # ComfyUI down: the generation stays as it is until it answers
-                log.debug("cannot refresh generation %s: %s", gid, e.message)
+            except Unavailable as e:
+                now = time.monotonic()
+                self._unanswered_since = self._unanswered_since or now
+                if now - self._unanswered_since < self.give_up_seconds:
+                    log.debug("cannot refresh generation %s: %s", gid, e.message)
+                    return
+                for active in self.service.active_ids():
+                    self.service.give_up(active, f"ComfyUI has not answered for {self.give_up_seconds / 60:g} "
+                                                 f"minutes ({e.message}): generate again when it is back")
+                self._unanswered_since = None
                 return
+            except StudioError as e:  # ComfyUI answered with an error: try again on the next sweep
+                log.info("cannot refresh generation %s: %s", gid, e.message)
+                self._unanswered_since = None
+                return
+        self._unanswered_since = None
 
     async def _listen(self) -> None:
         import aiohttp

@@ -347,6 +347,10 @@ class GenerationService:
                                                     generations.c.status.in_(ACTIVE))
                          .values(status="running", progress=max(0.0, min(1.0, value)), updated_at=utcnow()))
 
+    def give_up(self, generation_id: int, error: str) -> None:
+        """End an active generation as failed without asking ComfyUI (it has not answered for a long time)."""
+        self._update(generation_id, status="failed", error=error[:2000])
+
     def by_prompt(self, prompt_id: str) -> int | None:
         with self.db.begin() as conn:
             return conn.execute(sa.select(generations.c.id).where(generations.c.prompt_id == prompt_id)).scalar()

@@ -412,3 +412,37 @@ async def test_a_failing_graph_and_a_restarted_comfyui_end_the_generation(live_c
     fake.restart()
     lost = await until_done(client, gen)
     assert lost["status"] == "failed" and "no longer has prompt" in lost["error"]
+
+
+def test_generations_end_failed_when_comfyui_stays_silent(studio):
+    """ComfyUI went away after taking the prompt: the watcher keeps the generation while it may come back, then
+    ends it failed with the reason instead of leaving it queued for ever."""
+    from lora_studio.core.db import utcnow
+    from lora_studio.core.errors import Unavailable
+    from lora_studio.core.schema import generations
+    from lora_studio.generation.progress import ProgressWatcher
+
+    project = studio.projects.create("Moon")
+    cid = studio.characters.create(project.id, "Aiko").id
+    now = utcnow()
+    with studio.db.begin() as conn:
+        gid = conn.execute(generations.insert().values(
+            character_id=cid, prompt_id="p-9", status="running", graph={}, kind="txt2img", progress=0.5,
+            created_at=now, updated_at=now)).inserted_primary_key[0]
+
+    class Down:
+        base_url = "http://127.0.0.1:9"
+
+        def queue(self):
+            raise Unavailable("ComfyUI at http://127.0.0.1:9 is not reachable: connection refused")
+
+    studio.generation.client = Down
+    watcher = ProgressWatcher(studio.generation, give_up_seconds=0.3)
+    watcher.sweep()
+    assert studio.generation.get(gid).status == "running"  # it may come back
+    import time
+
+    time.sleep(0.35)
+    watcher.sweep()
+    ended = studio.generation.get(gid)
+    assert ended.status == "failed" and "has not answered" in ended.error and "connection refused" in ended.error
