@@ -24,6 +24,7 @@ from .datasets.images import ImageService
 from .datasets.layout import DatasetLayout
 from .datasets.reconcile import reconcile
 from .datasets.review import ReviewService
+from .datasets.thumbnails import DEFAULT_MAX_BYTES, Thumbnails
 from .datasets.upload_jobs import ImageUploads
 from .datasets.video_ingest import VideoIngest
 from .generation.batch import BatchGenerator
@@ -67,6 +68,7 @@ class Studio:
     uploads: ImageUploads
     exports: ExportService
     character_removal: CharacterRemoval
+    thumbnails: Thumbnails
 
     def __init__(self, settings: Settings, host: Host):
         self.settings = settings
@@ -104,6 +106,8 @@ class Studio:
         self.uploads = ImageUploads(self.db, self.images, self.jobs, self.layout)
         self.exports = ExportService(self.images, self.characters, settings.data_dir / "exports")
         self.character_removal = CharacterRemoval(self.characters, self.images, self.jobs)
+        self.thumbnails = Thumbnails(settings.data_dir / "thumbnails", DEFAULT_MAX_BYTES,
+                                     image_file=self.images.file_path, output_file=self.gallery.file)
         log.info("LoRA Studio %s: database %s (schema v%d), data %s", VERSION, self.db.url_for_logs,
                  self.schema_version, settings.data_dir)
 

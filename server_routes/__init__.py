@@ -6,10 +6,10 @@ OpenAPI document from the same declarations."""
 
 from __future__ import annotations
 
-from . import catalog, gallery, generation, images, ingest, jobs, meta, training
+from . import catalog, gallery, generation, images, ingest, jobs, meta, thumbnails, training
 from .api import Api
 
-RESOURCES = (meta, catalog, images, ingest, gallery, jobs, training, generation)
+RESOURCES = (meta, catalog, images, thumbnails, ingest, gallery, jobs, training, generation)
 
 
 def build_api() -> Api:
