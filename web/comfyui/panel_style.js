@@ -100,6 +100,58 @@ details.ls-ssot > :not(summary) { margin-top: 6px; }
 .ls-ssot .ls-pre { max-height: 7em; overflow: auto; }
 .ls-root .ls-ssot textarea { min-height: 38px; }
 .ls-gitem .ls-caption { padding: 4px 6px; color: var(--ls-muted); overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+/* gallery (panel_gallery.js): fills its container; the grid scrolls by itself and is virtualised */
+.ls-gallery-section { height: 100%; min-height: 360px; }
+.ls-gallery { display: flex; flex-direction: column; gap: 6px; height: 100%; min-height: 0; min-width: 0; }
+.ls-gtop { flex-wrap: nowrap; }
+.ls-root input.ls-gsearch, input.ls-gsearch { flex: 1 1 auto; min-width: 0; }
+.ls-gallery input[type=search], .ls-gallery input[type=date] { background: var(--ls-input); color: var(--ls-fg);
+  border: 1px solid var(--ls-border); border-radius: 4px; padding: 4px 6px; font: inherit; max-width: 100%; color-scheme: inherit; }
+details.ls-gfilters > summary { cursor: pointer; color: var(--ls-muted); font-size: 12px; }
+details.ls-gfilters > .ls-row { margin-top: 4px; }
+.ls-gfilters select, .ls-gfilters input[type=text] { max-width: 160px; }
+.ls-gstatus { min-height: 1.4em; }
+.ls-gmain { flex: 1 1 auto; min-height: 240px; display: flex; flex-direction: column; min-width: 0; }
+.ls-gmain.ls-gwide { flex-direction: row; gap: 10px; }
+.ls-ggridpane { flex: 1 1 auto; min-height: 0; min-width: 0; display: flex; flex-direction: column; }
+.ls-gviewport { position: relative; flex: 1 1 auto; min-height: 200px; overflow-y: auto; overflow-x: hidden;
+  border: 1px solid var(--ls-border); border-radius: 6px; background: var(--ls-bg); outline: none; }
+.ls-gviewport:focus-visible { border-color: var(--ls-accent); }
+.ls-gspacer { position: relative; width: 100%; }
+.ls-gcell { position: absolute; left: 0; top: 0; display: flex; flex-direction: column; cursor: pointer;
+  border-radius: 4px; overflow: hidden; background: var(--ls-bg2); border: 1px solid transparent; }
+.ls-gcell[aria-selected="true"] { border-color: var(--ls-accent); box-shadow: 0 0 0 1px var(--ls-accent); }
+.ls-gcell:hover { border-color: var(--ls-border); }
+.ls-gthumb { flex: 1 1 auto; min-height: 0; display: flex; align-items: center; justify-content: center;
+  background: var(--ls-input); }
+.ls-gthumb img { width: 100%; height: 100%; object-fit: cover; display: block; }
+.ls-gph { color: var(--ls-muted); font-size: 12px; }
+.ls-gname { flex: none; height: 20px; line-height: 20px; padding: 0 4px; font-size: 11px; color: var(--ls-muted);
+  overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.ls-gbadges { position: absolute; top: 3px; right: 3px; display: flex; gap: 2px; }
+.ls-gbadges > span { background: rgba(0, 0, 0, .6); color: #fff; border-radius: 3px; padding: 0 4px; font-size: 11px; }
+.ls-gdetail { display: flex; flex-direction: column; gap: 8px; min-width: 0; overflow-y: auto; }
+.ls-gwide .ls-gdetail { flex: 0 0 min(420px, 42%); border-left: 1px solid var(--ls-border); padding-left: 10px; }
+.ls-gmain:not(.ls-gwide) .ls-gdetail { flex: 1 1 auto; min-height: 0; }
+.ls-gdhead { flex-wrap: nowrap; }
+.ls-gdname { overflow-wrap: anywhere; min-width: 0; }
+.ls-gpreview { display: flex; justify-content: center; background: var(--ls-input); border-radius: 6px; }
+.ls-gmedia { display: block; max-width: 100%; max-height: 52vh; object-fit: contain; }
+.ls-gpath { overflow-wrap: anywhere; }
+.ls-gparams { display: flex; flex-direction: column; gap: 4px; }
+.ls-gparam { display: grid; grid-template-columns: 84px 1fr; gap: 6px; align-items: start; font-size: 12px; }
+.ls-gparam > :last-child { min-width: 0; overflow-wrap: anywhere; }
+.ls-gparam .ls-pre { max-height: 8em; overflow: auto; }
+/* training: the loss chart beside the samples (panel_training.js) */
+.ls-train-viz { display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-start; }
+.ls-losschart { flex: 1 1 220px; max-width: 360px; min-width: 0; }
+.ls-losschart svg { width: 100%; height: auto; display: block; background: var(--ls-input); border-radius: 4px; }
+.ls-losschart polyline { fill: none; stroke: var(--ls-accent); stroke-width: 1.5; vector-effect: non-scaling-stroke; }
+.ls-losschart text { fill: var(--ls-muted); font-size: 10px; }
+.ls-losschart line { stroke: var(--ls-border); stroke-width: 1; vector-effect: non-scaling-stroke; }
+.ls-train-blocked { border: 1px solid var(--ls-danger); border-radius: 6px; padding: 6px 8px; display: flex;
+  flex-direction: column; gap: 4px; }
+.ls-train-blocked code { overflow-wrap: anywhere; }
 `;
 
 export function injectStyle() {
