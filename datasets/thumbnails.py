@@ -43,6 +43,7 @@ DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: ~40,000 thumbnails at 512 px
 VIDEO_SUFFIXES = {".webm", ".mp4"}
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP"}
 WEBP_QUALITY = 80
+WEBP_METHOD = 2  # libwebp effort 0-6: 2 encodes about twice as fast as the default 4, ~2% larger
 KEY_VERSION = "1"  # part of every key: bump it when the way thumbnails are drawn changes
 TOUCH_EVERY_S = 60.0  # a hit refreshes the file's mtime (the on-disk LRU order) at most this often
 MAX_VIDEO_PACKETS = 300  # packets read looking for a first decodable frame before giving up
@@ -294,7 +295,7 @@ def render(source: Path, size: int) -> bytes:
     else:
         picture = _image(source, size)
     out = io.BytesIO()
-    picture.save(out, format="WEBP", quality=WEBP_QUALITY)
+    picture.save(out, format="WEBP", quality=WEBP_QUALITY, method=WEBP_METHOD)
     return out.getvalue()
 
 
