@@ -164,9 +164,12 @@ class Thumbnails:
                     while len(self._failures) > MAX_FAILURES:
                         self._failures.popitem(last=False)
                 raise
-            path = self.path_of(key)
-            atomic_write_bytes(path, data)
             self.made += 1
+            try:
+                atomic_write_bytes(self.path_of(key), data)
+            except OSError as e:  # a full or read-only disk: the thumbnail is still served, just not kept
+                log.warning("could not cache thumbnail %s: %s", key, e)
+                return data
             self._added(key, len(data))
             return data
 

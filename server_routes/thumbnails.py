@@ -9,7 +9,11 @@ Cache-Control; a request with a matching If-None-Match gets 304 without the thum
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 
@@ -19,6 +23,9 @@ from .api import Api, Req
 
 if TYPE_CHECKING:
     from ..datasets.thumbnails import Thumbnail
+    from ..studio import Studio
+
+T = TypeVar("T")
 
 routes = Api()
 
@@ -32,6 +39,20 @@ def add_routes(api: Api) -> None:
 SIZES = (256, 512)
 CACHE_CONTROL = "private, max-age=86400"
 MAX_ETAGS = 64  # If-None-Match entries looked at
+# Thumbnails are drawn on threads of their own (created on first use): a grid asking for a screenful
+# of them must not queue every other route's `Req.call` (the event loop's default pool) behind the decoding.
+WORKERS = min(4, os.cpu_count() or 1)
+_pool: ThreadPoolExecutor | None = None
+
+
+async def off_loop(r: Req, fn: Callable[[Studio], T]) -> T:
+    """`Req.call` on the thumbnail threads."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="lora-studio-thumbnails")
+    loop = asyncio.get_running_loop()
+    studio = await loop.run_in_executor(_pool, r.ref.get)
+    return await loop.run_in_executor(_pool, lambda: fn(studio))
 
 QUERY = {"size": Field(int, choices=SIZES, description="the longest side in pixels: 256 (default) or 512; "
                                                        "a smaller source is not enlarged"),
@@ -73,7 +94,7 @@ def thumbnail_response(thumb: Thumbnail) -> web.Response:
               binary=True, media="image/webp")
 async def image_thumb(r: Req):
     iid, size, known = r.int_param("image_id"), parse_size(r), known_etags(r)
-    return thumbnail_response(await r.call(lambda s: s.thumbnails.for_image(iid, size, known)))
+    return thumbnail_response(await off_loop(r, lambda s: s.thumbnails.for_image(iid, size, known)))
 
 
 @routes.route("GET", "/gallery/thumb", "The thumbnail (WebP) of an image or video in ComfyUI's output folder "
@@ -82,4 +103,4 @@ async def image_thumb(r: Req):
               tag="gallery", binary=True, media="image/webp", errors=(404,))
 async def gallery_thumb(r: Req):
     rel, size, known = r.q("path") or "", parse_size(r), known_etags(r)
-    return thumbnail_response(await r.call(lambda s: s.thumbnails.for_output(rel, size, known)))
+    return thumbnail_response(await off_loop(r, lambda s: s.thumbnails.for_output(rel, size, known)))

@@ -226,6 +226,31 @@ async def test_paths_and_links_out_of_the_output_folder_are_refused(client, sett
     assert (await client.get(f"{V1}/gallery/thumb", params={"path": "ok.png"})).status == 200
 
 
+async def test_slow_thumbnails_do_not_hold_up_other_routes(client, settings, monkeypatch):
+    """A grid asks for a screenful of thumbnails at once: while they are drawn, the rest of the API answers."""
+    import asyncio
+
+    out = settings.comfyui_output_dir
+    for i in range(12):
+        put(out, f"g{i}.png", image_bytes(seed=i))
+    real, release = thumbs.render, threading.Event()
+
+    def slow_render(source, size):
+        release.wait(10)
+        return real(source, size)
+
+    monkeypatch.setattr(thumbs, "render", slow_render)
+    grid = [asyncio.ensure_future(client.get(f"{V1}/gallery/thumb", params={"path": f"g{i}.png"})) for i in range(12)]
+    await asyncio.sleep(0.3)  # every thumbnail thread is now waiting
+    try:
+        for _ in range(3):
+            r = await asyncio.wait_for(client.get(f"{V1}/health"), 3)
+            assert r.status == 200
+    finally:
+        release.set()
+    assert [r.status for r in await asyncio.gather(*grid)] == [200] * 12
+
+
 async def test_without_an_output_folder_says_so(make_client):
     client = await make_client(comfyui_output_dir=None)
     error = await assert_error(await client.get(f"{V1}/gallery/thumb?path=x.png"), 503, "unavailable")
