@@ -39,7 +39,7 @@ log = logging.getLogger("lora_studio.datasets.thumbnails")
 
 SIZES = (256, 512)  # the longest side, in pixels; a smaller source is never enlarged
 DEFAULT_SIZE = 256
-DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: ~40,000 thumbnails at 512 px
+DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: tens of thousands of thumbnails (about 10-30 KB each at 512 px)
 VIDEO_SUFFIXES = {".webm", ".mp4"}
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP"}
 WEBP_QUALITY = 80
@@ -62,15 +62,6 @@ class Thumbnail:
 
     etag: str  # the cache key: changes whenever the source (or the size) does
     data: bytes | None  # WebP; None when the caller already holds this one (its etag was in `known`)
-
-
-def parse_size(value: str | None) -> int:
-    """A thumbnail size from a query string (default 256)."""
-    if value in (None, ""):
-        return DEFAULT_SIZE
-    if value not in {str(s) for s in SIZES}:
-        raise InvalidInput(f"'size' must be one of {', '.join(map(str, SIZES))}")
-    return int(value)
 
 
 class Thumbnails:
