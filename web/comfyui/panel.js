@@ -14,9 +14,14 @@
 // ComfyUI imports every .js file of the pack as an extension, so none of these modules has side
 // effects at import: the stylesheet is injected by the first mountPanel call.
 //
+// Two sizes: the sidebar is compact (one row of view icons, every word readable at ComfyUI's default
+// sidebar width); "Workspace" (or W) moves the same panel into a full-window overlay for review and the
+// gallery (panel_workspace.js). Keys pressed in the panel go to the shown view (`section.onKey`); a key it
+// handles, and any key typed into the panel's fields, stops there so ComfyUI's shortcuts never see it.
+//
 // All text coming from the API goes through textContent (the `h` helper); never innerHTML.
 
-import { h } from "./panel_dom.js";
+import { h, isTypingTarget } from "./panel_dom.js";
 import { injectStyle } from "./panel_style.js";
 import { makeApi } from "./panel_api.js";
 import { jobFollower } from "./panel_jobfollow.js";
@@ -26,18 +31,23 @@ import { ingestSection } from "./panel_ingest.js";
 import { trainingSection } from "./panel_training.js";
 import { generateSection } from "./panel_generate.js";
 import { gallerySection } from "./panel_gallery.js";
+import { workspaceShell } from "./panel_workspace.js";
+import { injectWorkspaceStyle } from "./panel_workspace_style.js";
+import { icon } from "./panel_icons.js";
 
 const STORE_KEY = "lora-studio.panel.v1";
 const JOB_EVENT = "lora_studio.job";
 const UNASSIGNED = "unassigned"; // the character picker's value for the project's unassigned pool
+// [id, label in the view bar, full name (the button's title)]
 const TABS = [
-  ["approvals", "Approvals"],
-  ["characters", "Characters"],
-  ["ingest", "Ingest"],
-  ["training", "Training"],
-  ["generate", "Generate"],
-  ["gallery", "Gallery"],
+  ["approvals", "Review", "Approvals: the review queue"],
+  ["characters", "Characters", "Characters, their SSOT prompts and the project's style"],
+  ["ingest", "Ingest", "Ingest: uploads, video frames, URLs, ComfyUI outputs"],
+  ["training", "Train", "Training"],
+  ["generate", "Generate", "Generate with the character's LoRA"],
+  ["gallery", "Gallery", "Gallery: ComfyUI's output folder"],
 ];
+const WIDE_TABS = ["approvals", "gallery"]; // the views the wide workspace hosts
 const DEFAULT_CATEGORIES = {
   wrong_appearance: "", wrong_style: "", bad_quality: "", not_solo: "", wrong_pose: "", wrong_expression: "",
 };
@@ -63,6 +73,7 @@ function saveStore(data) {
 
 export function mountPanel(root, host) {
   injectStyle();
+  injectWorkspaceStyle();
   const api = makeApi(host);
   const store = loadStore();
   const state = {
@@ -103,7 +114,10 @@ export function mountPanel(root, host) {
     selectCharacter: (id) => selectCharacter(id),
     adjustCounts: (characterId, delta) => adjustCounts(characterId, delta),
     markStale: (...ids) => ids.forEach((id) => sections[id] && (sections[id].stale = true)),
-    isActive: (id) => state.tab === id && !state.destroyed && root.isConnected,
+    isActive: (id) => state.tab === id && !state.destroyed && (root.isConnected || workspace.isOpen()),
+    // the wide workspace (full-window overlay) is open; sections lay out with setWide(on)
+    isWide: () => workspace.isOpen(),
+    openWorkspace: () => workspace.open(),
     // follow a job in the Ingest tab (progress, cancel, result); used by the Gallery's imports
     trackJob: (job) => sections.ingest.track(job),
     // the one job follower (panel_jobfollow.js): job events from the socket, polling as fallback
@@ -113,23 +127,30 @@ export function mountPanel(root, host) {
   ctx.jobs = jobs;
   cleanups.push(() => jobs.destroy());
 
-  // header: title, pickers, tabs
-  const healthText = h("span", { class: "ls-muted", testid: "health" });
+  // header: title, workspace button, pickers, the view bar
+  const healthText = h("span", { class: "ls-muted ls-health", testid: "health" });
   const projectSelect = h("select", { testid: "project-select", title: "Project", "aria-label": "Project" });
   const characterSelect = h("select", { testid: "character-select", title: "Character", "aria-label": "Character" });
   const refreshButton = h("button", { class: "ls-btn", testid: "refresh", title: "Reload everything" }, "↻");
+  const openButton = h("button", { class: "ls-btn ls-icon-btn ls-compact-only", testid: "open-workspace",
+    title: "Open the wide workspace for review and the gallery (W)", "aria-label": "Open the wide workspace",
+    onclick: () => workspace.open() }, icon("expand"), h("span", {}, "Workspace"));
+  const closeButton = h("button", { class: "ls-btn ls-icon-btn ls-wide-only", testid: "close-workspace",
+    title: "Back to the sidebar (Esc)", "aria-label": "Close the workspace", onclick: () => workspace.close() },
+  icon("close"), h("span", {}, "Close"));
   const tabButtons = {};
-  const tabBar = h("div", { class: "ls-tabs", role: "tablist" });
-  for (const [id, label] of TABS) {
+  const tabBar = h("div", { class: "ls-tabs", role: "tablist", "aria-label": "Views", testid: "view-bar" });
+  for (const [id, label, title] of TABS) {
     tabButtons[id] = h("button", {
-      class: "ls-tab", role: "tab", testid: `tab-${id}`, "aria-selected": "false", onclick: () => showTab(id),
-    }, label);
+      class: "ls-tab", role: "tab", testid: `tab-${id}`, "aria-selected": "false", title, "aria-label": title,
+      "data-wide": WIDE_TABS.includes(id) ? "true" : null, onclick: () => showTab(id),
+    }, icon(id), h("span", { class: "ls-tab-label" }, label));
     tabBar.append(tabButtons[id]);
   }
   const head = h("div", { class: "ls-head" },
-    h("div", { class: "ls-title" }, h("strong", {}, "LoRA Studio"), healthText),
+    h("div", { class: "ls-title" }, h("strong", {}, "LoRA Studio"), healthText, openButton),
     h("div", { class: "ls-pickers" }, projectSelect, characterSelect, refreshButton),
-    tabBar);
+    tabBar, closeButton);
   const body = h("div", { class: "ls-body" });
 
   const sections = {
@@ -147,7 +168,45 @@ export function mountPanel(root, host) {
     body.append(section.el);
   }
 
-  root.replaceChildren(h("div", { class: "ls-root", testid: "lora-studio-panel" }, head, body));
+  const panelEl = h("div", { class: "ls-root", testid: "lora-studio-panel" }, head, body);
+  root.replaceChildren(panelEl);
+
+  const workspace = workspaceShell({
+    root,
+    panel: panelEl,
+    onChange(open) {
+      for (const section of Object.values(sections)) if (section.setWide) section.setWide(open);
+      if (open && !WIDE_TABS.includes(state.tab)) showTab("approvals");
+      const section = sections[state.tab];
+      if (section.focus) section.focus();
+      else if (open) closeButton.focus();
+    },
+  });
+  cleanups.push(() => workspace.destroy());
+
+  // keys: the shown view's shortcuts; nothing typed in the panel reaches ComfyUI's keybindings
+  panelEl.addEventListener("keydown", (ev) => {
+    if (state.destroyed) return;
+    const typing = isTypingTarget(ev.target);
+    let handled = false;
+    if (!typing && !ev.ctrlKey && !ev.metaKey && !ev.altKey && !ev.shiftKey && ev.key.toLowerCase() === "w") {
+      workspace.toggle();
+      handled = true;
+    } else {
+      const section = sections[state.tab];
+      if (section && section.onKey) {
+        try {
+          handled = section.onKey(ev, { typing, wide: workspace.isOpen() }) === true;
+        } catch (e) {
+          console.error("[LoRA Studio] key handler failed", e);
+        }
+      }
+    }
+    if (handled) {
+      ev.preventDefault();
+      ev.stopPropagation();
+    } else if (typing) ev.stopPropagation();
+  });
 
   function persist() {
     saveStore({ tab: state.tab, projectId: state.projectId, characterId: state.characterId,
@@ -155,6 +214,7 @@ export function mountPanel(root, host) {
   }
 
   function showTab(id) {
+    if (workspace.isOpen() && !WIDE_TABS.includes(id)) id = "approvals";
     state.tab = id;
     for (const [tid, button] of Object.entries(tabButtons)) button.setAttribute("aria-selected", String(tid === id));
     for (const [sid, section] of Object.entries(sections)) section.el.hidden = sid !== id;
@@ -270,7 +330,10 @@ export function mountPanel(root, host) {
         api.getAll("/projects"),
         api.getAll("/characters"),
       ]);
-      if (health) healthText.textContent = `v${health.version} · ${health.host} · ${health.database}`;
+      if (health) {
+        healthText.textContent = `v${health.version} · ${health.host} · ${health.database}`;
+        healthText.title = healthText.textContent;
+      }
       if (cats && cats.categories) state.categories = cats.categories;
       state.projects = projects.items || [];
       state.characters = chars.items || [];
@@ -303,7 +366,7 @@ export function mountPanel(root, host) {
   }
 
   const poll = setInterval(() => {
-    if (state.destroyed || !root.isConnected) return;
+    if (state.destroyed || !(root.isConnected || workspace.isOpen())) return;
     for (const section of Object.values(sections)) if (section.tick) section.tick();
   }, 3000);
   cleanups.push(() => clearInterval(poll));

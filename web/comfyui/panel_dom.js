@@ -38,3 +38,30 @@ export function numberOrUndefined(input) {
   const n = Number(v);
   return Number.isFinite(n) ? n : undefined;
 }
+
+const TEXT_INPUTS = new Set(["", "text", "search", "number", "email", "url", "password", "tel", "date",
+  "datetime-local", "month", "time", "week"]);
+
+/** Whether keys pressed on `target` belong to it (a text field, a textarea, a select, an editable
+ * element): review shortcuts then stay quiet, so typing "a" in a note never approves an image. */
+export function isTypingTarget(target) {
+  if (!target || target.nodeType !== 1) return false;
+  if (target.isContentEditable) return true;
+  const tag = target.tagName;
+  if (tag === "TEXTAREA" || tag === "SELECT") return true;
+  return tag === "INPUT" && TEXT_INPUTS.has(String(target.getAttribute("type") || "").toLowerCase());
+}
+
+/** An <img> of `src` that swaps to `fallback` once when `src` fails (a thumbnail route an older
+ * server lacks, a thumbnail it cannot make): the full file is slower but always there. */
+export function fallbackImg(src, fallback, props) {
+  const img = h("img", { draggable: "false", ...(props || {}), src });
+  if (fallback && fallback !== src) {
+    img.addEventListener("error", () => {
+      if (img.dataset.fallback) return;
+      img.dataset.fallback = "1";
+      img.src = fallback;
+    });
+  }
+  return img;
+}
