@@ -20,6 +20,7 @@ from .datasets.character_removal import CharacterRemoval
 from .datasets.comfy_outputs import OutputImports
 from .datasets.export import ExportService
 from .datasets.gallery import Gallery
+from .datasets.gallery_index import GalleryIndex
 from .datasets.images import ImageService
 from .datasets.layout import DatasetLayout
 from .datasets.reconcile import reconcile
@@ -59,6 +60,7 @@ class Studio:
     templates: TemplateStore
     progress: ProgressWatcher
     batch_generation: BatchGenerator
+    gallery_index: GalleryIndex
     gallery: Gallery
     regenerator: Regenerator
     review: ReviewService
@@ -93,7 +95,9 @@ class Studio:
         self.progress = ProgressWatcher(self.generation)  # follows generations on ComfyUI's websocket
         self.generation.on_queued = self.progress.ensure_started
         self.batch_generation = BatchGenerator(self.generation, self.images, self.jobs, self.layout)
-        self.gallery = Gallery(host.output_dir)
+        self.gallery_index = GalleryIndex(self.db, host.output_dir)  # its thread starts in start()
+        self.gallery = Gallery(host.output_dir, self.gallery_index, images=self.images, layout=self.layout,
+                               jobs=self.jobs)
         self.regenerator = Regenerator(self.db, self.images, self.generation, self.jobs, self.layout,
                                        target_approved=settings.min_approved_images,
                                        max_in_flight=settings.regenerate_max_in_flight)
@@ -127,8 +131,10 @@ class Studio:
         self.jobs.submit("reconcile", {})  # files added or removed while the studio was not running
         if self.generation.active_ids():  # generations queued before a restart: follow them to their end
             self.progress.ensure_started()
+        self.gallery_index.start()  # indexes the output folder in its own thread (never blocks start-up)
 
     def close(self) -> None:
+        self.gallery_index.stop()
         self.progress.stop()
         self.jobs.stop()
         self.db.dispose()

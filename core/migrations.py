@@ -224,6 +224,59 @@ def _v8_generation_modes(conn: sa.Connection) -> None:
     ).create(conn)
 
 
+def _v9_gallery_index(conn: sa.Connection) -> None:
+    """An index of ComfyUI's output folder (the gallery reads pages from it instead of walking the folder),
+    the LoRAs each item loaded, and on PostgreSQL a GIN index for text search over the prompts (SQLite's
+    FTS5 table is derived data the gallery index builds and keeps itself)."""
+    ts = sa.DateTime(timezone=True)
+    frozen = sa.MetaData()
+    for name in ("generations", "characters", "projects"):  # targets of the foreign keys
+        sa.Table(name, frozen, sa.Column("id", sa.Integer, primary_key=True))
+    items = sa.Table(
+        "gallery_items", frozen,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("root", sa.String(32), nullable=False),
+        sa.Column("path", sa.String(1000), nullable=False),
+        sa.Column("original_path", sa.String(1000), nullable=True),
+        sa.Column("name", sa.String(1000), nullable=False),
+        sa.Column("subfolder", sa.String(1000), nullable=False),
+        sa.Column("kind", sa.String(10), nullable=False),
+        sa.Column("media_type", sa.String(50), nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+        sa.Column("width", sa.Integer, nullable=True),
+        sa.Column("height", sa.Integer, nullable=True),
+        sa.Column("positive", sa.Text, nullable=True),
+        sa.Column("negative", sa.Text, nullable=True),
+        sa.Column("params", sa.JSON, nullable=True),
+        sa.Column("favourite", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("trashed", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("generation_id", sa.Integer, sa.ForeignKey("generations.id", ondelete="SET NULL"), nullable=True),
+        sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="SET NULL"), nullable=True),
+        sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="SET NULL"), nullable=True),
+        sa.Column("indexed_at", ts, nullable=False),
+        sa.UniqueConstraint("root", "path", name="uq_gallery_items_root_path"),
+        sa.Index("ix_gallery_items_page", "root", "trashed", "mtime_ns", "id"),
+        sa.Index("ix_gallery_items_kind", "root", "trashed", "kind", "mtime_ns", "id"),
+        sa.Index("ix_gallery_items_favourite", "root", "favourite", "trashed", "mtime_ns", "id"),
+        sa.Index("ix_gallery_items_character", "character_id", "mtime_ns", "id"),
+        sa.Index("ix_gallery_items_project", "project_id", "mtime_ns", "id"),
+        sa.Index("ix_gallery_items_generation", "generation_id"),
+    )
+    loras = sa.Table(
+        "gallery_item_loras", frozen,
+        sa.Column("item_id", sa.Integer, sa.ForeignKey("gallery_items.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("name", sa.String(500), primary_key=True),
+        sa.Index("ix_gallery_item_loras_name", "name", "item_id"),
+    )
+    items.create(conn)
+    loras.create(conn)
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(
+            "CREATE INDEX ix_gallery_items_search ON gallery_items USING gin (to_tsvector('simple', "
+            "coalesce(name, '') || ' ' || coalesce(positive, '') || ' ' || coalesce(negative, '')))"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "review: decision log, feedback terms, dropped terms, image hashes", _v2_review),
@@ -233,6 +286,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (6, "decision log and feedback indexed by image, the decision log by batch", _v6_lookups_by_image),
     (7, "a rejection's categories and note on its decision log entry (also in the pool)", _v7_decision_reasons),
     (8, "generation kinds, seed, progress and request; style variations; workflow templates", _v8_generation_modes),
+    (9, "gallery index of ComfyUI's output folder, its LoRAs and text search", _v9_gallery_index),
 ]
 
 LATEST = MIGRATIONS[-1][0]

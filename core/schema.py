@@ -208,3 +208,51 @@ generation_templates = sa.Table(
     sa.Column("updated_at", TS, nullable=False),
     sa.UniqueConstraint("project_id", "name", name="uq_generation_templates_project_name"),
 )
+
+# -- version 9 ------------------------------------------------------------------------------------
+
+# ComfyUI's output folder, indexed (datasets/gallery_index.py): one row per image or video seen, with what its
+# embedded graph says. Rows are derived from the files (a pass only stats them), except `favourite` and the trash.
+gallery_items = sa.Table(
+    "gallery_items", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("root", sa.String(32), nullable=False),  # which output folder: a key of its resolved path
+    sa.Column("path", sa.String(1000), nullable=False),  # where the file is now, relative to the folder, with "/"
+    sa.Column("original_path", sa.String(1000), nullable=True),  # a trashed file's place to go back to
+    sa.Column("name", sa.String(1000), nullable=False),
+    sa.Column("subfolder", sa.String(1000), nullable=False),
+    sa.Column("kind", sa.String(10), nullable=False),  # image | video
+    sa.Column("media_type", sa.String(50), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+    sa.Column("width", sa.Integer, nullable=True),
+    sa.Column("height", sa.Integer, nullable=True),
+    sa.Column("positive", sa.Text, nullable=True),
+    sa.Column("negative", sa.Text, nullable=True),
+    sa.Column("params", sa.JSON, nullable=True),  # seed, sampler, scheduler, steps, cfg, checkpoint, loras
+    sa.Column("favourite", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("trashed", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("generation_id", sa.Integer, sa.ForeignKey("generations.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("character_id", sa.Integer, sa.ForeignKey("characters.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("indexed_at", TS, nullable=False),
+    sa.UniqueConstraint("root", "path", name="uq_gallery_items_root_path"),
+    sa.Index("ix_gallery_items_page", "root", "trashed", "mtime_ns", "id"),
+    sa.Index("ix_gallery_items_kind", "root", "trashed", "kind", "mtime_ns", "id"),
+    sa.Index("ix_gallery_items_favourite", "root", "favourite", "trashed", "mtime_ns", "id"),
+    sa.Index("ix_gallery_items_character", "character_id", "mtime_ns", "id"),
+    sa.Index("ix_gallery_items_project", "project_id", "mtime_ns", "id"),
+    sa.Index("ix_gallery_items_generation", "generation_id"),
+    # PostgreSQL's full-text search over name and prompts (SQLite: the FTS5 table gallery_index.py keeps)
+    sa.Index("ix_gallery_items_search",
+             sa.text("to_tsvector('simple', coalesce(name, '') || ' ' || coalesce(positive, '') || ' ' || "
+                     "coalesce(negative, ''))"), postgresql_using="gin").ddl_if(dialect="postgresql"),
+)
+
+# The LoRAs each gallery item's graph loaded, by name (the gallery's LoRA filter).
+gallery_item_loras = sa.Table(
+    "gallery_item_loras", metadata,
+    sa.Column("item_id", sa.Integer, sa.ForeignKey("gallery_items.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("name", sa.String(500), primary_key=True),
+    sa.Index("ix_gallery_item_loras_name", "name", "item_id"),
+)

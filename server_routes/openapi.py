@@ -76,6 +76,19 @@ IMAGE = _obj({
     "last_rejection": _nullable({**_obj({"categories": _array(STR), "note": STR, "character_id": _nullable(INT),
                                          "rejected_at": _nullable(TIME)}),
                                  "description": "the latest rejection that still stands, null when none"})})
+GALLERY_LORA = _obj({"name": STR, "strength_model": _nullable(NUM), "strength_clip": _nullable(NUM)})
+GALLERY_ITEM = _obj({
+    "id": INT, "path": {**STR, "description": "relative to the output folder, with '/' (a trashed file: in the trash)"},
+    "name": STR, "subfolder": STR, "kind": {"type": "string", "enum": ["image", "video"]},
+    "media_type": STR, "size": INT, "width": _nullable(INT), "height": _nullable(INT),
+    "mtime": {**NUM, "description": "seconds since the epoch"}, "favourite": BOOL, "trashed": BOOL,
+    "original_path": _nullable({**STR, "description": "a trashed file's place to go back to"}),
+    "params": {**_obj({"positive": _nullable(STR), "negative": _nullable(STR), "seed": _nullable(INT),
+                       "sampler": _nullable(STR), "scheduler": _nullable(STR), "steps": _nullable(INT),
+                       "cfg": _nullable(NUM), "checkpoint": _nullable(STR), "loras": _array(GALLERY_LORA)}),
+               "description": "read from the file's embedded graph; null when unknown"},
+    "generation_id": _nullable(INT), "character_id": _nullable(INT), "project_id": _nullable(INT),
+    "thumb_url": {**STR, "description": "below the API prefix"}})
 REGENERATION = _obj({"character_id": INT, "queued": _nullable({**INT, "description": "the job's id"}),
                      "reason": _nullable({**STR, "description": "why nothing was queued"})})
 JOB = _obj({
@@ -152,8 +165,10 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
                        "description": "{field: [{node_id, input_name, class_type, title}]}: where each field could go"},
         "created_at": TIME, "updated_at": TIME}),
     "TemplateList": _obj({"items": _array(_ref("Template"))}),
-    "GalleryPage": _page(_obj({"path": STR, "name": STR, "subfolder": STR, "size": INT,
-                               "mtime": {**NUM, "description": "seconds since the epoch"}})),
+    "GalleryItem": GALLERY_ITEM,
+    "GalleryPage": _page(_ref("GalleryItem")),
+    "GalleryLoras": _obj({"items": _array(_obj({"name": STR, "count": INT}))}),
+    "GalleryTrashEmptied": _obj({"deleted": {**INT, "description": "trashed files deleted for good"}}),
     "Health": _obj({"status": {"type": "string", "enum": ["ok"]}, "version": STR,
                     "host": {"type": "string", "enum": ["comfyui", "standalone"]},
                     "database": {"type": "string", "enum": ["sqlite", "postgresql"]}, "schema_version": INT}),
