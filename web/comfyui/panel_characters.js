@@ -1,8 +1,19 @@
 // LoRA Studio panel, Characters tab: projects, characters, the SSOT prompt and the effective prompt
 // (learned negative terms that can be left out and restored, rejections per category), the
-// project's category terms, and the kohya zip export.
+// project's category terms, the project's generation style (panel_style_form.js: ComfyUI's sampler and
+// scheduler lists), and the kohya zip export.
+//
+// The effective prompt follows the reviews without a manual reload: a decision anywhere in the panel changes
+// the selected character's counts (ctx.adjustCounts / reloadCharacters call countsChanged), an automatic
+// review or classification that ends is a job event, and the view asks again every 15 s while it is shown
+// (rejections made elsewhere: another window, the API). Shown: at once; hidden: the next time it is shown.
 
 import { h, humanize } from "./panel_dom.js";
+import { styleForm } from "./panel_style_form.js";
+
+const PROMPT_JOB_KINDS = new Set(["classify", "auto_review", "regenerate", "import_outputs"]);
+const PROMPT_DEBOUNCE_MS = 250;
+const PROMPT_POLL_TICKS = 5; // the panel ticks every 3 s
 
 export function charactersSection(ctx) {
   const { api } = ctx;
@@ -137,9 +148,11 @@ export function charactersSection(ctx) {
     }
   });
 
+  const style = styleForm(ctx, { prefix: "project-style" });
+
   const el = h("section", { class: "ls-section" },
     h("div", { class: "ls-box" }, h("h3", {}, "Characters of this project"), list),
-    editBox, promptBox, exportBox, feedbackBox,
+    editBox, promptBox, style.el, exportBox, feedbackBox,
     h("div", { class: "ls-box" }, h("h3", {}, "New character"),
       h("div", { class: "ls-row" }, newName, newTrigger), newDesign, newNegative, h("div", { class: "ls-row" }, createChar)),
     h("div", { class: "ls-box" }, h("h3", {}, "New project"),
@@ -196,7 +209,7 @@ export function charactersSection(ctx) {
     loraName.textContent = p.lora_name ? `Current LoRA: ${p.lora_name}` : "No LoRA trained yet.";
   }
 
-  async function loadPrompt() {
+  async function loadPrompt({ quiet = false } = {}) {
     const c = ctx.character();
     if (!c) return;
     const token = ++seq;
@@ -205,8 +218,22 @@ export function charactersSection(ctx) {
       if (token !== seq) return;
       renderPrompt(p);
     } catch (e) {
-      if (token === seq) ctx.showError(e, "Cannot load the effective prompt");
+      if (token === seq && !quiet) ctx.showError(e, "Cannot load the effective prompt");
     }
+  }
+
+  // the effective prompt after reviews: at once while shown, on the next showing otherwise
+  let promptTimer = null;
+  let countsSeen = null; // "<id>:<pending>/<approved>" of the selected character when last seen
+  const countsKey = (c) => (c ? `${c.id}:${(c.counts && c.counts.pending) || 0}/${(c.counts && c.counts.approved) || 0}`
+    : "");
+  function promptMayHaveChanged() {
+    if (ctx.isActive && !ctx.isActive("characters")) {
+      if (ctx.markStale) ctx.markStale("characters");
+      return;
+    }
+    clearTimeout(promptTimer);
+    promptTimer = setTimeout(() => loadPrompt({ quiet: true }), PROMPT_DEBOUNCE_MS);
   }
 
   async function setDropped(terms, button) {
@@ -275,14 +302,36 @@ export function charactersSection(ctx) {
     }
   });
 
+  let ticks = 0;
   return {
     el,
     refresh() {
+      countsSeen = countsKey(ctx.character());
       renderList();
       fillEdit();
       loadPrompt();
       loadFeedbackTerms(true);
+      style.load(ctx.project());
     },
-    countsChanged: renderList,
+    countsChanged() {
+      renderList();
+      const key = countsKey(ctx.character());
+      if (countsSeen !== null && key !== countsSeen && key.split(":")[0] === countsSeen.split(":")[0]) {
+        promptMayHaveChanged(); // a decision on the selected character: a rejection teaches terms
+      }
+      countsSeen = key;
+    },
+    onJob(job) {
+      const c = ctx.character();
+      if (!c || !job || !PROMPT_JOB_KINDS.has(job.kind) || ["queued", "running"].includes(job.status)) return;
+      if (job.character_id === c.id || job.character_id == null) promptMayHaveChanged();
+    },
+    tick() {
+      ticks += 1;
+      if (ticks % PROMPT_POLL_TICKS === 0 && ctx.isActive && ctx.isActive("characters")) loadPrompt({ quiet: true });
+    },
+    destroy() {
+      clearTimeout(promptTimer);
+    },
   };
 }

@@ -1,12 +1,74 @@
 // LoRA Studio panel, Training tab: start a LoRA training (the form is built from GET /training/options: the
 // server's defaults, bounds and choices; advanced options folded away), follow its runs (step, loss, it/s, ETA, sample images), cancel, resume from the
 // last checkpoint, and list the character's LoRAs and past runs. Declarations only at import.
+//
+// Up front it says when training cannot run here (GET /models: no base models — with the folders they go in —
+// and, where the server reports them, the missing training libraries), and Start stays disabled while the
+// character has fewer approved images than the server's gate (min_approved_images). Each run shows a loss
+// chart (an inline SVG) beside its samples: from the job's `result.loss_history` ([[step, loss], …]) when the
+// server keeps one; otherwise from the progress records (`result.progress`, the latest step and loss only)
+// that reach the panel while it is open, so a run followed from its start has its whole curve.
 
 import { h, numberOrUndefined } from "./panel_dom.js";
 import { ACTIVE_JOB, isActiveJob, isNewerJob, renderJobRow } from "./panel_jobfollow.js";
 import { AUTO_KINDS, isIngestKind } from "./panel_jobs.js";
 
 const TRAIN_KIND = "train";
+const SVG_NS = "http://www.w3.org/2000/svg";
+const MAX_POINTS = 2000; // per run, in the client-side series
+
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null) continue;
+    if (k === "testid") el.setAttribute("data-testid", v);
+    else el.setAttribute(k, String(v));
+  }
+  for (const c of children) if (c !== null && c !== undefined) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+/** [{step, loss}] sorted by step, one per step, finite numbers only, from [[step, loss]] or [{step, loss}]. */
+export function lossPoints(history) {
+  const byStep = new Map();
+  for (const entry of history || []) {
+    const step = Number(Array.isArray(entry) ? entry[0] : entry && entry.step);
+    const raw = Array.isArray(entry) ? entry[1] : entry && (entry.smooth_loss ?? entry.loss);
+    const loss = Number(raw);
+    if (raw !== null && raw !== undefined && Number.isFinite(step) && Number.isFinite(loss)) byStep.set(step, loss);
+  }
+  return Array.from(byStep, ([step, loss]) => ({ step, loss })).sort((a, b) => a.step - b.step);
+}
+
+/** An inline SVG chart of the loss over the steps: a polyline scaled into width × height with the ranges. */
+export function lossChart(points, { width = 320, height = 120, testid } = {}) {
+  const pad = { l: 40, r: 6, t: 8, b: 18 };
+  const steps = points.map((p) => p.step);
+  const losses = points.map((p) => p.loss);
+  const x0 = Math.min(...steps);
+  const x1 = Math.max(...steps);
+  let y0 = Math.min(...losses);
+  let y1 = Math.max(...losses);
+  if (y1 - y0 < 1e-9) {
+    y0 -= 0.5 * Math.abs(y0 || 1) * 0.1;
+    y1 += 0.5 * Math.abs(y1 || 1) * 0.1;
+  }
+  const w = width - pad.l - pad.r;
+  const ht = height - pad.t - pad.b;
+  const sx = (v) => pad.l + (x1 > x0 ? ((v - x0) / (x1 - x0)) * w : w / 2);
+  const sy = (v) => pad.t + (1 - (v - y0) / (y1 - y0)) * ht;
+  const coords = points.map((p) => `${sx(p.step).toFixed(1)},${sy(p.loss).toFixed(1)}`).join(" ");
+  const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3));
+  return svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", testid,
+    "aria-label": `loss from ${fmt(losses[0])} to ${fmt(losses[losses.length - 1])} over steps ${x0}–${x1}` },
+  svg("line", { x1: pad.l, y1: pad.t + ht, x2: width - pad.r, y2: pad.t + ht }),
+  svg("line", { x1: pad.l, y1: pad.t, x2: pad.l, y2: pad.t + ht }),
+  svg("text", { x: pad.l - 4, y: pad.t + 8, "text-anchor": "end" }, fmt(y1)),
+  svg("text", { x: pad.l - 4, y: pad.t + ht, "text-anchor": "end" }, fmt(y0)),
+  svg("text", { x: pad.l, y: height - 4 }, `step ${x0}`),
+  svg("text", { x: width - pad.r, y: height - 4, "text-anchor": "end" }, `${x1}`),
+  svg("polyline", { points: coords, testid: testid ? `${testid}-line` : undefined, "data-points": points.length }));
+}
 
 export function formatSeconds(seconds) {
   const s = Math.max(0, Math.round(Number(seconds) || 0));
@@ -89,9 +151,12 @@ export function trainingSection(ctx) {
   let minImages = null; // the server's gate (GET /models), known once the models are listed
   const baseModel = h("select", { testid: "train-base-model", style: "min-width: 160px" });
   const start = h("button", { class: "ls-btn ls-primary", testid: "train-start" }, "Start training");
-  const modelHint = h("div", { class: "ls-muted", testid: "train-models-hint", hidden: true },
-    "No base models found. Put an SD1.5 or SDXL .safetensors checkpoint (or a diffusers folder) in the models "
-    + "folder (see the README).");
+  // why training cannot run here (filled from GET /models), shown above the form
+  const modelHint = h("div", { testid: "train-models-hint", hidden: true });
+  const depsHint = h("div", { testid: "train-deps-hint", hidden: true });
+  const blocked = h("div", { class: "ls-train-blocked", role: "status", testid: "train-blocked", hidden: true },
+    h("strong", {}, "Training cannot run here yet"), depsHint, modelHint);
+  let ready = { models: false, deps: true, known: false }; // what GET /models said
 
   // the options' form, built from GET /training/options (types, bounds, choices, defaults: all the server's)
   let options = [];
@@ -139,7 +204,8 @@ export function trainingSection(ctx) {
     const c = ctx.character();
     if (!c) return ctx.toast("warn", "Training", "Choose a character first.");
     if (!baseModel.value) return ctx.toast("warn", "Training", "No base model is available.");
-    start.disabled = true;
+    starting = true;
+    updateStart();
     try {
       const job = await api.post(`/characters/${c.id}/train`, requestBody());
       ctx.toast("success", "Training queued", `job #${job.id}`);
@@ -148,7 +214,8 @@ export function trainingSection(ctx) {
     } catch (e) {
       ctx.showError(e, "Cannot start training");
     } finally {
-      start.disabled = false;
+      starting = false;
+      updateStart();
     }
   });
 
@@ -185,6 +252,36 @@ export function trainingSection(ctx) {
     }
   }
 
+  // loss per step of each run: the server's history when it keeps one, else what the panel has seen
+  const lossSeen = new Map(); // job id -> Map(step -> loss)
+  function recordLoss(job) {
+    if (!job || job.kind !== TRAIN_KIND) return;
+    const p = (job.result && job.result.progress) || {};
+    const loss = p.smooth_loss != null ? Number(p.smooth_loss) : p.loss != null ? Number(p.loss) : NaN;
+    const step = Number(p.step);
+    if (!Number.isFinite(loss) || !Number.isFinite(step) || step <= 0) return;
+    if (!lossSeen.has(job.id)) lossSeen.set(job.id, new Map());
+    const series = lossSeen.get(job.id);
+    series.set(step, loss);
+    if (series.size > MAX_POINTS) series.delete(series.keys().next().value);
+  }
+
+  function lossBox(job) {
+    const id = Number(job.id);
+    const history = job.result && Array.isArray(job.result.loss_history) ? job.result.loss_history : null;
+    const points = lossPoints(history || Array.from(lossSeen.get(job.id) || [], ([step, loss]) => [step, loss]));
+    const note = history ? null : h("div", { class: "ls-muted", testid: `train-loss-note-${id}` },
+      "Drawn from the progress seen while this panel is open (the server keeps the latest loss only).");
+    if (points.length < 2) {
+      return h("div", { class: "ls-losschart", testid: `train-loss-${id}-chart-empty` },
+        h("div", { class: "ls-muted" }, points.length ? `loss ${points[0].loss.toFixed(4)} at step ${points[0].step}`
+          : "The loss chart appears as the steps come in."), note);
+    }
+    return h("figure", { class: "ls-losschart", style: "margin: 0" },
+      lossChart(points, { testid: `train-loss-chart-${id}` }),
+      h("figcaption", { class: "ls-muted" }, `loss over ${points.length} step(s)`), note);
+  }
+
   /** Step, loss, speed, ETA, samples, the LoRA written, Resume: what a training run adds to its row. */
   function runDetails(job) {
     const id = Number(job.id);
@@ -206,12 +303,13 @@ export function trainingSection(ctx) {
         resumeButton),
       (result.warnings || []).length ? h("div", { class: "ls-muted", testid: `train-warnings-${id}` },
         ...result.warnings.map((w) => h("div", {}, `⚠ ${w}`))) : null,
-      samples.length ? h("div", { class: "ls-row", testid: `train-samples-${id}` }, ...samples.map((s) =>
-        h("figure", { style: "margin: 0; text-align: center" },
-          h("img", { src: api.url(`/jobs/${id}/samples/${encodeURIComponent(s.file)}`), alt: s.prompt || "sample",
-            title: s.prompt || "", loading: "lazy", testid: `train-sample-${id}-${Number(s.step)}`,
-            style: "width: 128px; height: 128px; object-fit: contain; background: var(--ls-input)" }),
-          h("figcaption", { class: "ls-muted" }, `step ${Number(s.step)}`)))) : null);
+      h("div", { class: "ls-train-viz" }, lossBox(job),
+        samples.length ? h("div", { class: "ls-row", testid: `train-samples-${id}` }, ...samples.map((s) =>
+          h("figure", { style: "margin: 0; text-align: center" },
+            h("img", { src: api.url(`/jobs/${id}/samples/${encodeURIComponent(s.file)}`), alt: s.prompt || "sample",
+              title: s.prompt || "", loading: "lazy", testid: `train-sample-${id}-${Number(s.step)}`,
+              style: "width: 128px; height: 128px; object-fit: contain; background: var(--ls-input)" }),
+            h("figcaption", { class: "ls-muted" }, `step ${Number(s.step)}`)))) : null));
   }
 
   function renderRun(job) {
@@ -246,6 +344,7 @@ export function trainingSection(ctx) {
 
   function upsert(job) {
     if (!job || job.id == null) return;
+    recordLoss(job);
     const old = jobs.get(job.id);
     if (old && !isNewerJob(old, job) && !(job.result && !old.result)) return;
     jobs.set(job.id, job);
@@ -286,6 +385,29 @@ export function trainingSection(ctx) {
     }
   }
 
+  function folderList(data) {
+    const dirs = [...(data.model_dirs || []), ...(data.checkpoint_dirs || [])].filter((d) => typeof d === "string" && d);
+    return dirs.length ? dirs : null;
+  }
+
+  function showReadiness(data, items) {
+    const missing = Array.isArray(data.missing_dependencies) ? data.missing_dependencies.filter(Boolean) : [];
+    ready = { models: items.length > 0, deps: missing.length === 0 && data.training_available !== false, known: true };
+    depsHint.hidden = ready.deps;
+    depsHint.replaceChildren(missing.length
+      ? `The training libraries are not installed in the Python that runs the studio: ${missing.join(", ")}. `
+        + "Install torch for your platform, then pip install 'lora-studio[train]', and restart."
+      : "This server cannot train (it says so in GET /models).");
+    const dirs = folderList(data);
+    modelHint.hidden = ready.models;
+    modelHint.replaceChildren(
+      "No base models found. Put an SD1.5 or SDXL .safetensors checkpoint (or a diffusers folder) in ",
+      ...(dirs ? dirs.flatMap((d, i) => [i ? " or " : "", h("code", { testid: "train-models-dir" }, d)])
+        : ["the studio's models folder (<data>/models, or LORA_STUDIO_MODELS_DIR) or ComfyUI's models/checkpoints"]),
+      ", then press ↻.");
+    blocked.hidden = ready.models && ready.deps;
+  }
+
   async function loadModels() {
     try {
       const data = await api.get("/models");
@@ -294,11 +416,16 @@ export function trainingSection(ctx) {
       baseModel.replaceChildren(...items.map((m) => h("option", { value: m.name },
         m.source === "single_file" ? `${m.name}` : m.source === "diffusers" ? `${m.name} (diffusers)` : m.name)));
       if (items.some((m) => m.name === keep)) baseModel.value = keep;
-      modelHint.hidden = items.length > 0;
-      start.disabled = items.length === 0;
       if (Number.isInteger(data.min_approved_images)) minImages = data.min_approved_images;
+      showReadiness(data, items);
       countsChanged();
     } catch (e) {
+      ready = { models: false, deps: true, known: false };
+      depsHint.hidden = false;
+      depsHint.textContent = `Cannot ask the server which base models it has: ${e.message}`;
+      modelHint.hidden = true;
+      blocked.hidden = false;
+      countsChanged();
       ctx.showError(e, "Cannot list base models");
     }
   }
@@ -323,6 +450,21 @@ export function trainingSection(ctx) {
     }
   }
 
+  let starting = false;
+  function updateStart() {
+    const c = ctx.character();
+    const approved = (c && c.counts && c.counts.approved) || 0;
+    const tooFew = !!c && minImages !== null && approved < minImages;
+    const why = !c ? "Choose a character first."
+      : !ready.known ? "Waiting for the server's list of base models."
+        : !ready.deps ? "The training libraries are missing on the server."
+          : !ready.models ? "No base model is available."
+            : tooFew ? `Needs ${minImages ?? "more"} approved images (${approved} now).` : "";
+    start.disabled = starting || !!why;
+    start.title = why || "Start the training";
+    start.dataset.reason = why;
+  }
+
   function countsChanged() {
     const c = ctx.character();
     const approved = (c && c.counts && c.counts.approved) || 0;
@@ -331,16 +473,17 @@ export function trainingSection(ctx) {
     info.textContent = !c ? "Choose a character first."
       : tooFew ? `${c.name} has ${approved} approved image(s); training needs at least ${minImages}: approve more in Approvals.`
         : `${c.name}: ${approved} approved image(s) will be trained on.`;
+    updateStart();
   }
 
   onlyThis.addEventListener("change", renderJobs);
   let ticks = 0;
 
   const el = h("section", { class: "ls-section" },
-    h("div", { class: "ls-box" }, h("h3", {}, "New training"), info,
+    h("div", { class: "ls-box" }, h("h3", {}, "New training"), blocked, info,
       h("div", { class: "ls-row" }, h("label", {}, "Base model", baseModel), basic),
       advanced,
-      modelHint, h("div", { class: "ls-row" }, start)),
+      h("div", { class: "ls-row" }, start)),
     h("div", { class: "ls-box" }, h("h3", {}, "Training runs of this character"), runs),
     h("div", { class: "ls-box" }, h("h3", {}, "LoRAs of this character"), loras),
     h("div", { class: "ls-box" },
