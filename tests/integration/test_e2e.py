@@ -136,7 +136,7 @@ async def test_whole_loop(studio_server):
     assert [n["inputs"]["lora_name"] for n in lora_nodes] == [lora_file.name]
     negative = [n["inputs"]["text"] for n in graph.values() if n["class_type"] == "CLIPTextEncode"][1]
     assert "awkward pose" in negative and "unnatural position" in negative
-    gen = await poll(s, f"{V1}/generations/{gen['id']}", lambda g: g["status"] != "queued", timeout=20)
+    gen = await poll(s, f"{V1}/generations/{gen['id']}", lambda g: g["status"] not in ("queued", "running"), timeout=20)
     assert gen["status"] == "succeeded"
 
     # 5. the output shows in the gallery, newest first
