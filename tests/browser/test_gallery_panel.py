@@ -1,21 +1,21 @@
-"""The Gallery view: a virtualised grid that scrolls through 2,000 outputs while asking for a few screens of
-thumbnails, filters and text search that narrow it, the detail with the parameters, favourite, trash/restore,
-empty trash, send-to-dataset and "use these settings"; compact (sidebar) and wide, with screenshots."""
+"""The Gallery view against the standalone studio and its real gallery index: a virtualised grid that scrolls
+through 2,000 outputs while asking for a few screens of thumbnails, filters and text search that narrow it, the
+detail with the parameters read from the files, favourite, trash/restore, empty trash, send-to-dataset (a pending
+image in the database) and "use these settings"; compact (sidebar) and wide, with screenshots as artifacts."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import struct
 import time
 import uuid
-import zlib
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
-from support.studio_http import call
+from support.gallery_files import write_png, write_webm
+from support.processes import studio_process
+from support.studio_http import call, db_rows
 
 pytestmark = pytest.mark.browser
 
@@ -23,114 +23,60 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("LORA_STUDIO_ARTIFACTS", ROOT / "build" / "artifacts")) / "browser"
 SIDEBAR_PX = 360
 COLOURS = ["red", "blue", "green", "silver", "black", "pink", "white", "purple"]
+COUNT = 2000
+VIDEOS = (5, 1500)  # i of the two videos among the outputs
+NEWEST = 1_800_000_000  # mtime of output 0; each next one a minute older
+GALLERY_ROUTE = re.compile(r".*/lora-studio/v1/gallery(\?.*)?$")
 
 
-def tiny_png(rgb=(90, 140, 200), size: int = 8) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+class Server:
+    def __init__(self, base_url, data_dir, output_dir):
+        self.base_url, self.data_dir, self.output_dir = base_url, data_dir, output_dir
 
-    raw = b"".join(b"\x00" + bytes(rgb) * size for _ in range(size))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    @property
+    def api(self):
+        return self.base_url + "/lora-studio/v1"
+
+    @property
+    def database(self):
+        return self.data_dir / "lora_studio.sqlite3"
 
 
-class MockGallery:
-    """The gallery API answered in the browser (page.route) from 2,000 items in memory, with the contract's
-    filters, cursor, actions and thumbnails; every thumbnail request is counted."""
+def output_name(i: int) -> str:
+    return f"run{i % 3}/ComfyUI_{i:05d}_.{'webm' if i in VIDEOS else 'png'}"
 
-    def __init__(self, count: int, character_id: int | None = None, project_id: int | None = None):
-        self.items = []
-        for i in range(count):
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory):
+    """A studio whose output folder holds 2,000 outputs written as ComfyUI writes them (the API graph in the
+    PNG): output i has "<colour> hair, item<i>" as its prompt (COLOURS[i % 8]) and loads lora_<colour>; every
+    fourth was made by the studio for the seeded character. Indexed (a reindex job) before the tests."""
+    root = tmp_path_factory.mktemp("gallery")
+    data, out = root / "data", root / "comfyui-output"
+    out.mkdir()
+    with studio_process(root, data, "--comfyui-output", str(out)) as base:
+        server = Server(base, data, out)
+        tag = uuid.uuid4().hex[:8]
+        project = call(server, "POST", "/projects", {"name": f"Gallery {tag}"})
+        character = call(server, "POST", f"/projects/{project['id']}/characters",
+                         {"name": f"Nao {tag}", "design_prompt": "1girl, short hair"})
+        for i in range(COUNT):
             colour = COLOURS[i % len(COLOURS)]
-            video = i % 97 == 5
-            name = f"ComfyUI_{i:05d}_.{'webm' if video else 'png'}"
-            self.items.append({
-                "id": i + 1, "path": f"run{i % 3}/{name}", "name": name, "subfolder": f"run{i % 3}",
-                "kind": "video" if video else "image", "size": 2000 + i, "width": 64, "height": 64,
-                "mtime": 1_800_000_000 - i * 60, "favourite": i % 10 == 0, "trashed": False,
-                "params": {"positive": f"1girl, {colour} hair, item{i}", "negative": "lowres", "seed": 1000 + i,
-                           "sampler": "euler", "scheduler": "karras", "steps": 20 + i % 5, "cfg": 6.5,
-                           "checkpoint": "model.safetensors",
-                           "loras": [{"name": f"lora_{colour}.safetensors", "strength_model": 0.8,
-                                      "strength_clip": 0.8}]},
-                "generation_id": None, "character_id": character_id if i % 4 == 0 else None,
-                "project_id": project_id if i % 4 == 0 else None,
-                "thumb_url": f"/lora-studio/v1/gallery/thumb?path=run{i % 3}%2F{name}&size=256"})
-        self.thumb_requests: list[str] = []
-        self.list_requests: list[dict] = []
-        self.actions: list[tuple[str, str, dict]] = []
-
-    def matches(self, item: dict, q: dict) -> bool:
-        get = lambda k: (q.get(k) or [""])[0]  # noqa: E731
-        if item["trashed"] != (get("trashed") == "true"):
-            return False
-        if get("favourite") == "true" and not item["favourite"]:
-            return False
-        if get("kind") and item["kind"] != get("kind"):
-            return False
-        if get("character_id") and str(item["character_id"]) != get("character_id"):
-            return False
-        if get("project_id") and str(item["project_id"]) != get("project_id"):
-            return False
-        if get("lora") and not any(get("lora") in lo["name"] for lo in item["params"]["loras"]):
-            return False
-        return not get("q") or all(w in item["params"]["positive"] for w in get("q").lower().split())
-
-    def handle(self, route):
-        request = route.request
-        url = urlparse(request.url)
-        path = url.path.split("/lora-studio/v1", 1)[1]
-        q = parse_qs(url.query)
-        if path == "/gallery/thumb":
-            self.thumb_requests.append(request.url)
-            return route.fulfill(status=200, body=tiny_png(), headers={"Content-Type": "image/png"})
-        if path == "/gallery/file":
-            return route.fulfill(status=200, body=tiny_png((200, 80, 80), 32), headers={"Content-Type": "image/png"})
-        if path == "/gallery" and request.method == "GET":
-            self.list_requests.append(q)
-            found = [it for it in self.items if self.matches(it, q)]
-            start = int((q.get("cursor") or ["0"])[0])
-            limit = int((q.get("limit") or ["50"])[0])
-            page = found[start:start + limit]
-            nxt = str(start + limit) if start + limit < len(found) else None
-            return self.json(route, {"items": page, "next_cursor": nxt})
-        if path == "/gallery/trash/empty" and request.method == "POST":
-            before = len(self.items)
-            self.items = [it for it in self.items if not it["trashed"]]
-            return self.json(route, {"deleted": before - len(self.items)})
-        m = re.fullmatch(r"/gallery/(\d+)(?:/([a-z-]+))?", path)
-        if m:
-            item = next((it for it in self.items if it["id"] == int(m.group(1))), None)
-            if item is None:
-                return self.json(route, {"error": {"code": "not_found", "message": "no such item"}}, 404)
-            action = m.group(2)
-            body = json.loads(request.post_data or "{}") if request.method == "POST" else {}
-            self.actions.append((request.method, action or "", body))
-            if action == "favourite":
-                item["favourite"] = bool(body.get("favourite"))
-            elif action == "trash":
-                item["trashed"] = True
-            elif action == "restore":
-                item["trashed"] = False
-            elif action == "to-dataset":
-                return self.json(route, {"id": 1, "status": "pending", "character_id": body.get("character_id")})
-            return self.json(route, item)
-        return route.continue_()
-
-    @staticmethod
-    def json(route, data, status=200):
-        return route.fulfill(status=status, body=json.dumps(data), headers={"Content-Type": "application/json"})
-
-
-GALLERY_ROUTE = re.compile(r".*/lora-studio/v1/gallery(/.*)?(\?.*)?$")
-
-
-def seed_project(server):
-    tag = uuid.uuid4().hex[:8]
-    project = call(server, "POST", "/projects", {"name": f"Gallery {tag}"})
-    character = call(server, "POST", f"/projects/{project['id']}/characters",
-                     {"name": f"Nao {tag}", "design_prompt": "1girl, short hair"})
-    return project, character
+            args = {"seed": 1000 + i, "mtime": NEWEST - i * 60, "positive": f"1girl, {colour} hair, item{i}",
+                    "lora": f"lora_{colour}.safetensors", "steps": 20 + i % 5, "cfg": 6.5}
+            if i in VIDEOS:
+                write_webm(out / output_name(i), **args)
+            else:
+                write_png(out / output_name(i), size=(24, 24),
+                          character_id=character["id"] if i % 4 == 0 else None, **args)
+        job = call(server, "POST", "/gallery/reindex")
+        deadline = time.monotonic() + 60
+        while job["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+            job = call(server, "GET", f"/jobs/{job['id']}")
+        assert job["status"] == "succeeded", job
+        yield server, project, character
 
 
 def open_gallery(page, server, width: int):
@@ -149,20 +95,25 @@ def grid_state(page) -> dict:
     }""")
 
 
-def test_gallery_scrolls_through_2000_items_asking_for_few_thumbnails(page, studio_server):
+def test_gallery_scrolls_through_2000_items_asking_for_few_thumbnails(page, gallery):
     from playwright.sync_api import expect
 
-    mock = MockGallery(2000)
-    page.route(GALLERY_ROUTE, mock.handle)
-    open_gallery(page, studio_server, 1280)
+    server, _, _ = gallery
+    thumbs, pages = [], []
+    page.on("request", lambda r: thumbs.append(r.url) if "/gallery/thumb" in r.url else
+            pages.append(r.url) if GALLERY_ROUTE.match(r.url) else None)
+    open_gallery(page, server, 1280)
     expect(page.locator('[data-testid="gallery-item"]').first).to_be_visible()
     page.wait_for_timeout(300)
     first = grid_state(page)
     per_screen = first["cells"]
     assert 0 < per_screen < 200, first  # only the rows in view plus a margin exist
     assert first["imgs"] == first["cells"]
+    page.wait_for_function("""() => Array.from(document.querySelectorAll('[data-testid="gallery-grid"] img'))
+                                      .every((i) => i.complete && i.naturalWidth > 0)""")
+    assert all("size=256" in u for u in thumbs), thumbs[:3]  # the small WebP, never the file
 
-    # fling to the end over and over, as far as the pages go, until the last item is rendered
+    # fling to the end over and over, as far as the pages go, until the last output is rendered
     deadline = time.monotonic() + 40
     max_cells = 0
     while True:
@@ -176,7 +127,7 @@ def test_gallery_scrolls_through_2000_items_asking_for_few_thumbnails(page, stud
           return {cells: cells.length, max: Math.max(-1, ...Array.from(cells, (c) => Number(c.dataset.index)))};
         }""")
         max_cells = max(max_cells, state["cells"])
-        if state["max"] == 1999:
+        if state["max"] == COUNT - 1:
             break
         assert time.monotonic() < deadline, f"the grid did not reach the end: {state}"
     page.wait_for_timeout(400)  # settled: the cells in view ask for their thumbnails
@@ -184,118 +135,171 @@ def test_gallery_scrolls_through_2000_items_asking_for_few_thumbnails(page, stud
     assert end["imgs"] == end["cells"] > 0
     page.wait_for_function("""() => Array.from(document.querySelectorAll('[data-testid="gallery-grid"] img'))
                                       .every((i) => i.complete && i.naturalWidth > 0)""")
+    expect(page.get_by_test_id("gallery-status")).to_have_text(f"{COUNT} item(s)")
+    last = page.locator(f'[data-testid="gallery-item"][data-path="{output_name(COUNT - 1)}"]')
+    expect(last).to_be_visible()
+    print(f"cells per screen {per_screen}, most cells at once {max_cells}, pages {len(pages)}, "
+          f"thumbnail requests {len(thumbs)}")
     assert max_cells < 3 * per_screen, (max_cells, per_screen)  # never all 2,000 in the DOM
-    pages = len(mock.list_requests)
-    assert 2000 / 100 <= pages <= 2000 / 100 + 1, pages  # every page once, fetched as the end came near
-    print(f"cells per screen {per_screen}, most cells at once {max_cells}, pages {pages}, "
-          f"thumbnail requests {len(mock.thumb_requests)}")
-    assert len(mock.thumb_requests) <= 4 * per_screen, (len(mock.thumb_requests), per_screen)
+    assert COUNT / 100 <= len(pages) <= COUNT / 100 + 1, pages  # each page once, fetched as the end came near
+    assert len(thumbs) <= 4 * per_screen, (len(thumbs), per_screen)
 
 
-def test_filters_and_search_narrow_the_grid(page, studio_server):
+def test_filters_and_search_narrow_the_grid(page, gallery):
     from playwright.sync_api import expect
 
-    mock = MockGallery(300)
-    page.route(GALLERY_ROUTE, mock.handle)
-    open_gallery(page, studio_server, 1280)
+    server, project, character = gallery
+    open_gallery(page, server, 1280)
     status = page.get_by_test_id("gallery-status")
-    expect(status).to_have_text(re.compile(r"^[12]00\+ item\(s\)$"))  # a page or two ahead, not all 300
+    expect(status).to_have_text(re.compile(r"^[1-9]00\+ item\(s\)$"))  # a page or a few ahead, not all 2,000
 
-    page.get_by_test_id("gallery-q").fill("green hair")
-    expect(status).to_have_text("38 item(s)")  # 300 items, every eighth is green
-    names = page.locator('[data-testid="gallery-item"]').evaluate_all("(els) => els.map((e) => e.dataset.path)")
-    assert names and all(int(re.search(r"_(\d+)_", n).group(1)) % 8 == 2 for n in names)
-    assert mock.list_requests[-1]["q"] == ["green hair"]
+    def paths():
+        return page.locator('[data-testid="gallery-item"]').evaluate_all("(els) => els.map((e) => e.dataset.path)")
+
+    def index(path):
+        return int(re.search(r"_(\d+)_", path).group(1))
+
+    def expect_only(count, keep):
+        expect(status).to_have_text(f"{count} item(s)")
+        shown = paths()
+        assert shown and all(keep(index(p)) for p in shown), shown
+
+    def starts(prefix):
+        return lambda i: str(i).startswith(prefix)
+
+    # text: every word a prefix of a word in the prompts
+    page.get_by_test_id("gallery-q").fill("green hair item10")
+    expect_only(15, lambda i: i % 8 == 2 and starts("10")(i))
+    expect(page.get_by_test_id("gallery-item").first).to_be_visible()
 
     page.get_by_test_id("gallery-filters").locator("summary").click()
-    page.get_by_test_id("gallery-filter-favourite").check()
-    expect(status).to_have_text("8 item(s)")  # green (i % 8 == 2) and favourite (i % 10 == 0): i % 40 == 10
+    page.get_by_test_id("gallery-q").fill("item19")
+    page.get_by_test_id("gallery-filter-character").select_option(str(character["id"]))  # the studio's outputs
+    expect_only(27, lambda i: i % 4 == 0 and i not in VIDEOS and starts("19")(i))
+    page.get_by_test_id("gallery-filter-character").select_option("")
+    page.get_by_test_id("gallery-filter-lora").fill("lora_red.safetensors")
+    expect_only(13, lambda i: i % 8 == 0 and starts("19")(i))
+    page.get_by_test_id("gallery-filter-project").select_option(str(project["id"]))
+    expect_only(13, lambda i: i % 8 == 0 and starts("19")(i))  # red ones are all the studio's (i % 4 == 0)
+    page.get_by_test_id("gallery-filter-project").select_option("")
+    page.get_by_test_id("gallery-filter-lora").fill("")
     page.get_by_test_id("gallery-q").fill("")
-    page.get_by_test_id("gallery-filter-favourite").uncheck()
+
     page.get_by_test_id("gallery-filter-kind").select_option("video")
-    expect(status).to_have_text("4 item(s)")
-    assert mock.list_requests[-1]["kind"] == ["video"]
+    expect_only(len(VIDEOS), lambda i: i in VIDEOS)
     page.get_by_test_id("gallery-filter-kind").select_option("")
-    page.get_by_test_id("gallery-filter-lora").fill("lora_pink")
-    expect(status).to_have_text("37 item(s)")
-    page.get_by_test_id("gallery-filter-since").fill("2026-01-02")
+
+    page.get_by_test_id("gallery-filter-favourite").check()
+    expect(page.get_by_test_id("gallery-message")).to_have_text("Nothing matches these filters.")
+    page.get_by_test_id("gallery-filter-favourite").uncheck()
+
+    # dates: whole local days (the oldest day of the outputs, from and until the same day)
+    oldest = NEWEST - (COUNT - 1) * 60
+    day = page.evaluate(f"new Date({oldest} * 1000).toLocaleDateString('en-CA')")
+    on_day = page.evaluate(f"""() => {{ const day = new Date({oldest} * 1000).toDateString(); const out = [];
+      for (let i = 0; i < {COUNT}; i += 1) if (new Date(({NEWEST} - i * 60) * 1000).toDateString() === day) out.push(i);
+      return out; }}""")
+    page.get_by_test_id("gallery-filter-since").fill(day)
+    page.get_by_test_id("gallery-filter-until").fill(day)
     expect(page.get_by_test_id("gallery-filter-count")).to_have_text("(2 on)")
-    assert mock.list_requests[-1]["since"] == ["2026-01-02"]
+    if len(on_day) <= 100:
+        expect_only(len(on_day), lambda i: i in on_day)
+    else:  # a timezone far from UTC: more than a page that day
+        expect(status).to_have_text(re.compile(r"^\d+\+ item\(s\)$"))
+        assert all(index(p) in on_day for p in paths())
 
 
-def test_detail_actions_and_screenshots(page, studio_server):
+def test_detail_actions_in_the_sidebar(page, gallery):
     from playwright.sync_api import expect
 
-    project, character = seed_project(studio_server)
-    mock = MockGallery(60, character["id"], project["id"])
-    page.route(GALLERY_ROUTE, mock.handle)
-    open_gallery(page, studio_server, SIDEBAR_PX)
+    server, project, character = gallery
+    open_gallery(page, server, SIDEBAR_PX)
     page.get_by_test_id("project-select").select_option(str(project["id"]))
     expect(page.locator('[data-testid="gallery-item"]').first).to_be_visible()
+    assert page.evaluate("""() => { const g = document.querySelector('[data-testid="gallery"]');
+                                    return g.scrollWidth <= g.clientWidth + 1; }""")  # no sideways overflow
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(300)
+    page.wait_for_function("""() => Array.from(document.querySelectorAll('[data-testid="gallery-grid"] img'))
+                                      .every((i) => i.complete && i.naturalWidth > 0)""")
     page.screenshot(path=str(ARTIFACTS / "gallery-compact.png"))
 
-    # no horizontal overflow at the sidebar's width
-    assert page.evaluate("""() => { const g = document.querySelector('[data-testid="gallery"]');
-                                    return g.scrollWidth <= g.clientWidth + 1; }""")
-
-    page.locator('[data-testid="gallery-item"][data-id="5"]').click()  # i=4: black, not a favourite
-    detail = page.get_by_test_id("gallery-detail")
-    expect(detail).to_be_visible()
-    expect(page.get_by_test_id("gallery-grid")).to_be_hidden()
-    expect(page.get_by_test_id("gallery-param-positive")).to_contain_text("1girl, black hair, item4")
+    page.get_by_test_id("gallery-q").fill("black hair item12")  # i=12: the studio's, black, steps 22
+    expect(page.get_by_test_id("gallery-status")).to_have_text("14 item(s)")  # 12, 12x, 12xx that are black
+    page.locator(f'[data-testid="gallery-item"][data-path="{output_name(12)}"]').click()
+    expect(page.get_by_test_id("gallery-detail")).to_be_visible()
+    expect(page.get_by_test_id("gallery-grid")).to_be_hidden()  # compact: the detail takes the place
+    expect(page.get_by_test_id("gallery-param-positive")).to_contain_text("1girl, black hair, item12")
+    expect(page.get_by_test_id("gallery-param-seed")).to_contain_text("1012")
     expect(page.get_by_test_id("gallery-param-sampler")).to_contain_text("euler")
     expect(page.get_by_test_id("gallery-param-loras")).to_contain_text("lora_black.safetensors · 0.8")
+    expect(page.get_by_test_id("gallery-detail-facts")).to_contain_text(character["name"])
+    page.wait_for_function("""() => { const i = document.querySelector('[data-testid="gallery-detail-image"]');
+                                      return i && i.complete && i.naturalWidth === 24; }""")  # the file itself
     page.screenshot(path=str(ARTIFACTS / "gallery-compact-detail.png"))
 
-    page.get_by_test_id("gallery-favourite").click()
-    expect(page.get_by_test_id("gallery-favourite")).to_have_attribute("aria-pressed", "true")
-    assert ("POST", "favourite", {"favourite": True}) in mock.actions
+    fav = page.get_by_test_id("gallery-favourite")
+    fav.click()
+    expect(fav).to_have_attribute("aria-pressed", "true")
+    found = call(server, "GET", "/gallery?favourite=true")["items"]
+    assert [it["path"] for it in found] == [output_name(12)]
+    item_id = found[0]["id"]
 
-    # use these settings: the project's style takes them (the real route)
+    # use these settings: the project's style takes the sampler, scheduler, steps, cfg and checkpoint
     page.get_by_test_id("gallery-use-settings").click()
     expect(page.get_by_test_id("toast").filter(has_text="Style updated")).to_be_visible()
-    style = call(studio_server, "GET", f"/projects/{project['id']}/style")
+    style = call(server, "GET", f"/projects/{project['id']}/style")
     assert (style["sampler"], style["scheduler"], style["steps"], style["cfg"], style["checkpoint"]) == \
-        ("euler", "karras", 24, 6.5, "model.safetensors")
+        ("euler", "karras", 22, 6.5, "sd15.safetensors")
 
-    page.get_by_test_id("gallery-dataset-character").select_option(str(character["id"]))
+    # send to the character's dataset: a pending image with the parameters
+    picker = page.get_by_test_id("gallery-dataset-character")
+    expect(picker).to_have_value(str(character["id"]))  # the studio made it for this character
     page.get_by_test_id("gallery-send").click()
     expect(page.get_by_test_id("toast").filter(has_text="Sent to the dataset")).to_be_visible()
-    assert ("POST", "to-dataset", {"character_id": character["id"]}) in mock.actions
+    rows = db_rows(server, "SELECT status, character_id FROM images WHERE character_id = ?", character["id"])
+    assert rows == [("pending", character["id"])]
+    expect(page.get_by_test_id("character-select")).to_contain_text("(1 pending)")
 
+    # delete: to the trash (restorable), back to the grid without it
     page.get_by_test_id("gallery-trash").click()
-    expect(page.get_by_test_id("gallery-grid")).to_be_visible()  # back to the grid, the item gone
-    expect(page.locator('[data-testid="gallery-item"][data-id="5"]')).to_have_count(0)
-
+    expect(page.get_by_test_id("gallery-grid")).to_be_visible()
+    expect(page.locator(f'[data-testid="gallery-item"][data-path="{output_name(12)}"]')).to_have_count(0)
+    assert not (server.output_dir / output_name(12)).exists()
+    page.get_by_test_id("gallery-q").fill("")
     page.get_by_test_id("gallery-filters").locator("summary").click()
     page.get_by_test_id("gallery-filter-trash").check()
     expect(page.get_by_test_id("gallery-status")).to_have_text("1 item(s) in the trash")
-    page.locator('[data-testid="gallery-item"][data-id="5"]').click()
+    page.get_by_test_id("gallery-item").first.click()
     page.get_by_test_id("gallery-restore").click()
     expect(page.get_by_test_id("gallery-message")).to_have_text("The trash is empty.")
+    assert (server.output_dir / output_name(12)).exists()
 
-    # trash two and empty the trash (asked first)
-    mock.items[10]["trashed"] = mock.items[11]["trashed"] = True
+    # trash two more and empty the trash, asked first
+    for i in (20, 21):
+        other = call(server, "GET", f"/gallery?q=item{i}%20{COLOURS[i % 8]}")["items"]
+        call(server, "POST", f"/gallery/{next(it['id'] for it in other if it['path'] == output_name(i))}/trash")
     page.get_by_test_id("gallery-refresh").click()
     expect(page.get_by_test_id("gallery-status")).to_have_text("2 item(s) in the trash")
     page.get_by_test_id("gallery-empty-trash").click()
     expect(page.get_by_test_id("gallery-empty-box")).to_be_visible()
+    page.get_by_test_id("gallery-empty-cancel").click()
+    expect(page.get_by_test_id("gallery-empty-box")).to_be_hidden()
+    assert call(server, "GET", "/gallery?trashed=true")["items"]  # nothing deleted without the confirmation
+    page.get_by_test_id("gallery-empty-trash").click()
     page.get_by_test_id("gallery-empty-confirm").click()
     expect(page.get_by_test_id("gallery-message")).to_have_text("The trash is empty.")
-    assert len(mock.items) == 58
+    assert call(server, "GET", "/gallery?trashed=true")["items"] == []
+    assert item_id and call(server, "GET", f"/gallery/{item_id}")["favourite"] is True  # the restored one stays
 
 
-def test_wide_gallery_plays_videos_and_shows_errors_in_words(page, studio_server):
+def test_wide_gallery_plays_videos_and_shows_errors_in_words(page, gallery):
+    """renderGallery({wide: true}) as the workspace hosts it (mounted here on its own, full window)."""
     from playwright.sync_api import expect
 
-    mock = MockGallery(120)
-    page.route(GALLERY_ROUTE, mock.handle)
+    server, _, _ = gallery
     page.set_viewport_size({"width": 1400, "height": 860})
-    page.goto(studio_server.base_url + "/")
+    page.goto(server.base_url + "/")
     page.get_by_test_id("tab-gallery").wait_for()
-    # the workspace hosts renderGallery({wide: true}); here it is mounted on its own, full page
     page.evaluate("""async () => {
       const { renderGallery } = await import('/lora-studio/web/comfyui/panel_gallery.js');
       const { makeApi } = await import('/lora-studio/web/comfyui/panel_api.js');
@@ -315,21 +319,27 @@ def test_wide_gallery_plays_videos_and_shows_errors_in_words(page, studio_server
     }""")
     wide = page.get_by_test_id("wide-host")
     expect(wide.locator('[data-testid="gallery-item"]').first).to_be_visible()
-    video = wide.locator('[data-testid="gallery-item"][data-id="6"]')  # i=5 is a video
+    wide.get_by_test_id("gallery-filter-kind").select_option("video")
+    video = wide.locator(f'[data-testid="gallery-item"][data-path="{output_name(5)}"]')
     video.click()
     player = wide.get_by_test_id("gallery-detail-video")
     expect(player).to_be_visible()
-    assert player.get_attribute("src").endswith("/gallery/file?path=run2%2FComfyUI_00005_.webm")
+    assert player.get_attribute("src").endswith("/gallery/file?path=" + output_name(5).replace("/", "%2F"))
     assert player.evaluate("(v) => v.controls") is True
+    page.wait_for_function("""() => { const v = document.querySelector('[data-testid="gallery-detail-video"]');
+                                      return v && v.readyState >= 1 && v.videoWidth === 32; }""")  # it plays
+    expect(wide.get_by_test_id("gallery-send")).to_be_disabled()  # a dataset takes pictures
     expect(wide.get_by_test_id("gallery-grid")).to_be_visible()  # side by side
-    wide.locator('[data-testid="gallery-item"][data-id="2"]').click()
+    wide.get_by_test_id("gallery-filter-kind").select_option("")
+    wide.locator(f'[data-testid="gallery-item"][data-path="{output_name(1)}"]').click()
     expect(wide.get_by_test_id("gallery-detail-image")).to_be_visible()
+    expect(wide.get_by_test_id("gallery-param-loras")).to_contain_text("lora_blue.safetensors")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(300)
+    page.wait_for_function("""() => Array.from(document.querySelectorAll('[data-testid="wide-host"] img'))
+                                      .every((i) => i.complete && i.naturalWidth > 0)""")
     page.screenshot(path=str(ARTIFACTS / "gallery-wide.png"))
 
-    # an API error is shown in words, on the page and as a toast
-    page.unroute(GALLERY_ROUTE)
+    # API errors are shown in words, on the page and as a toast, and as text (never HTML)
     page.route(GALLERY_ROUTE, lambda route: route.fulfill(status=503, headers={"Content-Type": "application/json"},
                body=json.dumps({"error": {"code": "unavailable", "message": "the gallery index is being built"}})))
     wide.get_by_test_id("gallery-refresh").click()
@@ -338,7 +348,8 @@ def test_wide_gallery_plays_videos_and_shows_errors_in_words(page, studio_server
     page.route(GALLERY_ROUTE, lambda route: route.fulfill(status=500, headers={"Content-Type": "application/json"},
                body=json.dumps({"error": {"code": "internal_error", "message": "disk <b>full</b>"}})))
     wide.get_by_test_id("gallery-refresh").click()
-    expect(wide.get_by_test_id("gallery-message")).to_have_text("disk <b>full</b>")  # text, not HTML
+    expect(wide.get_by_test_id("gallery-message")).to_have_text("disk <b>full</b>")
     assert ["error", "Cannot load the gallery", "disk <b>full</b>"] in page.evaluate("window.__toasts")
+    page.unroute(GALLERY_ROUTE)
     page.evaluate("window.__wide.destroy()")
     expect(wide.get_by_test_id("gallery")).to_have_count(0)

@@ -30,7 +30,16 @@ const SETTLE_MS = 140; // a flung grid asks for thumbnails once it has been stil
 const SEARCH_DEBOUNCE_MS = 300;
 const PREFIX = "/lora-studio/v1";
 
-/** The query string of one page for the filters (only the ones set). */
+/** A date input's value (yyyy-mm-dd, local) as the ISO instant its day starts at; `days` later for "until". */
+export function dayStart(value, days = 0) {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(String(value || ""));
+  if (!m) return "";
+  const d = new Date(Number(m[1]), Number(m[2]) - 1, Number(m[3]) + days);
+  return Number.isNaN(d.getTime()) ? "" : d.toISOString();
+}
+
+/** The query string of one page for the filters (only the ones set). Dates are whole local days: "until" a
+ * day includes it (the API's until is exclusive). */
 export function galleryQuery(filters, cursor, limit = GALLERY_PAGE) {
   const params = new URLSearchParams({ limit: String(limit) });
   if (cursor) params.set("cursor", cursor);
@@ -39,8 +48,8 @@ export function galleryQuery(filters, cursor, limit = GALLERY_PAGE) {
   if (f.character_id) params.set("character_id", String(f.character_id));
   if (f.project_id) params.set("project_id", String(f.project_id));
   if (f.kind) params.set("kind", f.kind);
-  if (f.since) params.set("since", f.since);
-  if (f.until) params.set("until", f.until);
+  if (dayStart(f.since)) params.set("since", dayStart(f.since));
+  if (dayStart(f.until, 1)) params.set("until", dayStart(f.until, 1));
   if (f.lora && f.lora.trim()) params.set("lora", f.lora.trim());
   if (f.favourite) params.set("favourite", "true");
   if (f.trashed) params.set("trashed", "true");
@@ -128,8 +137,10 @@ export function renderGallery(ctx, container, { wide = false } = {}) {
     h("option", { value: "video" }, "Videos"));
   const fSince = h("input", { type: "date", testid: "gallery-filter-since", "aria-label": "From" });
   const fUntil = h("input", { type: "date", testid: "gallery-filter-until", "aria-label": "Until" });
+  const loraListId = `ls-gloras-${Math.random().toString(36).slice(2)}`;
+  const loraList = h("datalist", { id: loraListId, testid: "gallery-lora-list" });
   const fLora = h("input", { type: "text", testid: "gallery-filter-lora", placeholder: "LoRA name",
-    "aria-label": "LoRA" });
+    "aria-label": "LoRA", list: loraListId, autocomplete: "off" });
   const fFav = h("input", { type: "checkbox", testid: "gallery-filter-favourite" });
   const fTrash = h("input", { type: "checkbox", testid: "gallery-filter-trash" });
   const refreshBtn = h("button", { class: "ls-btn", testid: "gallery-refresh", title: "Reload the gallery",
@@ -141,7 +152,18 @@ export function renderGallery(ctx, container, { wide = false } = {}) {
       h("label", {}, "Project", fProject), h("label", {}, "Character", fCharacter), h("label", {}, "Kind", fKind),
       h("label", {}, "From", fSince), h("label", {}, "Until", fUntil), h("label", {}, "LoRA", fLora),
       h("label", { class: "ls-check" }, fFav, "★ Favourites only"),
-      h("label", { class: "ls-check" }, fTrash, "Trash")));
+      h("label", { class: "ls-check" }, fTrash, "Trash")), loraList);
+
+  /** The LoRAs the indexed outputs used, as the LoRA filter's suggestions (GET /gallery/loras). */
+  async function loadLoras() {
+    try {
+      const data = await api.get("/gallery/loras");
+      loraList.replaceChildren(...((data && data.items) || []).filter((l) => l && l.name)
+        .map((l) => h("option", { value: l.name }, `${l.name} (${Number(l.count) || 0})`)));
+    } catch {
+      /* suggestions only: the filter still takes a typed name */
+    }
+  }
 
   // empty the trash, with an inline confirmation
   const emptyTrash = h("button", { class: "ls-btn ls-danger", testid: "gallery-empty-trash", hidden: true },
@@ -319,8 +341,7 @@ export function renderGallery(ctx, container, { wide = false } = {}) {
     loadError = null;
     clearCells();
     viewport.scrollTop = 0;
-    lastScrollTop = 0;
-    if (!wide) closeDetail();
+    lastScrollTop = 0; // an open detail stays: "Back" shows the grid of the new filters
     layout();
     loadMore();
   }
@@ -679,9 +700,11 @@ export function renderGallery(ctx, container, { wide = false } = {}) {
 
     // send to a character's dataset (a pending image with these parameters)
     const picker = datasetPicker(item);
-    const send = h("button", { class: "ls-btn ls-primary", testid: "gallery-send", disabled: !hasId || !picker.value },
-      "Send to dataset");
-    picker.addEventListener("change", () => { send.disabled = !hasId || !picker.value; });
+    const sendable = hasId && !video; // a dataset takes pictures: a video's frames go through Ingest
+    const send = h("button", { class: "ls-btn ls-primary", testid: "gallery-send", disabled: !sendable || !picker.value,
+      title: video ? "Videos go to a dataset frame by frame: use Ingest (video)" : "Copy it into the character's "
+        + "pending queue with these parameters" }, "Send to dataset");
+    picker.addEventListener("change", () => { send.disabled = !sendable || !picker.value; });
     send.addEventListener("click", busy(send, async () => {
       const cid = Number(picker.value);
       if (!cid) return;
@@ -734,6 +757,7 @@ export function renderGallery(ctx, container, { wide = false } = {}) {
       fillFilterOptions();
       readFilters();
       reload();
+      loadLoras();
     },
     selectionChanged() {
       fillFilterOptions();

@@ -136,7 +136,8 @@ details.ls-gfilters > .ls-row { margin-top: 4px; }
 .ls-gdhead { flex-wrap: nowrap; }
 .ls-gdname { overflow-wrap: anywhere; min-width: 0; }
 .ls-gpreview { display: flex; justify-content: center; background: var(--ls-input); border-radius: 6px; }
-.ls-gmedia { display: block; max-width: 100%; max-height: 52vh; object-fit: contain; }
+.ls-gpreview > a { display: block; width: 100%; }
+.ls-gmedia { display: block; width: 100%; height: auto; max-height: 52vh; object-fit: contain; }
 .ls-gpath { overflow-wrap: anywhere; }
 .ls-gparams { display: flex; flex-direction: column; gap: 4px; }
 .ls-gparam { display: grid; grid-template-columns: 84px 1fr; gap: 6px; align-items: start; font-size: 12px; }
