@@ -260,7 +260,7 @@ class Gallery:
         except BaseException:
             _move(dest, src)
             raise
-        self._index().forget_dir(row.subfolder)
+        self._index().moved(row.path)
         return self.get(item_id)
 
     def restore(self, item_id: int) -> GalleryItem:
@@ -289,7 +289,7 @@ class Gallery:
             _move(dest, src)
             raise
         self._prune(src.parent)
-        self._index().forget_dir(folder)
+        self._index().moved(row.original_path)
         return self.get(item_id)
 
     def empty_trash(self) -> dict:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import sqlite3
 import stat
 import threading
@@ -47,6 +48,7 @@ SETTLE_NS = 2_000_000_000  # a folder changed this recently is listed again next
 POLL_S = 2.0  # quick checks in the background
 FULL_EVERY_S = 300.0  # full passes in the background (files changed in place: rare for ComfyUI outputs)
 FTS = "gallery_fts"
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def root_key(folder: Path) -> str:
@@ -58,11 +60,7 @@ def clean_text(value: str | None, limit: int | None = None) -> str | None:
     """Text the databases can store: no NUL, no lone surrogates (embedded texts are anyone's)."""
     if value is None:
         return None
-    value = value.replace("\x00", "")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "replace").decode("utf-8")
+    value = _SURROGATES.sub("\ufffd", value.replace("\x00", ""))
     return value[:limit] if limit else value
 
 
@@ -133,6 +131,9 @@ class GalleryIndex:
         self._search_checked = False
         self.last_pass: PassStats | None = None
         self._first_pass = threading.Event()  # set when the thread's first pass has ended
+        self._moved: set[str] = set()  # files the gallery moved (see `moved`)
+        # files read while they may still be written (ComfyUI writes in place): path -> (size, mtime, read at)
+        self._recent: dict[str, tuple[int, int, int]] = {}
 
     # -- the background thread -------------------------------------------------------------------
     def start(self) -> None:
@@ -201,11 +202,10 @@ class GalleryIndex:
         with self._lock:
             return self._full_pass(progress=progress, check_cancelled=check_cancelled).as_dict()
 
-    def forget_dir(self, rel_dir: str) -> None:
-        """Make the next quick check list a folder again (the gallery moved a file in or out)."""
-        state = self._dirs.get(rel_dir)
-        if state is not None:
-            state.settled = False
+    def moved(self, rel_path: str) -> None:
+        """The gallery moved this file away or back (trash, restore): the next quick check lists its folder
+        again, and a file found under that name then is read as new."""
+        self._moved.add(rel_path)  # applied by the next quick check, under the lock
 
     # -- text search -----------------------------------------------------------------------------
     def ensure_search(self) -> None:
@@ -315,6 +315,11 @@ class GalleryIndex:
             return
         if not self._dirs:  # the folder appeared after the last pass: list it as new
             self._dirs[""] = DirState(-1, settled=False)
+        while self._moved:
+            folder, _, name = self._moved.pop().rpartition("/")
+            if folder in self._dirs:
+                self._dirs[folder].names.discard(name)
+                self._dirs[folder].settled = False
         since = utcnow() - timedelta(seconds=60)
         gone_dirs, changed = [], []
         for rel, state in self._dirs.items():
@@ -330,6 +335,7 @@ class GalleryIndex:
         removed_paths: list[str] = []
         for rel in gone_dirs:
             removed_paths += self._drop_dir(rel)
+        rewritten = self._rewritten(root)
         new: list[tuple[str, str]] = []  # (folder, name)
         for rel in changed:
             if rel not in self._dirs:
@@ -367,7 +373,7 @@ class GalleryIndex:
             for rel, _name in new[budget:]:
                 self._dirs[rel].settled = False
             new = new[:budget]
-        todo = []
+        todo = rewritten
         for rel, name in new:
             path = _join(rel, name)
             try:
@@ -384,6 +390,23 @@ class GalleryIndex:
                 self._dirs[folder].names.add(name)
         self._link_generations()
         self._gen_since = since
+
+    def _rewritten(self, root: Path) -> list[tuple[str, int, int]]:
+        """Recently read files whose size or mtime changed since (still being written then): read again."""
+        now, out = time.time_ns(), []
+        for rel, (size, mtime_ns, read_at) in list(self._recent.items()):
+            try:
+                st = os.stat(root / rel)
+            except OSError:
+                self._recent.pop(rel, None)
+                continue
+            if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+                if stat.S_ISREG(st.st_mode):
+                    out.append((rel, st.st_size, st.st_mtime_ns))
+                self._recent.pop(rel, None)
+            elif now - mtime_ns >= SETTLE_NS or now - read_at >= 5 * SETTLE_NS:
+                self._recent.pop(rel, None)
+        return out
 
     def _under(self, rel: str) -> list[str]:
         prefix = rel + "/"
@@ -478,6 +501,10 @@ class GalleryIndex:
                 "positive": params.pop("positive"), "negative": params.pop("negative"), "params": params,
                 "character_id": cid if isinstance(cid, int) and not isinstance(cid, bool) and 0 < cid < 2**31 else None,
             })
+        now = time.time_ns()
+        for rel, size, mtime_ns in files:
+            if now - mtime_ns < SETTLE_NS:  # may still be being written: look again at the next quick check
+                self._recent[rel] = (size, mtime_ns, now)
         for attempt in range(3):
             try:
                 return self._write(rows)
