@@ -157,6 +157,10 @@ def test_start_a_tiny_training_and_watch_it_finish(page, training_server):
         expect(img).to_be_visible()
         page.wait_for_function("(el) => el.complete && el.naturalWidth === 64", arg=img.element_handle())
     assert "aikotnk" in page.get_by_test_id(f"train-sample-{job_id}-3").get_attribute("title")
+    # the loss chart (or, with a single progress record seen, its value) beside the samples
+    beside = page.get_by_test_id(f"train-samples-{job_id}").locator("xpath=..").locator(".ls-losschart")
+    expect(beside).to_have_count(1)
+    expect(beside).to_contain_text(re.compile(r"loss"))
     # the LoRA in the run and in the character's list
     lora_name = page.get_by_test_id(f"train-lora-{job_id}").text_content()
     assert lora_name.endswith("-v1.safetensors")
