@@ -334,6 +334,10 @@ def test_wide_gallery_plays_videos_and_shows_errors_in_words(page, gallery):
     wide.locator(f'[data-testid="gallery-item"][data-path="{output_name(1)}"]').click()
     expect(wide.get_by_test_id("gallery-detail-image")).to_be_visible()
     expect(wide.get_by_test_id("gallery-param-loras")).to_contain_text("lora_blue.safetensors")
+    page.keyboard.press("ArrowRight")  # the grid has the focus: the detail follows the selection
+    expect(wide.get_by_test_id("gallery-detail-name")).to_have_text(output_name(2).split("/")[1])
+    page.keyboard.press("ArrowLeft")
+    expect(wide.get_by_test_id("gallery-detail-name")).to_have_text(output_name(1).split("/")[1])
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.wait_for_function("""() => Array.from(document.querySelectorAll('[data-testid="wide-host"] img'))
                                       .every((i) => i.complete && i.naturalWidth > 0)""")

@@ -473,16 +473,25 @@ export function renderGallery(ctx, container, { wide = false } = {}) {
   const resizer = typeof ResizeObserver === "function" ? new ResizeObserver(() => layout()) : null;
   if (resizer) resizer.observe(viewport);
 
-  // keyboard: arrows move the selection in the grid, Enter opens it
+  // keyboard: arrows move the selection in the grid (wide: the detail follows), Enter opens it
   viewport.addEventListener("keydown", (ev) => {
     if (!items.length) return;
-    const i = Math.max(0, items.findIndex((it) => keyOf(it) === selectedKey));
-    const step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: metrics.cols, ArrowUp: -metrics.cols }[ev.key];
-    if (step) {
+    const at = items.findIndex((it) => keyOf(it) === selectedKey);
+    if (ev.key === "Enter" && at >= 0) {
       ev.preventDefault();
-      const next = Math.max(0, Math.min(items.length - 1, i + step));
-      openDetail(items[next]);
-      scrollIntoView(next);
+      openDetail(items[at]);
+      return;
+    }
+    const step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: metrics.cols, ArrowUp: -metrics.cols }[ev.key];
+    if (!step) return;
+    ev.preventDefault();
+    const next = at < 0 ? 0 : Math.max(0, Math.min(items.length - 1, at + step));
+    scrollIntoView(next);
+    if (wide) openDetail(items[next]);
+    else {
+      selectedKey = keyOf(items[next]);
+      render();
+      markSelected();
     }
   });
 
@@ -543,6 +552,7 @@ export function renderGallery(ctx, container, { wide = false } = {}) {
       requestAnimationFrame(() => {
         viewport.scrollTop = top;
         layout();
+        if (el.isConnected) viewport.focus({ preventScroll: true }); // the keys go on where they were
       });
     }
   }
