@@ -299,7 +299,19 @@ def test_wide_gallery_plays_videos_and_shows_errors_in_words(page, gallery):
     server, _, _ = gallery
     page.set_viewport_size({"width": 1400, "height": 860})
     page.goto(server.base_url + "/")
-    page.get_by_test_id("tab-gallery").wait_for()
+    page.get_by_test_id("tab-gallery").click()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    if page.get_by_test_id("open-workspace").count():  # the panel's workspace hosts the wide gallery
+        page.get_by_test_id("open-workspace").click()
+        hosted = page.locator('[data-testid="gallery"][data-mode="wide"]')
+        expect(hosted).to_be_visible()
+        hosted.locator('[data-testid="gallery-item"]').nth(1).click()
+        expect(hosted.get_by_test_id("gallery-detail-image")).to_be_visible()
+        page.wait_for_function("""() => Array.from(document.querySelectorAll('[data-mode="wide"] img'))
+                                          .every((i) => i.complete && i.naturalWidth > 0)""")
+        page.screenshot(path=str(ARTIFACTS / "gallery-workspace.png"))
+        page.keyboard.press("Escape")
+        expect(hosted).to_have_count(0)
     page.evaluate("""async () => {
       const { renderGallery } = await import('/lora-studio/web/comfyui/panel_gallery.js');
       const { makeApi } = await import('/lora-studio/web/comfyui/panel_api.js');
@@ -338,7 +350,6 @@ def test_wide_gallery_plays_videos_and_shows_errors_in_words(page, gallery):
     expect(wide.get_by_test_id("gallery-detail-name")).to_have_text(output_name(2).split("/")[1])
     page.keyboard.press("ArrowLeft")
     expect(wide.get_by_test_id("gallery-detail-name")).to_have_text(output_name(1).split("/")[1])
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.wait_for_function("""() => Array.from(document.querySelectorAll('[data-testid="wide-host"] img'))
                                       .every((i) => i.complete && i.naturalWidth > 0)""")
     page.screenshot(path=str(ARTIFACTS / "gallery-wide.png"))
