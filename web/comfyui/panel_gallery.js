@@ -702,6 +702,8 @@ export function renderGallery(ctx, container, { wide = false } = {}) {
         await api.patch(`/projects/${Number(project.id)}/style`, styleBody);
         const seed = p.seed != null ? ` (seed ${p.seed}: enter it in Generate to repeat the picture)` : "";
         ctx.toast("success", "Style updated", `${project.name}: ${Object.keys(styleBody).join(", ")}${seed}`);
+        // the seed for the Generate view to take once (ctx.state.pendingSeed), the style for every view
+        if (ctx.state && Number.isInteger(p.seed)) ctx.state.pendingSeed = p.seed;
         call("markStale", "generate", "characters");
       } catch (e) {
         fail(e, "Cannot update the style");
