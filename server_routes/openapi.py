@@ -143,7 +143,11 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
     "Models": _obj({"base_models": _array(STR),
                     "items": _array(_obj({"name": STR, "source": {"type": "string",
                                                                   "enum": ["diffusers", "single_file"]}})),
-                    "min_approved_images": INT}),
+                    "min_approved_images": INT,
+                    "missing_dependencies": {**_array(STR), "description": "Python packages training needs that "
+                                             "are not installed (empty: it can run)"},
+                    "model_dirs": {**_array(STR), "description": "folders for diffusers folders and checkpoints"},
+                    "checkpoint_dirs": {**_array(STR), "description": "ComfyUI's checkpoint folders"}}),
     # a sample as the training job's result stores it (step and prompt: every sample this version records)
     "TrainingSamplePage": _page(_obj({"file": STR, "url": {**STR, "description": "below the API prefix"},
                                       "step": INT, "prompt": STR}, optional=("step", "prompt"))),

@@ -19,9 +19,15 @@ def add_routes(api: Api) -> None:
               tag="training", response="Models")
 async def models(r: Req):
     def listing(s):
+        from ..training.service import missing_train_deps
+
         items = s.base_models.listing()
         return {"base_models": [m["name"] for m in items], "items": items,
-                "min_approved_images": s.training.min_images}
+                "min_approved_images": s.training.min_images,
+                # why training cannot run here, said up front: libraries to install, folders a base model goes in
+                "missing_dependencies": missing_train_deps(),
+                "model_dirs": [str(d) for d in s.host.model_dirs()],
+                "checkpoint_dirs": [str(d) for d in s.host.checkpoint_dirs()]}
 
     return await r.call(listing)
 

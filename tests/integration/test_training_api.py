@@ -68,6 +68,9 @@ async def test_training_gates_and_defaults(client, settings, monkeypatch):
     listing = await (await client.get(f"{V1}/models")).json()
     assert listing["base_models"] == ["real-sd15", "single.safetensors"]
     assert listing["min_approved_images"] == 2  # the gate, so the panel can say it before a run is refused
+    # what the panel says up front: nothing missing here (the test environment has the train extra), and where models go
+    assert listing["missing_dependencies"] == []
+    assert str(settings.effective_models_dir) in listing["model_dirs"]
     assert {m["name"]: m["source"] for m in listing["items"]} == {"real-sd15": "diffusers",
                                                                    "single.safetensors": "single_file"}
     await assert_error(await client.post(url, json={"base_model": "missing"}), 404)
