@@ -294,6 +294,10 @@ class GalleryIndex:
                 if pause:
                     time.sleep(pause)  # leave ComfyUI's threads the interpreter now and then
             stats.removed += self._drop_missing_trash(root)
+            if self.db.is_postgres and stats.added + stats.removed > 1000:  # fresh statistics: the planner
+                with self.db.begin() as conn:  # picks the text-search index over a walk of the whole list
+                    conn.exec_driver_sql("ANALYZE gallery_items")
+                    conn.exec_driver_sql("ANALYZE gallery_item_loras")
             self._link_generations()
             self._gen_since = since
             self._dirs = dirs
