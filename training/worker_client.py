@@ -140,6 +140,9 @@ def _drain(stream: TextIO, log_file: TextIO, tail: deque) -> None:
         tail.append(line.rstrip())
 
 
+LOSS_POINTS = 400
+
+
 class TrainState:
     """What the worker's events say so far; `snapshot()` is stored as the job's result while it runs
     (progress record, samples, last checkpoint), so the panel and the node read one place."""
@@ -158,6 +161,7 @@ class TrainState:
         self.final: dict | None = None
         self.error: str | None = None
         self.warnings: list[str] = []
+        self.loss_history: list[list[float]] = []  # [[step, loss], ...] for the panel's chart, thinned as it grows
 
     def apply(self, event: dict) -> bool:
         """Take one event in; True when it should reach the job at once (not throttled)."""
@@ -177,6 +181,9 @@ class TrainState:
             self.progress = {"step": event_int(event.get("step"), 0), "total_steps": self.total_steps,
                              **{k: float(event[k]) for k in ("loss", "smooth_loss", "it_s", "eta_s", "lr")
                                 if isinstance(event.get(k), int | float) and not isinstance(event.get(k), bool)}}
+            loss = self.progress.get("smooth_loss", self.progress.get("loss"))
+            if loss is not None:
+                self._add_loss(self.progress["step"], loss)
             if self.phase.get("name") != "training":
                 self.phase = {"name": "training"}
             return False
@@ -204,6 +211,15 @@ class TrainState:
                 log.warning("training: %s", message)
             return True
         return False
+
+    def _add_loss(self, step: int, loss: float) -> None:
+        """Keep at most LOSS_POINTS points: past that, every other one goes (the curve keeps its shape, the
+        newest point stays), so a 10,000-step run stores a few KB on its job."""
+        if self.loss_history and step <= self.loss_history[-1][0]:
+            return
+        self.loss_history.append([step, round(loss, 6)])
+        if len(self.loss_history) > LOSS_POINTS:
+            self.loss_history = self.loss_history[-1::-2][::-1]
 
     def _add_sample(self, event: dict) -> None:
         """Keep the sample inside the job's samples folder (copied there when the worker wrote it elsewhere)."""
@@ -240,7 +256,7 @@ class TrainState:
     def snapshot(self) -> dict:
         return {"progress": dict(self.progress), "phase": dict(self.phase), "samples": list(self.samples),
                 "checkpoint": self.checkpoint, "arch": self.arch, "resume_step": self.resume_step,
-                "warnings": list(self.warnings),
+                "warnings": list(self.warnings), "loss_history": [list(p) for p in self.loss_history],
                 "resumed_from_job": self.resumed_from_job, "pid": self.pid}
 
 

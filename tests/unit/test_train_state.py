@@ -31,3 +31,15 @@ def test_warnings_are_kept_once_on_the_job(tmp_path: Path) -> None:
     for i in range(40):
         state.apply({"event": "warning", "message": f"w{i}"})
     assert len(state.snapshot()["warnings"]) == 20  # bounded
+
+
+def test_the_loss_history_is_kept_for_the_chart_and_thinned_as_it_grows(tmp_path: Path) -> None:
+    from lora_studio.training.worker_client import LOSS_POINTS, TrainState
+
+    state = TrainState(total_steps=2000, work=tmp_path)
+    for step in range(1, 1001):
+        state.apply({"event": "progress", "step": step, "loss": 1.0 / step, "smooth_loss": 2.0 / step})
+    state.apply({"event": "progress", "step": 1000, "loss": 9.0})  # a repeated step adds nothing
+    history = state.snapshot()["loss_history"]
+    assert len(history) <= LOSS_POINTS and history[-1] == [1000, 0.002]  # the smoothed loss, the newest kept
+    assert history[0][0] <= 8 and all(a[0] < b[0] for a, b in zip(history, history[1:], strict=False))
