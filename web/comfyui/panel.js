@@ -30,7 +30,7 @@ import { charactersSection } from "./panel_characters.js";
 import { ingestSection } from "./panel_ingest.js";
 import { trainingSection } from "./panel_training.js";
 import { generateSection } from "./panel_generate.js";
-import { gallerySection } from "./panel_gallery.js";
+import { galleryHost } from "./panel_gallery_host.js";
 import { workspaceShell } from "./panel_workspace.js";
 import { injectWorkspaceStyle } from "./panel_workspace_style.js";
 import { icon } from "./panel_icons.js";
@@ -159,7 +159,7 @@ export function mountPanel(root, host) {
     ingest: ingestSection(ctx),
     training: trainingSection(ctx),
     generate: generateSection(ctx),
-    gallery: gallerySection(ctx),
+    gallery: galleryHost(ctx),
   };
   for (const [id, section] of Object.entries(sections)) {
     section.el.dataset.testid = `section-${id}`;
@@ -178,6 +178,10 @@ export function mountPanel(root, host) {
       for (const section of Object.values(sections)) if (section.setWide) section.setWide(open);
       if (open && !WIDE_TABS.includes(state.tab)) showTab("approvals");
       const section = sections[state.tab];
+      if (section.stale) {
+        section.stale = false;
+        section.refresh();
+      }
       if (section.focus) section.focus();
       else if (open) closeButton.focus();
     },

@@ -40,16 +40,19 @@ export function workspaceShell({ root, panel, onChange }) {
     if (ev.type === "keydown" && ev.key === "Escape" && !ev.defaultPrevented && !isTypingTarget(ev.target)) {
       ev.preventDefault();
       close();
-    } else if (ev.type === "keydown" && ev.key === "Tab") {
-      const items = focusables(overlay);
-      if (items.length) {
-        const i = items.indexOf(document.activeElement);
-        const next = ev.shiftKey ? (i <= 0 ? items.length - 1 : i - 1) : (i < 0 || i === items.length - 1 ? 0 : i + 1);
-        ev.preventDefault();
-        items[next].focus();
-      }
     }
     ev.stopPropagation(); // ComfyUI's shortcuts never see a key pressed in the workspace
+  }
+
+  /** Tab and Shift+Tab cycle inside (capture phase: whatever the focused field does with its keys). */
+  function trapTab(ev) {
+    if (ev.key !== "Tab" || ev.ctrlKey || ev.altKey || ev.metaKey) return;
+    const items = focusables(overlay);
+    if (!items.length) return;
+    const i = items.indexOf(document.activeElement);
+    const next = ev.shiftKey ? (i <= 0 ? items.length - 1 : i - 1) : (i < 0 || i === items.length - 1 ? 0 : i + 1);
+    ev.preventDefault();
+    items[next].focus();
   }
 
   function onFocusIn(ev) {
@@ -69,6 +72,7 @@ export function workspaceShell({ root, panel, onChange }) {
     overlay = h("div", { class: "ls-workspace", role: "dialog", "aria-modal": "true", tabindex: "-1",
       "aria-label": "LoRA Studio workspace", testid: "workspace" });
     for (const type of ["keydown", "keyup", "keypress"]) overlay.addEventListener(type, onKey);
+    overlay.addEventListener("keydown", trapTab, true);
     panel.classList.add("ls-wide");
     root.replaceChildren(placeholder);
     overlay.append(panel);
