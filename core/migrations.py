@@ -227,7 +227,8 @@ def _v8_generation_modes(conn: sa.Connection) -> None:
 def _v9_gallery_index(conn: sa.Connection) -> None:
     """An index of ComfyUI's output folder (the gallery reads pages from it instead of walking the folder),
     the LoRAs each item loaded, and on PostgreSQL a GIN index for text search over the prompts (SQLite's
-    FTS5 table is derived data the gallery index builds and keeps itself)."""
+    FTS5 table is derived data the gallery index builds and keeps itself); generations by their last
+    update (the index links the outputs of those that ended recently)."""
     ts = sa.DateTime(timezone=True)
     frozen = sa.MetaData()
     for name in ("generations", "characters", "projects"):  # targets of the foreign keys
@@ -271,6 +272,7 @@ def _v9_gallery_index(conn: sa.Connection) -> None:
     )
     items.create(conn)
     loras.create(conn)
+    conn.execute(sa.text("CREATE INDEX ix_generations_updated ON generations (updated_at)"))
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text(
             "CREATE INDEX ix_gallery_items_search ON gallery_items USING gin (to_tsvector('simple', "

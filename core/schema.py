@@ -155,6 +155,7 @@ generations = sa.Table(
     sa.Column("seed", sa.BigInteger, nullable=True),
     sa.Column("progress", sa.Float, nullable=False, server_default="0"),
     sa.Column("params", sa.JSON, nullable=True),  # the request's own fields (images, denoise, template, …)
+    sa.Index("ix_generations_updated", "updated_at"),  # version 9: the gallery links outputs of recent ones
 )
 
 # -- version 2 ------------------------------------------------------------------------------------

@@ -298,7 +298,7 @@ class GalleryIndex:
                 with self.db.begin() as conn:  # picks the text-search index over a walk of the whole list
                     conn.exec_driver_sql("ANALYZE gallery_items")
                     conn.exec_driver_sql("ANALYZE gallery_item_loras")
-            self._link_generations()
+            self._link_generations(None)  # every generation: one that ended while the file was not indexed yet
             self._gen_since = since
             self._dirs = dirs
             self._last_full = time.monotonic()
@@ -392,7 +392,7 @@ class GalleryIndex:
             folder, _, name = path.rpartition("/")
             if folder in self._dirs:
                 self._dirs[folder].names.add(name)
-        self._link_generations()
+        self._link_generations(self._gen_since)
         self._gen_since = since
 
     def _rewritten(self, root: Path) -> list[tuple[str, int, int]]:
@@ -566,13 +566,14 @@ class GalleryIndex:
         self._delete_ids(gone, trashed=True)
         return len(gone)
 
-    def _link_generations(self) -> None:
-        """Rows of files a studio generation wrote (its outputs) get the generation, character and project."""
+    def _link_generations(self, since) -> None:
+        """Rows of files a studio generation wrote (its outputs) get the generation, character and project;
+        `since`: only generations updated since then (None: all)."""
         q = (sa.select(generations.c.id, generations.c.character_id, generations.c.outputs, characters.c.project_id)
              .join(characters, characters.c.id == generations.c.character_id)
              .where(generations.c.outputs.is_not(None)))
-        if self._gen_since is not None:
-            q = q.where(generations.c.updated_at >= self._gen_since)
+        if since is not None:
+            q = q.where(generations.c.updated_at >= since)
         with self.db.begin() as conn:
             for gen in conn.execute(q).all():
                 paths = [_output_path(o) for o in gen.outputs if isinstance(o, dict)] if isinstance(
