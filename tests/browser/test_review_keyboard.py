@@ -270,3 +270,38 @@ def test_keys_stay_in_fields_and_an_image_moves_from_the_same_view(page, studio_
     assert eventually(lambda: image(studio_server, order[1])["character_id"] == rin["id"])
     expect(ws.get_by_test_id("pending-grid")).to_have_attribute("data-current", str(order[2]))
     expect(ws.get_by_test_id("review-detail")).to_have_attribute("data-image-id", str(order[2]))
+
+
+def test_the_queue_loads_on_as_the_keys_reach_its_end_and_thumbnails_fall_back(page, studio_server):
+    from playwright.sync_api import expect
+
+    project, (mika,), created = seed(studio_server, 52)  # more than a page (48)
+    # a server whose thumbnails fail: each tile shows the file instead (one swap, no loop)
+    thumbs: list[str] = []
+
+    def refuse(route):
+        thumbs.append(route.request.url)
+        route.fulfill(status=404, content_type="application/json", body='{"error": {"code": "not_found"}}')
+    page.route("**/thumb?size=256", refuse)
+    open_panel(page, studio_server, project, mika)
+    ws = open_workspace_by_keyboard(page)
+    tiles = ws.locator('[data-testid="pending-grid"] > [data-image-id]')
+    expect(tiles).to_have_count(48)
+    first = tiles.first.locator("img")
+    page.wait_for_function("""() => { const i = document.querySelector('[data-testid="workspace"] [data-testid="pending-grid"] img');
+                                      return i && i.complete && i.naturalWidth > 0; }""")
+    assert first.get_attribute("src").endswith(f"/images/{tiles.first.get_attribute('data-image-id')}/file")
+    assert thumbs and all("/thumb?size=256" in u for u in thumbs)
+
+    # End goes to the last loaded image; being near the end loads the next page, and the keys go on into it
+    page.keyboard.press("End")
+    expect(tiles).to_have_count(52)
+    order = grid_order(ws)
+    assert sorted(order) == sorted(img["id"] for img in created)
+    expect(ws.get_by_test_id("pending-grid")).to_have_attribute("data-current", str(order[47]))
+    for _ in range(4):
+        page.keyboard.press("ArrowRight")
+    expect(ws.get_by_test_id("pending-grid")).to_have_attribute("data-current", str(order[51]))
+    page.keyboard.press("a")
+    assert eventually(lambda: image(studio_server, order[51])["status"] == "approved")
+    expect(ws.get_by_test_id("pending-grid")).to_have_attribute("data-current", str(order[50]))  # the one before
