@@ -362,3 +362,36 @@ async def test_without_output_folder_the_gallery_says_so(make_client):
     for method, url in (("GET", "/gallery"), ("GET", "/gallery/1"), ("POST", "/gallery/reindex"),
                         ("POST", "/gallery/trash/empty"), ("GET", "/gallery/loras")):
         await assert_error(await client.request(method, f"{V1}{url}"), 503, "unavailable")
+
+
+async def test_a_cold_index_never_holds_up_start_up_or_pages(make_client, settings, monkeypatch):
+    """Reading the folder takes its time in the index's thread: the studio starts, pages answer (with what is
+    indexed so far) and the event loop stays free meanwhile."""
+    import asyncio
+    import time
+
+    from lora_studio.datasets import gallery_index
+
+    out = settings.comfyui_output_dir
+    for i in range(40):
+        write_png(out / f"f{i:02d}.png", seed=i, mtime=T0 + i)
+    real = gallery_index.read_media
+
+    def slow(path):
+        time.sleep(0.1)  # a slow disk: 4 s for the whole folder
+        return real(path)
+
+    monkeypatch.setattr(gallery_index, "read_media", slow)
+    started = time.monotonic()
+    client = await make_client(settings)
+    assert time.monotonic() - started < 2
+    t = time.monotonic()
+    first = await page(client)
+    assert time.monotonic() - t < 2.5 and len(first["items"]) < 40  # what the first batch holds, if anything
+    t = time.monotonic()
+    assert (await client.get(f"{V1}/health")).status == 200 and time.monotonic() - t < 0.5
+    for _ in range(200):
+        if len((await page(client))["items"]) == 40:
+            break
+        await asyncio.sleep(0.1)
+    assert [i["path"] for i in (await page(client))["items"]][:2] == ["f39.png", "f38.png"]
