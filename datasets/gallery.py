@@ -248,8 +248,15 @@ class Gallery:
         if not os.path.lexists(src) or src.is_dir():
             raise NotFound("the file is not in the output folder any more")
         trash_rel = f"{TRASH_DIR}/{row.id}/{row.path}"
-        dest = self._trash_dir() / str(row.id) / row.path
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        trash = self._trash_dir()
+        trash.mkdir(exist_ok=True)
+        folder = trash
+        for part in [str(row.id), *row.path.split("/")[:-1]]:  # made one by one: never through a planted link
+            folder = folder / part
+            if folder.is_symlink() or (os.path.lexists(folder) and not folder.is_dir()):
+                raise Conflict(f"{folder.relative_to(trash.parent).as_posix()[:200]} is in the way in the trash")
+            folder.mkdir(exist_ok=True)
+        dest = folder / row.name
         if os.path.lexists(dest):
             raise Conflict("the trash already holds a file of that name for this item")
         _move(src, dest)

@@ -266,12 +266,17 @@ async def test_trash_restore_and_empty(client, settings):
 
 async def test_the_trash_folder_must_be_the_studios(client, settings, tmp_path):
     out = settings.comfyui_output_dir
-    write_png(out / "x.png", seed=1, mtime=T0)
+    write_png(out / "sub/x.png", seed=1, mtime=T0)
     (tmp_path / "elsewhere").mkdir()
     (out / ".lora_studio_trash").symlink_to(tmp_path / "elsewhere")
     item = (await page(client))["items"][0]
     await assert_error(await client.post(f"{V1}/gallery/{item['id']}/trash"), 409)
-    assert (out / "x.png").exists() and not any((tmp_path / "elsewhere").iterdir())
+    assert (out / "sub/x.png").exists() and not any((tmp_path / "elsewhere").iterdir())
+    (out / ".lora_studio_trash").unlink()
+    (out / ".lora_studio_trash").mkdir()
+    (out / ".lora_studio_trash" / str(item["id"])).symlink_to(tmp_path / "elsewhere")  # a link planted inside
+    await assert_error(await client.post(f"{V1}/gallery/{item['id']}/trash"), 409)
+    assert (out / "sub/x.png").exists() and not any((tmp_path / "elsewhere").iterdir())
 
 
 async def test_send_to_dataset_adds_a_pending_image_with_the_parameters(client, settings):
