@@ -270,6 +270,9 @@ class GalleryIndex:
             dirs: dict[str, DirState] = {}
             disk: dict[str, tuple[int, int]] = {}
             self._walk(root, "", dirs, disk, stat_files=True)
+            if "" not in dirs:  # the folder cannot be listed right now: keep the index as it is
+                log.warning("gallery index: %s cannot be listed; the index is kept as it is", root)
+                return stats
             stats.files = len(disk)
             with self.db.begin() as conn:
                 rows = {r.path: (r.id, r.size, r.mtime_ns) for r in conn.execute(
@@ -346,6 +349,8 @@ class GalleryIndex:
                 continue
             state = self._dirs[rel]
             listing = self._list(root, rel)
+            if listing is None and not rel:
+                return  # the output folder cannot be listed right now: keep everything as it is
             if listing is None:
                 removed_paths += self._drop_dir(rel)
                 continue
@@ -377,7 +382,7 @@ class GalleryIndex:
             for rel, _name in new[budget:]:
                 self._dirs[rel].settled = False
             new = new[:budget]
-        todo = rewritten
+        pending = {path: (path, size, mtime) for path, size, mtime in rewritten}
         for rel, name in new:
             path = _join(rel, name)
             try:
@@ -385,7 +390,8 @@ class GalleryIndex:
             except OSError:
                 continue
             if stat.S_ISREG(st.st_mode):
-                todo.append((path, st.st_size, st.st_mtime_ns))
+                pending[path] = (path, st.st_size, st.st_mtime_ns)
+        todo = list(pending.values())
         for start in range(0, len(todo), BATCH):
             self._store(root, todo[start:start + BATCH])
         for path, _size, _mtime in todo:
@@ -413,6 +419,8 @@ class GalleryIndex:
         return out
 
     def _under(self, rel: str) -> list[str]:
+        if not rel:
+            return list(self._dirs)
         prefix = rel + "/"
         return [d for d in self._dirs if d == rel or d.startswith(prefix)]
 

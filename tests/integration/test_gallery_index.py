@@ -400,3 +400,22 @@ async def test_a_cold_index_never_holds_up_start_up_or_pages(make_client, settin
             break
         await asyncio.sleep(0.1)
     assert [i["path"] for i in (await page(client))["items"]][:2] == ["f39.png", "f38.png"]
+
+
+async def test_an_unreadable_output_folder_keeps_the_index(client, settings, monkeypatch):
+    """A folder that cannot be listed for a moment (permissions, a network drive) is not taken for an empty one:
+    the items and their favourites stay."""
+    from lora_studio.datasets.gallery_index import GalleryIndex
+
+    out = settings.comfyui_output_dir
+    write_png(out / "a.png", seed=1, mtime=T0)
+    item = (await page(client))["items"][0]
+    await client.post(f"{V1}/gallery/{item['id']}/favourite", json={"favourite": True})
+    real = GalleryIndex._list
+    monkeypatch.setattr(GalleryIndex, "_list", lambda self, root, rel: None if rel == "" else real(self, root, rel))
+    job = await reindex(client)
+    assert job["result"]["removed"] == 0
+    assert [i["favourite"] for i in (await page(client))["items"]] == [True]
+    monkeypatch.setattr(GalleryIndex, "_list", real)
+    (out / "a.png").unlink()
+    assert (await reindex(client))["result"]["removed"] == 1  # once listed again, a removal is a removal
