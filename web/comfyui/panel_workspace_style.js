@@ -9,6 +9,7 @@ export const WORKSPACE_STYLE_ID = "lora-studio-workspace-style";
 
 const CSS = `
 /* --- compact sidebar -------------------------------------------------------------------------- */
+.ls-root { overflow-wrap: break-word; } /* a long word (a path, an env name) breaks rather than spill */
 .ls-head { container-type: inline-size; }
 .ls-title { align-items: center; min-width: 0; }
 .ls-title strong { white-space: nowrap; }
@@ -19,11 +20,16 @@ const CSS = `
 .ls-tab { flex: 1 1 auto; min-width: 0; display: flex; flex-direction: column; align-items: center; gap: 2px;
   padding: 5px 3px 4px; font-size: 11px; line-height: 1.2; }
 .ls-tab-label { max-width: 100%; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-@container (max-width: 310px) { .ls-tab-label { display: none; } .ls-tab { padding: 7px 1px; } }
+@container (max-width: 310px) {
+  .ls-tab-label, .ls-health, .ls-icon-btn > span { display: none; }
+  .ls-tab { padding: 7px 1px; }
+}
 .ls-root:not(.ls-wide) .ls-wide-only, .ls-wide .ls-compact-only { display: none !important; }
 .ls-grow { flex: 1 1 auto; min-width: 0; }
 .ls-wrap { overflow-wrap: anywhere; }
 .ls-job-head { flex-wrap: wrap; }
+.ls-root input[type=file] { max-width: 100%; min-width: 0; }
+.ls-root .ls-row > label, .ls-root .ls-field { min-width: 0; max-width: 100%; }
 .ls-job-head > *, .ls-autojob > * { min-width: 0; overflow-wrap: anywhere; }
 .ls-root .ls-row > select { max-width: 100%; }
 .ls-placeholder { padding: 16px; display: flex; flex-direction: column; gap: 8px; align-items: flex-start; }
