@@ -36,6 +36,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from ..core.db import Database, utcnow
+from ..core.errors import StudioError
 from ..core.schema import characters, gallery_item_loras, gallery_items, generations
 from .comfy_meta import MEDIA_TYPES, extract_params, read_media, studio_tag
 
@@ -125,8 +126,8 @@ class GalleryIndex:
         self._gen_since = None  # generations updated since then are linked again in the next pass
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._full_requested = False
         self._thread: threading.Thread | None = None
+        self._failing = False  # the last tick failed (logged once until one succeeds)
         self.fts = False  # SQLite's FTS5 table is ready (else text search falls back to LIKE)
         self._search_checked = False
         self.last_pass: PassStats | None = None
@@ -150,16 +151,10 @@ class GalleryIndex:
             self._thread.join(timeout=10)
             self._thread = None
 
-    def request_full_pass(self) -> None:
-        self._full_requested = True
-        self._wake.set()
-
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                due = self._full_requested or time.monotonic() - self._last_full >= self.full_every_s
-                if due or self.last_pass is None:
-                    self._full_requested = False
+                if self.last_pass is None or time.monotonic() - self._last_full >= self.full_every_s:
                     try:
                         with self._lock:
                             self._full_pass(pause=0.005)
@@ -168,10 +163,14 @@ class GalleryIndex:
                 else:
                     with self._lock:
                         self._quick(budget=None)
+                self._failing = False
             except Stopped:
                 return
-            except Exception:  # a database hiccup, a folder gone: log, try again at the next tick
-                log.warning("gallery indexing failed; retrying", exc_info=True)
+            except Exception as e:  # the database away, a folder gone: say so once, try again at the next tick
+                if not self._failing:
+                    log.warning("gallery indexing failed (%s); retrying every %.0fs", str(e)[:300] or type(e).__name__,
+                                self.poll_s, exc_info=not isinstance(e, StudioError))
+                self._failing = True
             self._wake.wait(self.poll_s)
             self._wake.clear()
 
@@ -189,7 +188,7 @@ class GalleryIndex:
         if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             return
         try:
-            if self.last_pass is not None:
+            if self.last_pass is not None or self._thread is not None:
                 self._quick(budget=budget)
             else:  # no thread (a tool, a test): the first pass here
                 self._full_pass()
