@@ -1,7 +1,7 @@
 """The route declarations' machinery: `Api` (a table of routes, also the source of the OpenAPI
 document), the request wrapper handlers see, error shaping and the cross-origin check.
 
-Each resource module (meta, catalog, images, ingest, gallery, jobs, training, generation) declares its
+Each resource module (meta, catalog, images, thumbnails, ingest, gallery, jobs, training, generation) declares its
 routes on a table of its own and exposes `add_routes(api)`; `server_routes.build_api()` composes them.
 The same `register_routes` fills ComfyUI's `PromptServer.instance.routes` and the standalone app's
 route table, so both serve identical routes."""
