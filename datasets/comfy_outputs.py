@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..core.errors import InvalidInput, StudioError
-from .gallery import Gallery
+from .gallery import Gallery, GalleryFilters
 from .images import ImageService
 from .layout import mkstemp_umask
 
@@ -78,7 +78,8 @@ def import_outputs(images: ImageService, gallery: Gallery, staging: Path, charac
     (exactly or nearly), files that are not readable images and files that went away since they
     were listed are skipped and reported ({filename, reason}): one bad file never fails the job."""
     if paths is None:
-        paths = [item.path for item in gallery.list(limit=100000).items][::-1]  # oldest first
+        # the images (a video is no training image), oldest first
+        paths = [item.path for item in gallery.list(limit=100000, filters=GalleryFilters(kind="image")).items][::-1]
     created, skipped = [], []
     for start in range(0, len(paths), BATCH):
         check_cancelled()
