@@ -169,6 +169,9 @@ export function mountPanel(root, host) {
   }
 
   const panelEl = h("div", { class: "ls-root", testid: "lora-studio-panel" }, head, body);
+  // ComfyUI's sidebar scrolls the tab's element as a whole: filling its height instead keeps the header
+  // (pickers, views) in place and scrolls only the view below it
+  if (!root.style.height) root.style.height = "100%";
   root.replaceChildren(panelEl);
 
   const workspace = workspaceShell({

@@ -145,6 +145,7 @@ export function approvalsSection(ctx) {
 
   function layout() {
     grid.classList.toggle("ls-tiles", wide);
+    hint.open = wide;
     if (wide) {
       left.replaceChildren(toolbar, autoJobs.el, batchBar, batchForm, grid, empty, moreRow);
       previewPane.replaceChildren(previewSlot, position, reasons.el);
@@ -193,6 +194,7 @@ export function approvalsSection(ctx) {
     batchApprove.disabled = n === 0 || !!pool(); // an approved image needs a character
     batchReject.disabled = n === 0;
     batchReset.disabled = n === 0;
+    for (const b of [batchApprove, batchReject, batchReset]) b.hidden = n === 0; // room for the queue until then
     selectAll.checked = n > 0 && n === cards.size;
     selectAll.indeterminate = n > 0 && n < cards.size;
     if (n === 0) batchForm.hidden = true;

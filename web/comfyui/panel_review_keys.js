@@ -32,10 +32,12 @@ export function reviewAction(ev) {
     || null;
 }
 
-/** The hint line: each key in a <kbd>. */
+/** The keys, each in a <kbd>, folded under a "Keys" line (the sidebar is short; the workspace shows them open). */
 export function keysHint(testid = "review-keys") {
-  return h("div", { class: "ls-keys ls-muted", testid },
-    REVIEW_KEYS.map(([k, what]) => h("span", { class: "ls-key" }, h("kbd", { class: "ls-kbd" }, k), ` ${what}`)));
+  return h("details", { class: "ls-keys-box", testid },
+    h("summary", { class: "ls-muted", title: "The review's keyboard shortcuts" }, "Keys"),
+    h("div", { class: "ls-keys ls-muted" },
+      REVIEW_KEYS.map(([k, what]) => h("span", { class: "ls-key" }, h("kbd", { class: "ls-kbd" }, k), ` ${what}`))));
 }
 
 /** The ids from `a` to `b` (inclusive, either order) in `order`. */

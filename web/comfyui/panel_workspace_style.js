@@ -46,6 +46,8 @@ const CSS = `
 .ls-review-grid .ls-thumb { cursor: pointer; }
 .ls-review-grid img { user-select: none; -webkit-user-drag: none; }
 .ls-keys { display: flex; flex-wrap: wrap; gap: 2px 10px; font-size: 11px; }
+.ls-keys-box > summary { cursor: pointer; font-size: 12px; width: max-content; }
+.ls-keys-box[open] > summary { margin-bottom: 3px; }
 .ls-key { white-space: nowrap; }
 .ls-kbd { display: inline-block; min-width: 1.4em; text-align: center; font: 10px/1.5 ui-monospace, Menlo, Consolas, monospace;
   color: var(--ls-fg); background: var(--ls-input); border: 1px solid var(--ls-border); border-bottom-width: 2px;
