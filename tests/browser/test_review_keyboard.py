@@ -169,7 +169,7 @@ def test_thirty_images_reviewed_with_the_keyboard_alone(page, studio_server):
     expect(ws.get_by_test_id("review-negative")).to_have_text(prompt["negative"])
     assert "wrong art style" in prompt["negative"]
     expect(ws.get_by_test_id("rejection-notes")).to_contain_text("hands are a bit wrong")
-    counts = call(studio_server, "GET", f"/characters?limit=500")["items"]
+    counts = call(studio_server, "GET", "/characters?limit=500")["items"]
     mine = next(c for c in counts if c["id"] == mika["id"])["counts"]
     assert mine == {"pending": 2, "approved": sum(1 for s, _, _ in expected.values() if s == "approved")}
     expect(page.get_by_test_id("pending-count")).to_have_text("2")

@@ -460,11 +460,14 @@ export function approvalsSection(ctx) {
     try {
       const page = await api.get(p ? `/projects/${p.id}/images?${params}` : `/characters/${c.id}/images?${params}`);
       if (token !== seq) return;
+      let added = 0;
       for (const image of page.items || []) {
         if (cards.has(Number(image.id))) continue;
         grid.append(addCard(image));
+        added += 1;
       }
-      cursor = page.next_cursor || null;
+      // a page with nothing new ends the paging (loading ahead must not ask for the same page forever)
+      cursor = added || reset ? page.next_cursor || null : null;
     } catch (e) {
       if (token === seq) {
         ctx.showError(e, "Cannot load images");
