@@ -261,15 +261,19 @@ def test_keys_stay_in_fields_and_an_image_moves_from_the_same_view(page, studio_
     assert image(studio_server, order[0])["last_rejection"]["note"] == "a"
     expect(grid).to_have_attribute("data-current", str(order[1]))
 
-    # reassign from the workspace's detail, the same view the keys work in
+    # reassign from the workspace's detail, the same view the keys work in, by keys too
     page.keyboard.press("w")
     ws = page.get_by_test_id("workspace")
     expect(ws).to_be_visible()
-    ws.get_by_test_id(f"move-{order[1]}").select_option(str(rin["id"]))
+    page.keyboard.press("m")  # "Move to…" opens its list; typing the name picks it, Enter moves the image
+    expect(ws.get_by_test_id(f"move-{order[1]}")).to_be_focused()
+    page.keyboard.type(rin["name"])
+    page.keyboard.press("Enter")
     expect(ws.get_by_test_id(f"pending-card-{order[1]}")).to_have_count(0)
     assert eventually(lambda: image(studio_server, order[1])["character_id"] == rin["id"])
     expect(ws.get_by_test_id("pending-grid")).to_have_attribute("data-current", str(order[2]))
     expect(ws.get_by_test_id("review-detail")).to_have_attribute("data-image-id", str(order[2]))
+    expect(ws.get_by_test_id("pending-grid")).to_be_focused()  # back to the keys
 
 
 def test_the_queue_loads_on_as_the_keys_reach_its_end_and_thumbnails_fall_back(page, studio_server):
