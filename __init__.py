@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import sys
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-
 WEB_DIRECTORY = "./web/comfyui"
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
+
+if __package__:  # imported as a package: by ComfyUI (named after the folder), or installed as lora_studio
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+else:  # loaded by path as a lone module (pytest sets up the repository's root this way when the clone's folder
+    # name is not a Python name, e.g. `lora-studio`): there is no package to import from, and nothing to register
+    NODE_CLASS_MAPPINGS: dict = {}
+    NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 
 
 def _inside_comfyui() -> bool:
@@ -25,7 +30,7 @@ def _inside_comfyui() -> bool:
                                                                    "instance", None) is not None
 
 
-if _inside_comfyui():
+if __package__ and _inside_comfyui():
     from .comfyui_host import attach
 
     attach()
