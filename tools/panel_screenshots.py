@@ -17,17 +17,11 @@ project) it takes the same two views inside that ComfyUI instead, at its own def
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from screenshot import CHROMIUM, CHROMIUM_ARGS, ROOT, call, free_port, seed  # noqa: E402
+from screenshot import CHROMIUM, CHROMIUM_ARGS, ROOT, call, seed, studio_server  # noqa: E402
 
 
 def more_history(api: str) -> None:
@@ -96,63 +90,38 @@ def main() -> int:
         return in_comfyui(args.comfyui, args.out)
     from playwright.sync_api import sync_playwright
 
-    with tempfile.TemporaryDirectory(prefix="lora-studio-shot-") as tmp:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LORA_STUDIO_", "VAULT_")) and k != "COMFYUI_URL"}
-        env["LORA_STUDIO_NEAR_DUPLICATE_DISTANCE"] = "0"  # the drawn portraits are alike on purpose
-        (Path(tmp) / "out").mkdir()
-        proc = subprocess.Popen([sys.executable, "-m", "lora_studio", "serve", "--data", f"{tmp}/data", "--port",
-                                 str(port), "--comfyui-output", f"{tmp}/out"], cwd=tmp, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(base + "/lora-studio/v1/health", timeout=2).close()
-                    break
-                except (urllib.error.URLError, ConnectionError):
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        print("the studio server did not start", file=sys.stderr)
-                        return 1
-                    time.sleep(0.1)
-            api = base + "/lora-studio/v1"
-            seed(api)
-            more_history(api)
-            args.out.mkdir(parents=True, exist_ok=True)
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-                page = browser.new_page(viewport={"width": 360, "height": 800}, color_scheme="dark")
-                page.goto(base + "/")
-                page.get_by_test_id("tab-approvals").click()
-                page.locator('[data-testid^="pending-card-"]').first.wait_for()
-                page.locator("summary").first.click()  # fold the SSOT prompt: the queue in sight
-                wait_images(page, '[data-testid="pending-grid"]')
-                page.get_by_test_id("pending-grid").focus()
-                page.keyboard.press("ArrowRight")
-                page.evaluate("() => document.querySelector('.ls-body').scrollTo(0, 0)")
-                page.mouse.move(0, 0)
-                page.screenshot(path=str(args.out / "panel-compact.png"))
+    with studio_server() as base:
+        api = base + "/lora-studio/v1"
+        seed(api)
+        more_history(api)
+        args.out.mkdir(parents=True, exist_ok=True)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 360, "height": 800}, color_scheme="dark")
+            page.goto(base + "/")
+            page.get_by_test_id("tab-approvals").click()
+            page.locator('[data-testid^="pending-card-"]').first.wait_for()
+            page.locator("summary").first.click()  # fold the SSOT prompt: the queue in sight
+            wait_images(page, '[data-testid="pending-grid"]')
+            page.get_by_test_id("pending-grid").focus()
+            page.keyboard.press("ArrowRight")
+            page.evaluate("() => document.querySelector('.ls-body').scrollTo(0, 0)")
+            page.mouse.move(0, 0)
+            page.screenshot(path=str(args.out / "panel-compact.png"))
 
-                page.set_viewport_size({"width": 1280, "height": 800})
-                page.locator("summary").first.click()  # unfold it again for the workspace
-                page.keyboard.press("w")
-                ws = page.get_by_test_id("workspace")
-                ws.wait_for()
-                wait_images(page, '[data-testid="workspace"] [data-testid="pending-grid"]')
-                page.keyboard.press("ArrowRight")
-                page.keyboard.press("2")
-                page.keyboard.press("4")
-                wait_images(page, '[data-testid="workspace"] [data-testid="review-preview"]')
-                page.mouse.move(0, 0)
-                page.screenshot(path=str(args.out / "panel-workspace.png"))
-                browser.close()
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            page.set_viewport_size({"width": 1280, "height": 800})
+            page.locator("summary").first.click()  # unfold it again for the workspace
+            page.keyboard.press("w")
+            ws = page.get_by_test_id("workspace")
+            ws.wait_for()
+            wait_images(page, '[data-testid="workspace"] [data-testid="pending-grid"]')
+            page.keyboard.press("ArrowRight")
+            page.keyboard.press("2")
+            page.keyboard.press("4")
+            wait_images(page, '[data-testid="workspace"] [data-testid="review-preview"]')
+            page.mouse.move(0, 0)
+            page.screenshot(path=str(args.out / "panel-workspace.png"))
+            browser.close()
     print(f"wrote {args.out / 'panel-compact.png'} and {args.out / 'panel-workspace.png'}")
     return 0
 

@@ -9,6 +9,7 @@ the batch rejection form open.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
@@ -21,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
@@ -121,12 +123,10 @@ def seed(api: str) -> None:
     call(api, "POST", f"/images/{created[3]['id']}/reject", {"categories": ["wrong_appearance"], "note": "teal hair"})
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "panel.png")
-    args = parser.parse_args()
-    from playwright.sync_api import sync_playwright
-
+@contextlib.contextmanager
+def studio_server() -> Iterator[str]:
+    """A standalone studio on a temporary data folder (its own ComfyUI output folder, no Vault, no ComfyUI):
+    yields its base URL once /health answers; stops it after."""
     with tempfile.TemporaryDirectory(prefix="lora-studio-shot-") as tmp:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LORA_STUDIO_", "VAULT_")) and k != "COMFYUI_URL"}
@@ -144,34 +144,43 @@ def main() -> int:
                     break
                 except (urllib.error.URLError, ConnectionError):
                     if proc.poll() is not None or time.monotonic() > deadline:
-                        print("the studio server did not start", file=sys.stderr)
-                        return 1
+                        raise SystemExit("the studio server did not start") from None
                     time.sleep(0.1)
-            seed(base + "/lora-studio/v1")
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                page.goto(base + "/")
-                page.get_by_test_id("tab-approvals").click()
-                cards = page.locator('[data-testid^="pending-card-"]')
-                cards.first.wait_for()
-                page.wait_for_function("[...document.querySelectorAll('[data-testid^=pending-img-]')]"
-                                       ".every((i) => i.complete && i.naturalWidth > 0)")
-                # select two cards and open the batch rejection form
-                for i in (1, 2):
-                    page.get_by_test_id(f"select-{cards.nth(i).get_attribute('data-image-id')}").check()
-                page.get_by_test_id("batch-reject").click()
-                page.get_by_test_id("batch-cat-wrong_style").check()
-                page.mouse.move(0, 0)
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(args.out))
-                browser.close()
+            yield base
         finally:
             proc.terminate()
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "panel.png")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with studio_server() as base:
+        seed(base + "/lora-studio/v1")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(base + "/")
+            page.get_by_test_id("tab-approvals").click()
+            cards = page.locator('[data-testid^="pending-card-"]')
+            cards.first.wait_for()
+            page.wait_for_function("[...document.querySelectorAll('[data-testid^=pending-img-]')]"
+                                   ".every((i) => i.complete && i.naturalWidth > 0)")
+            # select two cards and open the batch rejection form
+            for i in (1, 2):
+                page.get_by_test_id(f"select-{cards.nth(i).get_attribute('data-image-id')}").check()
+            page.get_by_test_id("batch-reject").click()
+            page.get_by_test_id("batch-cat-wrong_style").check()
+            page.mouse.move(0, 0)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(args.out))
+            browser.close()
     print(f"wrote {args.out}")
     return 0
 
