@@ -25,28 +25,6 @@ export function candidateLabel(c) {
   return what ? `${where} · ${what}` : where;
 }
 
-/** DELETE through the panel's API client when it has one, else the same request with fetch (same errors). */
-async function deleteRequest(api, path) {
-  if (typeof api.del === "function") return api.del(path);
-  if (typeof api.delete === "function") return api.delete(path);
-  let res;
-  try {
-    res = await fetch(api.url(path), { method: "DELETE" });
-  } catch (e) {
-    throw new ApiError(0, "network", `cannot reach LoRA Studio (${e && e.message ? e.message : e})`);
-  }
-  let data = null;
-  try {
-    data = await res.json();
-  } catch {
-    data = null;
-  }
-  if (!res.ok) {
-    const err = data && data.error ? data.error : {};
-    throw new ApiError(res.status, err.code || "http_error", err.message || `HTTP ${res.status}`);
-  }
-  return data;
-}
 
 export function templatesBox(ctx, { onChange = () => {} } = {}) {
   const { api } = ctx;
@@ -170,7 +148,7 @@ export function templatesBox(ctx, { onChange = () => {} } = {}) {
       h("button", { class: "ls-btn ls-danger", testid: `tpl-delete-confirm-${id}`, onclick: async (ev) => {
         ev.currentTarget.disabled = true;
         try {
-          await deleteRequest(api, `/templates/${id}`);
+          await api.del(`/templates/${id}`);
           ctx.toast("success", "Template deleted", t.name);
           await load();
         } catch (e) {
