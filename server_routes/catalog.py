@@ -121,6 +121,24 @@ async def list_samplers(r: Req):
     return await r.call(lambda s: s.samplers.lists())
 
 
+@routes.route("GET", "/checkpoints",
+              "The checkpoints ComfyUI offers (its CheckpointLoaderSimple list, asked each time with a 2 s limit), for "
+              "the style's checkpoint; source 'unavailable' (and no items) while ComfyUI does not answer",
+              tag="projects", response="Checkpoints")
+async def list_checkpoints(r: Req):
+    def ask(s):
+        from ..core.errors import StudioError
+        from ..core.samplers import combo_choices
+
+        try:
+            info = s.comfyui().object_info("CheckpointLoaderSimple", timeout=2.0)
+        except StudioError as e:
+            return {"items": [], "source": "unavailable", "message": e.message}
+        return {"items": combo_choices(info, "CheckpointLoaderSimple", "ckpt_name") or [], "source": "comfyui"}
+
+    return await r.call(ask)
+
+
 @routes.route("GET", "/projects/{project_id}/characters", "List a project's characters, by name", query=PAGE,
               tag="characters", response="CharacterPage")
 async def list_project_characters(r: Req):

@@ -128,6 +128,8 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
         "lora_name": _nullable(STR), "style": _ref("Style")}),
     "FeedbackTerms": _obj({"project_id": INT, "terms": TERMS, "defaults": TERMS}),
     "Categories": _obj({"categories": TERMS}),
+    "Checkpoints": _obj({"items": _array(STR), "source": {"type": "string", "enum": ["comfyui", "unavailable"]},
+                         "message": STR}, optional=("message",)),
     "Samplers": _obj({"samplers": _array(STR), "schedulers": _array(STR),
                       "source": {"type": "string", "enum": ["comfyui", "known"]},
                       "human": {"type": "object", "additionalProperties": _array(STR),

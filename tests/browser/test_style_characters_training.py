@@ -37,6 +37,10 @@ def test_style_form_offers_comfyuis_lists_as_selects(page, studio_server):
     project, character, _ = seed(studio_server)
     lists = call(studio_server, "GET", "/samplers")
     assert lists["source"] == "comfyui"  # the stand-in ComfyUI answered /object_info/KSampler
+    # the recorded /object_info lists no checkpoint files: answer GET /checkpoints as a ComfyUI that has two
+    # (the route itself is tested in tests/integration/test_style_samplers.py)
+    page.route("**/lora-studio/v1/checkpoints", lambda route: route.fulfill(json={
+        "items": ["other.safetensors", "picked.safetensors"], "source": "comfyui"}))
     open_panel(page, studio_server, project, character, "characters")
 
     sampler = page.get_by_test_id("project-style-sampler")
@@ -51,7 +55,11 @@ def test_style_form_offers_comfyuis_lists_as_selects(page, studio_server):
 
     sampler.select_option("euler_ancestral")
     scheduler.select_option("normal")
-    page.get_by_test_id("project-style-checkpoint").fill("picked.safetensors")
+    checkpoint = page.get_by_test_id("project-style-checkpoint-select")
+    assert checkpoint.locator("option").evaluate_all("(os) => os.map((o) => o.value)") == [
+        "", "other.safetensors", "picked.safetensors"]  # none chosen yet: nothing is picked for the user
+    expect(page.get_by_test_id("project-style-checkpoint")).to_be_hidden()  # no free text while ComfyUI answers
+    checkpoint.select_option("picked.safetensors")
     page.get_by_test_id("project-style-steps").fill("31")
     page.get_by_test_id("project-style-variations").fill("smiling\nfrom behind\n")
     page.get_by_test_id("project-style-save").click()

@@ -80,3 +80,16 @@ async def test_comfyuis_own_names_are_checked_for_the_style_and_the_graph(make_c
     object_info_calls = [path for method, path, _ in fake.requests if path.startswith("/object_info")]
     # the sampler lists and the whole /object_info (the pre-send check) are each fetched once, then cached
     assert object_info_calls == ["/object_info/KSampler", "/object_info"]
+
+
+async def test_the_checkpoints_are_comfyuis_own_list(make_client, make_settings, aiohttp_server, settings):
+    from support.comfy_schema import with_server_files
+
+    info = with_server_files(OBJECT_INFO, checkpoints=["anime/aiko.safetensors", "sd15.safetensors"])
+    server = await aiohttp_server(create_fake_comfyui(info, settings.comfyui_output_dir))
+    client = await make_client(make_settings(comfyui_url=str(server.make_url("/")).rstrip("/")))
+    listed = await (await client.get(f"{V1}/checkpoints")).json()
+    assert listed == {"items": ["anime/aiko.safetensors", "sd15.safetensors"], "source": "comfyui"}
+    offline = await make_client(make_settings(comfyui_url="http://127.0.0.1:9"))
+    down = await (await offline.get(f"{V1}/checkpoints")).json()
+    assert down["items"] == [] and down["source"] == "unavailable" and "not reachable" in down["message"]

@@ -1,8 +1,8 @@
 // LoRA Studio panel: the project's generation style as a form. Sampler and scheduler are <select>s of the
 // names ComfyUI itself offers (GET /samplers: ComfyUI's KSampler lists, or its standard lists while it does not
-// answer); the checkpoint is a text input whose suggestions (a <datalist>) are the .safetensors files the studio
-// sees in ComfyUI's checkpoints folders and its models folder (GET /models): the studio has no route listing
-// ComfyUI's checkpoints as such. A value the lists do not have (an older style) stays selectable, marked.
+// answer); the checkpoint is a <select> of ComfyUI's own checkpoint list (GET /checkpoints) and, while ComfyUI does
+// not answer, a text input whose suggestions (a <datalist>) are the .safetensors files the studio sees (GET /models).
+// A value the lists do not have (an older style) stays selectable, marked.
 //
 // Exported (declarations only at import):
 //   styleForm(ctx, { prefix = "style" }) -> { el, load(project), reload() }
@@ -50,6 +50,12 @@ export function styleForm(ctx, { prefix = "style" } = {}) {
       input = h("input", { type: "number", step: kind === "float" ? "any" : "1", testid: `${prefix}-${key}` });
     }
     inputs[key] = input;
+    if (kind === "checkpoint") {
+      // ComfyUI's own list when it answers (fill() swaps it in); the text input stays for when it does not
+      const select = h("select", { testid: `${prefix}-${key}-select`, hidden: true, style: "min-width: 180px" });
+      inputs.checkpointSelect = select;
+      return h("label", {}, label, input, select);
+    }
     const wideField = kind === "area" || kind === "lines";
     return h("label", { class: wideField ? "ls-field" : "", style: wideField ? "width: 100%" : "" }, label, input);
   });
@@ -66,18 +72,20 @@ export function styleForm(ctx, { prefix = "style" } = {}) {
   let lists = null; // {samplers, schedulers, source, checkpoints}
 
   async function loadLists() {
-    const [samplers, models] = await Promise.all([
+    const [samplers, models, ckpts] = await Promise.all([
       api.get("/samplers").catch((e) => ({ error: e })),
       api.get("/models").catch(() => null),
+      api.get("/checkpoints").catch(() => null),
     ]);
     const names = (models && (models.items || []).filter((m) => m.source === "single_file").map((m) => m.name)) || [];
+    const comfyCheckpoints = ckpts && ckpts.source === "comfyui" && Array.isArray(ckpts.items) ? ckpts.items : null;
     if (samplers.error) {
       error.textContent = `Cannot load ComfyUI's sampler list: ${samplers.error.message}`;
       error.hidden = false;
-      return { samplers: [], schedulers: [], source: "none", checkpoints: names };
+      return { samplers: [], schedulers: [], source: "none", checkpoints: names, comfyCheckpoints };
     }
     return { samplers: samplers.samplers || [], schedulers: samplers.schedulers || [], source: samplers.source,
-      checkpoints: names };
+      checkpoints: names, comfyCheckpoints };
   }
 
   function fill(style) {
@@ -89,6 +97,16 @@ export function styleForm(ctx, { prefix = "style" } = {}) {
       else inputs[key].value = v === null || v === undefined ? "" : String(v);
     }
     checkpoints.replaceChildren(...lists.checkpoints.map((n) => h("option", { value: n })));
+    const useSelect = Array.isArray(lists.comfyCheckpoints);
+    inputs.checkpointSelect.hidden = !useSelect;
+    inputs.checkpoint.hidden = useSelect;
+    if (useSelect) {
+      fillSelect(inputs.checkpointSelect, lists.comfyCheckpoints, style.checkpoint || "");
+      if (!style.checkpoint && lists.comfyCheckpoints.length) {  // none chosen yet: saving must not pick one
+        inputs.checkpointSelect.prepend(h("option", { value: "" }, "— choose a checkpoint —"));
+        inputs.checkpointSelect.value = "";
+      }
+    }
     source.textContent = lists.source === "comfyui" ? "Samplers and schedulers: ComfyUI's own lists."
       : lists.source === "known" ? "ComfyUI does not answer: samplers and schedulers from its standard lists."
         : "";
@@ -105,12 +123,14 @@ export function styleForm(ctx, { prefix = "style" } = {}) {
         out[key] = input.value.split("\n").map((s) => s.trim()).filter(Boolean);
       } else if ((kind === "sampler" || kind === "scheduler") && !input.value) {
         continue; // an empty list (ComfyUI's lists failed): leave the field as it is
+      } else if (kind === "checkpoint" && !inputs.checkpointSelect.hidden) {
+        out[key] = inputs.checkpointSelect.value;
       } else out[key] = input.value;
     }
     return out;
   }
 
-  const controls = () => [...Object.values(inputs), save];
+  const controls = () => [...Object.values(inputs), save];  // the checkpoint's select is one of the inputs
 
   async function load(p) {
     project = p || null;
