@@ -102,8 +102,8 @@ def import_outputs(images: ImageService, gallery: Gallery, staging: Path, charac
                 tmp.unlink(missing_ok=True)
             raise
         result = images.add_files(character_id, batch, source="comfyui_output", project_id=project_id)
-        created += [i.id for i in result["created"]]
-        skipped += result["skipped"]
+        created += [i.id for i in result.created]
+        skipped += result.skipped
         done = min(start + BATCH, len(paths))
         progress(done / len(paths), f"{done}/{len(paths)} output images")
     return {"created": created, "skipped": skipped}

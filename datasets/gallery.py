@@ -351,9 +351,9 @@ class Gallery:
         meta = {"output_path": item.path, **png_metadata(tmp), "parameters": item.params,
                 "gallery_item_id": item.id}
         result = self.images.add_files(character_id, [(item.name, tmp, meta)], source="comfyui_output")
-        if result["created"]:
-            return result["created"][0]
-        reason = result["skipped"][0]["reason"] if result["skipped"] else "the image was not added"
+        if result.created:
+            return result.created[0]
+        reason = result.skipped[0]["reason"] if result.skipped else "the image was not added"
         if "duplicate" in reason:
             raise Conflict(reason, code="duplicate")
         raise InvalidInput(reason)

@@ -72,6 +72,14 @@ class TrainingImage:
     caption: str
 
 
+@dataclass(frozen=True)
+class AddedFiles:
+    """What `add_files` did: the images it added, and the files it skipped ({"filename", "reason"}, as job
+    results report them)."""
+    created: list[ImageRecord]
+    skipped: list[dict]
+
+
 def image_record(row: Any, last_rejection: dict | None = None) -> ImageRecord:
     """An image record; `last_rejection` (see `image_records`): its latest rejection's categories and note."""
     return ImageRecord(
@@ -217,7 +225,7 @@ class ImageService:
 
     def add_files(self, character_id: int | None, files: list[tuple[str, Path] | tuple[str, Path, dict]],
                   caption: str = "", source: str = "upload", meta: dict | None = None, *,
-                  project_id: int | None = None, on_file: FileProgress | None = None) -> dict:
+                  project_id: int | None = None, on_file: FileProgress | None = None) -> AddedFiles:
         """Adopt staged files (original name, temporary path[, own metadata]) as pending images of
         a character, or (character_id None, project_id given) of the project's unassigned pool.
         Files are stored as they came (see `check_image` for the one exception: EXIF rotation).
@@ -242,7 +250,7 @@ class ImageService:
         finally:
             for _, tmp, *_own in files:
                 tmp.unlink(missing_ok=True)
-        return {"created": created, "skipped": skipped}
+        return AddedFiles(created, skipped)
 
     def _adopt(self, target: Target, folder: Path, name: str, tmp: Path, caption: str, source: str,
                meta: dict, near: NearDuplicateIndex[int]) -> ImageRecord:

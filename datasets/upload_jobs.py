@@ -109,7 +109,7 @@ class ImageUploads:
             result = self.images.add_files(p["character_id"], present, caption=p.get("caption", ""),
                                            source="upload", project_id=p.get("project_id"), on_file=on_file)
             # the job's result is stored as JSON: the image records as the API answers them
-            return {"created": [asdict(i) for i in result["created"]], "skipped": gone + result["skipped"]}
+            return {"created": [asdict(i) for i in result.created], "skipped": gone + result.skipped}
         except JobCancelled:
             # what was placed stays (pending); the job records it before it ends as cancelled
             ctx.progress(len(counts["created"] + counts["skipped"]) / max(len(files), 1),

@@ -120,4 +120,4 @@ class VideoIngest:
             raise
         result = self.images.add_files(p["character_id"], files, caption=p["caption"], source="video",
                                        project_id=p.get("project_id"))
-        return {"frames": len(frames), "created": [i.id for i in result["created"]], "skipped": result["skipped"]}
+        return {"frames": len(frames), "created": [i.id for i in result.created], "skipped": result.skipped}

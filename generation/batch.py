@@ -45,7 +45,7 @@ def add_outputs(generation: GenerationService, images: ImageService, layout: Dat
             tmp.unlink(missing_ok=True)
         raise
     result = images.add_files(character_id, files, caption=caption, source="generation")
-    return {"created": [i.id for i in result["created"]], "skipped": result["skipped"]}
+    return {"created": [i.id for i in result.created], "skipped": result.skipped}
 
 
 class BatchGenerator:

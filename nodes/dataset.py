@@ -17,7 +17,7 @@ MAX_PREVIEWS = 16  # images drawn on the node; the text counts them all
 
 def _added(result) -> tuple[list, list]:
     """(created images, skipped files) of an add_files answer."""
-    return result["created"], result["skipped"]
+    return result.created, result.skipped
 
 
 def _png_with_metadata(array, path: Path, prompt, extra_pnginfo) -> None:

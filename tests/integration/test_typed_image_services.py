@@ -114,7 +114,7 @@ def test_approved_items_are_training_images_with_files(studio, tmp_path):
         path = tmp_path / f"s{i}.png"
         path.write_bytes(image_bytes(seed=700 + i))
         staged.append((f"{i}.png", path))
-    created = studio.images.add_files(cid, staged, caption="aiko")["created"]
+    created = studio.images.add_files(cid, staged, caption="aiko").created
     assert len(created) == 3
     studio.review.decide([i.id for i in created], "approve")
     studio.images.update(created[1].id, caption="second")

@@ -34,7 +34,7 @@ def fake_model_folder(folder: Path, arch: str = "sd15") -> Path:
     return folder
 
 
-def add_approved_images(studio: Any, character_id: int, folder: Path, count: int = 2, seed: int = 0) -> list[dict]:
+def add_approved_images(studio: Any, character_id: int, folder: Path, count: int = 2, seed: int = 0) -> list:
     """Add ``count`` small generated PNGs (staged in ``folder``) to a character and approve them: what a training
     of that character needs."""
     from .images import image_bytes
@@ -44,7 +44,7 @@ def add_approved_images(studio: Any, character_id: int, folder: Path, count: int
         path = Path(folder) / f"staged-{i}.png"
         path.write_bytes(image_bytes(size=(72, 64), seed=seed + i))
         staged.append((f"{i}.png", path))
-    created = studio.images.add_files(character_id, staged)["created"]
+    created = studio.images.add_files(character_id, staged).created
     for image in created:
         studio.review.approve(image.id)
     return created

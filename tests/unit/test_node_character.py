@@ -86,7 +86,7 @@ def test_prompt_additions_learned_negatives_and_sampler_settings(studio, tmp_pat
         sampler="euler_ancestral", scheduler="normal", steps=30, cfg=6.5, width=512, height=640))
     staged = tmp_path / "x.png"
     staged.write_bytes(image_bytes(seed=4))
-    image = studio.images.add_files(studio.aiko.id, [("x.png", staged)])["created"][0]
+    image = studio.images.add_files(studio.aiko.id, [("x.png", staged)]).created[0]
     studio.review.reject(image.id, categories=["not_solo"], regenerate=False)
 
     node = CharacterPrompt()
