@@ -224,6 +224,14 @@ class ComfyUIClient:
         return raw
 
 
+def queue_ids(queue: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """(running, pending) prompt ids of a GET /queue answer (each entry is [number, prompt_id, graph, …])."""
+    def ids(key: str) -> list[str]:
+        return [e[1] for e in queue.get(key) or [] if isinstance(e, list | tuple) and len(e) > 1]
+
+    return ids("queue_running"), ids("queue_pending")
+
+
 def _join(subfolder: str, filename: str) -> str:
     return f"{subfolder.strip('/')}/{filename}" if subfolder else filename
 

@@ -29,7 +29,7 @@ from ..core.schema import generations
 from ..core.text import merge_terms
 from ..datasets.images import ImageService
 from .checks import check_graph
-from .client import ComfyUIClient
+from .client import ComfyUIClient, queue_ids
 from .graph import build_img2img, build_reference, build_txt2img, build_video, plan_reference, plan_video
 from .template_store import TemplateStore
 from .templates import fill_template
@@ -302,9 +302,7 @@ class GenerationService:
     def _refresh(self, row: Any, client: ComfyUIClient) -> None:
         """Where ComfyUI is with the prompt: its queue first, then its history (a prompt moves from one
         to the other), so a prompt found in neither is one ComfyUI lost."""
-        queue = client.queue()
-        running = {e[1] for e in queue.get("queue_running") or [] if isinstance(e, list | tuple) and len(e) > 1}
-        pending = {e[1] for e in queue.get("queue_pending") or [] if isinstance(e, list | tuple) and len(e) > 1}
+        running, pending = queue_ids(client.queue())
         if row.prompt_id in running:
             if row.status != "running":
                 self._update(row.id, status="running")
@@ -361,8 +359,7 @@ class GenerationService:
         if row.status not in ACTIVE:
             raise Conflict(f"generation {generation_id} is {row.status}: only a queued or running one can be cancelled")
         client = self.client()
-        queue = client.queue()
-        running = {e[1] for e in queue.get("queue_running") or [] if isinstance(e, list | tuple) and len(e) > 1}
+        running, _ = queue_ids(client.queue())
         if row.prompt_id in running:
             client.interrupt(row.prompt_id)
         else:

@@ -26,6 +26,7 @@ from ..core.jobs import Job, JobCancelled, JobContext, JobRunner
 from ..core.pagination import Page, decode_cursor, encode_cursor
 from ..core.schema import characters, lora_models
 from ..datasets.images import ImageService
+from ..generation.client import queue_ids
 from . import config
 from .catalog import BaseModels
 from .errors import ConfigError
@@ -240,19 +241,14 @@ class TrainingService:
         if not self._shares_gpu(payload):
             return
         try:
-            queue = self.comfyui().queue()
+            running, pending = queue_ids(self.comfyui().queue())
         except StudioError as e:
             raise Unavailable(f"cannot ask ComfyUI whether it is idle before training: {e.message}") from None
-
-        def ids(key: str) -> list:
-            return [e[1] for e in queue.get(key) or [] if isinstance(e, list | tuple) and len(e) > 1]
-
         own = payload.get("comfy_prompt_id")
-        running = ids("queue_running")
         if own and own in running:
             busy = [p for p in running if p != own]
         else:
-            busy = [p for p in running + ids("queue_pending") if p != own]
+            busy = [p for p in running + pending if p != own]
         if busy:
             raise Conflict(f"ComfyUI is busy with {len(busy)} other prompt(s) (running or queued): training needs "
                            "the GPU to itself; start it again when ComfyUI's queue is empty")
