@@ -100,8 +100,9 @@ class SampleRenderer:
         encoders = lora.text_encoders()
         for encoder in encoders:
             encoder.eval()
-        try:
-            with torch.no_grad():
+        autocast = self.ctx.precision.autocast_dtype
+        try:  # under the training's autocast, as in the step: the LoRA weights are fp32, the frozen encoder is not
+            with torch.no_grad(), torch.autocast(self.ctx.device.type, dtype=autocast, enabled=autocast is not None):
                 prompts = [self.ctx.config.effective_sample_prompt, self.ctx.config.sample_negative]
                 return _models().encode_text(self.base, prompts, text_encoders=encoders)
         finally:

@@ -226,7 +226,9 @@ def test_single_file_loads_offline_with_identical_weights_and_outputs(tiny, offl
     with torch.no_grad():
         got = base.unet(sample, steps, context, **kwargs).sample
         want = source["unet"](sample, steps, context, **kwargs).sample
-    assert torch.equal(got, want)
+    # the weights are bit-identical (above); oneDNN's vectorised sums may still round differently with the
+    # tensors' alignment in memory, so the outputs agree to float rounding, not bit for bit
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert latent_shape_ok(base)
 
 

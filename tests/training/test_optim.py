@@ -152,12 +152,32 @@ def test_8bit_adamw_from_bitsandbytes_tracks_adamw() -> None:
         assert (moved_ours - moved_ref).abs().max() < 0.25 * moved_ref.abs().max()
 
 
-def test_precision_on_cpu_is_fp32() -> None:
-    precision = optim.resolve_precision("bf16", torch.device("cpu"))
-    assert precision.mode == "no" and precision.weight_dtype == torch.float32
-    assert precision.autocast_dtype is None and not precision.use_scaler
+def test_precision_on_a_cpu_is_bf16_only_where_the_cpu_computes_it(monkeypatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(optim, "cpu_has_bf16", lambda: False)
+    for requested in ("bf16", "fp16", "no"):
+        precision = optim.resolve_precision(requested, cpu)
+        assert precision.mode == "no" and precision.weight_dtype == torch.float32
+        assert precision.autocast_dtype is None and not precision.use_scaler
+    monkeypatch.setattr(optim, "cpu_has_bf16", lambda: True)
+    for requested in ("bf16", "fp16"):  # CPUs have no fast fp16: bf16 (no loss scaling: bf16 has fp32's range)
+        precision = optim.resolve_precision(requested, cpu)
+        assert precision.mode == "bf16" and precision.weight_dtype == torch.bfloat16
+        assert precision.autocast_dtype == torch.bfloat16 and not precision.use_scaler
+    assert optim.resolve_precision("no", cpu).weight_dtype == torch.float32
     with pytest.raises(TrainingError, match="mixed_precision"):
-        optim.resolve_precision("fp8", torch.device("cpu"))
+        optim.resolve_precision("fp8", cpu)
+
+
+def test_cpu_bf16_detection_follows_torch(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert not optim.cpu_has_bf16()
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert optim.cpu_has_bf16()
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert optim.cpu_has_bf16()
 
 
 def test_trainable_params_are_cast_to_fp32() -> None:

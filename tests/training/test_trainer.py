@@ -298,9 +298,11 @@ def test_compiled_unet_trains_like_the_plain_one(sd15: Path, items: list[dict], 
     from torch._dynamo.utils import counters
 
     lr = 1e-4
-    plain, plain_events = run(sd15, items, tmp_path / "plain.safetensors", steps=2, learning_rate=lr)
+    fp32 = {"mixed_precision": "no"}  # the tolerances below are fp32's (bf16 autocast: see the bf16 test)
+    plain, plain_events = run(sd15, items, tmp_path / "plain.safetensors", steps=2, learning_rate=lr, **fp32)
     graphs = counters["stats"]["unique_graphs"]
-    compiled, events = run(sd15, items, tmp_path / "compiled.safetensors", steps=2, learning_rate=lr, compile=True)
+    compiled, events = run(sd15, items, tmp_path / "compiled.safetensors", steps=2, learning_rate=lr, compile=True,
+                           **fp32)
     assert counters["stats"]["unique_graphs"] > graphs, "torch.compile traced nothing"
     assert compiled.compiled and not plain.compiled
     assert [(e["name"], e["done"]) for e in events.of("phase") if e["name"] == "compiling"] == [
@@ -346,3 +348,48 @@ def test_a_failing_compile_falls_back_to_the_plain_unet(sd15: Path, items: list[
     warnings = events.of("warning")
     assert len(warnings) == 1 and "no working C++ compiler" in warnings[0]["message"]
     assert equal_tensors(load(plain.output_path), load(fallback.output_path))
+
+
+def test_bf16_on_a_cpu_learns_what_fp32_learns(sd15: Path, items: list[dict], tmp_path: Path, monkeypatch) -> None:
+    """On a CPU that computes bf16 natively, the default precision trains under bf16 autocast with the frozen
+    model in bf16 and the UNet channels-last. Same seed, so the same noise and timesteps: the bf16 run's losses
+    follow the fp32 run's step by step and it learns as much (paired against a run that does not learn, as in
+    the overfitting test). The weights agree in direction only loosely: Adam's first steps move each weight by
+    +-lr whatever its gradient's size, and bf16 flips the sign of the smallest gradients."""
+    from lora_studio.training import optim
+
+    if not optim.cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16: the default runs in fp32 here")
+    import torch
+    from lora_studio.training import trainer as trainer_module
+
+    layouts = []
+    add_lora = trainer_module.add_lora
+
+    def spy(ctx, base, arch):
+        lora = add_lora(ctx, base, arch)
+        layouts.append(base.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last))
+        return lora
+
+    monkeypatch.setattr(trainer_module, "add_lora", spy)
+    one = items[:1]
+    common = {"steps": 10, "rank": 4, "alpha": 32.0, "conv": True}
+    half, half_events = run(sd15, one, tmp_path / "bf16.safetensors", learning_rate=1e-3, **common)  # the default
+    full, full_events = run(sd15, one, tmp_path / "fp32.safetensors", learning_rate=1e-3, mixed_precision="no",
+                            **common)
+    _, frozen_events = run(sd15, one, tmp_path / "frozen.safetensors", learning_rate=1e-9, **common)
+    assert (half.precision, full.precision) == ("bf16", "no")
+    assert layouts == [True, False, True]  # NHWC for oneDNN's bf16 kernels; fp32 stays NCHW (faster there)
+    half_losses = [e["loss"] for e in half_events.of("progress")]
+    full_losses = [e["loss"] for e in full_events.of("progress")]
+    frozen_losses = [e["loss"] for e in frozen_events.of("progress")]
+    assert half_losses != full_losses  # bf16 really ran
+    assert half_losses == pytest.approx(full_losses, rel=0.03)
+    learned = [a / b for a, b in zip(half_losses, frozen_losses, strict=True)][5:]
+    assert all(r < 1.0 for r in learned) and sum(learned) / len(learned) < 0.985, learned
+    a, b = load(half.output_path), load(full.output_path)
+    assert a.keys() == b.keys() and all(a[k].dtype == b[k].dtype for k in a)
+    ups = [k for k in a if k.endswith("lora_up.weight")]
+    same = torch.nn.functional.cosine_similarity(torch.cat([a[k].float().flatten() for k in ups]),
+                                                 torch.cat([b[k].float().flatten() for k in ups]), dim=0)
+    assert same > 0.3, float(same)

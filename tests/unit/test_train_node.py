@@ -370,3 +370,7 @@ def test_worker_env_keeps_compiled_kernels_in_the_data_folder(studio, monkeypatc
     assert env["TORCHINDUCTOR_CACHE_DIR"] == str(studio.training.cache_dir / "torch_compile")
     assert str(studio.training.cache_dir).startswith(str(studio.settings.data_dir))
     assert env["HF_HUB_OFFLINE"] == "1"
+    # glibc keeps the freed activations in the heap (no page faults at every step); a user's own setting wins
+    assert "glibc.malloc.trim_threshold" in env["GLIBC_TUNABLES"]
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    assert studio.training.worker_env()["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"
