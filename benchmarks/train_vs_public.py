@@ -10,7 +10,10 @@ Variants: ``diffusers`` (LoRA on attention to_q/k/v/out.0; VAE and text encoder 
 unless --public-precision bf16), ``kohya`` (networks.lora: every Linear / 1x1 conv in the transformer blocks,
 UNet only; latents cached; the text encoder runs every step: SD1.5's train_network has no text-encoder
 cache), ``ours`` (default targets = kohya's set, default mixed_precision), ``ours-attn`` (diffusers' targets),
-``ours-fp32`` (``ours`` with mixed_precision "no", so the precision lever shows).
+``ours-fp32`` (``ours`` with mixed_precision "no", so the precision lever shows). On a CPU both public
+scripts' default is fp32; ``--public-precision bf16`` gives them ``--mixed_precision bf16``, the
+matched-precision comparison: accelerate autocasts to bf16 on a CPU too; kohya then casts the UNet to bf16
+and keeps the LoRA in fp32, diffusers' example casts UNet, VAE, text encoder and the LoRA itself to bf16.
 
 Figures per variant (its median run by steps/s; all from the parent's clock and the child's rusage):
 - steps/s: the training loop only, (N - w) / (t(N) - t(w)), t(n) = when step n's count first appears in the
@@ -28,9 +31,13 @@ Ratios: each ours-variant's steps/s over the FASTER public trainer's of the same
 Shapes. The model is always the full SD1.5 architecture with random weights (train_throughput's
 ``build_model(folder, "full")``; its tiny tokenizer, vocab ~500): kohya converts every UNet into its own
 ``original_unet`` whose widths are hard-coded to SD1.5's, so it cannot train a smaller UNet. Quick (default):
-64 px (8x8 latents), 16 images, 2 warm-up + 4 timed steps, ~1.5 min a run on 2 CPU cores. ``--full``: 256 px on
-a CPU (4 timed steps, 8 images; ~1 min a step), 512 px with bf16 (public --mixed_precision bf16, ours'
-default) on a GPU. Images are squares of exactly the resolution, so no crop or bucket differs.
+64 px (8x8 latents), 16 images, 2 warm-up + 4 timed steps: 25-150 s a run on 2 CPU cores, 5-10 min for
+``--rounds 2`` of the 5 variants. ``--full``: 256 px on a CPU (8 images, 1 warm-up + 4 timed steps; 3-10 s a
+step on that CPU, hardly more than at 64 px: the full UNet's weights, not the pixels, dominate a small
+batch's step there; ~5 min for one round), 512 px with bf16 (public --mixed_precision bf16, ours' default)
+on a GPU. Images are squares of exactly the resolution, so no crop or bucket differs. Only the kohya run
+adds flags beyond a plain CPU recipe: ``--tokenizer_cache_dir`` (a copy of the model's tokenizer, since it
+otherwise fetches CLIP's from the hub) and the TensorBoard log for its per-step losses.
 
 Getting the trainers (tested: sd-scripts 48d368fa, diffusers 58eb52c0 with diffusers 0.42.1, torch 2.14.1):
   git clone https://github.com/kohya-ss/sd-scripts /work/bench/sd-scripts
@@ -48,7 +55,7 @@ Both public scripts need torchvision; install torch first with the torchvision t
 usage: venv-diffusers/bin/python benchmarks/train_vs_public.py --diffusers /work/bench/diffusers \\
            --kohya /work/bench/sd-scripts --kohya-python /work/bench/venv-kohya/bin/python \\
            --diffusers-python /work/bench/venv-diffusers/bin/python [--rounds 2] [--model-dir /tmp/sd15]
-       ... --full --steps 4 --warmup 1 --rounds 1        (full SD1.5 at 256 px on a CPU: slow)
+       ... --full --steps 4 --warmup 1 --rounds 1        (256 px on a CPU: ~5 min on 2 cores)
        options: --variants diffusers,kohya,ours,ours-attn,ours-fp32  --public-precision no|bf16  --threads 2
                 --images 16  --resolution 64  --keep (keep the work folder: logs, LoRAs)  --verbose
 """
@@ -249,7 +256,7 @@ def run_one(args: argparse.Namespace, run: dict, work: Path, env: dict) -> dict:
                          f"{tail}\ncommand: {shlex.join(cmd)}")
     total = run["total_steps"]
     last = max(seen)
-    start = min((s for s in seen if s >= max(1, args.warmup)), default=min(seen))
+    start = min((s for s in seen if s >= run["warmup"]), default=min(seen))
     result = {
         "variant": variant, "round": run["round"], "steps_seen": len(seen), "last_step": last,
         "steps_per_s": (last - start) / (seen[last] - seen[start]) if last > start else float("nan"),
@@ -424,7 +431,8 @@ def main() -> None:
             for variant in variants:
                 run = {"variant": variant, "round": round_no, "data": str(work / "data"), "model": str(model),
                        "tokenizers": str(work / "tokenizers"), "resolution": resolution,
-                       "total_steps": warmup + steps, "public_precision": precision, "ours_spec": ours_spec}
+                       "total_steps": warmup + steps, "warmup": warmup, "public_precision": precision,
+                       "ours_spec": ours_spec}
                 result = run_one(args, run, work, dict(os.environ, **env))
                 runs[variant].append(result)
                 print(f"  round {round_no}, {variant}: {result['steps_per_s']:.3f} steps/s, step 1 done at "
