@@ -26,7 +26,8 @@ Figures per variant (its median run by steps/s; all from the parent's clock and 
 - loss: mean of the last 4 per-step training losses (each one step's batch MSE; public scripts: read from
   their TensorBoard logs, diffusers' ``train_loss``, kohya's ``loss/current`` - kohya runs with
   ``--log_with tensorboard``, its progress bar shows only a running mean; ours: progress events).
-Ratios: each ours-variant's steps/s over the FASTER public trainer's of the same round, and end-to-end.
+Ratios: each ours-variant's steps/s over the FASTER public trainer's of the same round, and end-to-end; and
+like for like (same LoRA targets): ours and ours-fp32 / kohya, ours-attn / diffusers.
 
 Shapes. The model is always the full SD1.5 architecture with random weights (train_throughput's
 ``build_model(folder, "full")``; its tiny tokenizer, vocab ~500): kohya converts every UNet into its own
@@ -80,6 +81,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 VARIANTS = ("diffusers", "kohya", "ours", "ours-attn", "ours-fp32")
 PUBLIC = ("diffusers", "kohya")
+SAME_TARGETS = (("ours", "kohya"), ("ours-fp32", "kohya"), ("ours-attn", "diffusers"))
 DIFFUSERS_SCRIPT = "examples/text_to_image/train_text_to_image_lora.py"
 KOHYA_SCRIPT = "train_network.py"
 # tqdm's training bar: diffusers' desc is "Steps", kohya's "steps" (their caching bars have no such desc)
@@ -338,6 +340,13 @@ def report(runs: dict[str, list[dict]], args: argparse.Namespace, shape: dict) -
                 ratios = [runs[v][i]["steps_per_s"] / max(runs[p][i]["steps_per_s"] for p in publics)
                           for i in range(args.rounds)]
                 print(f"  {v}: median steps/s ratio {statistics.median(ratios):.2f}x")
+    pairs = [(v, p) for v, p in SAME_TARGETS if v in runs and p in runs]
+    if pairs:
+        print("same LoRA targets, steps/s per round (precision as in the table above):")
+        for v, p in pairs:
+            ratios = [runs[v][i]["steps_per_s"] / runs[p][i]["steps_per_s"] for i in range(args.rounds)]
+            print(f"  {v} / {p}: " + ", ".join(f"{x:.2f}x" for x in ratios)
+                  + (f"; median {statistics.median(ratios):.2f}x" if args.rounds > 1 else ""))
     print("\ncommand lines (round 1; env: " + " ".join(f"{k}={v}" for k, v in shape["env"].items())
           + ", HF_HOME=<a fresh folder per run>):")
     for v, rs in runs.items():
