@@ -41,11 +41,11 @@ adds flags beyond a plain CPU recipe: ``--tokenizer_cache_dir`` (a copy of the m
 otherwise fetches CLIP's from the hub) and the TensorBoard log for its per-step losses.
 
 Where a step's time goes (torch.profiler over 3 steps of the UNet step ours runs: full SD1.5, 256 px, batch 2,
-bf16 autocast, channels-last, kohya's targets, AdamW + clipping; torch 2.13, 2 threads, 2026-12-07; ~2.0 s of
-op time per step): convolution backward (input gradients only: the base is frozen) 530 ms, convolution forward
-293 ms, matmuls 249 + 89 ms (addmm), SDPA flash attention backward 248 + forward 52 ms, dtype casts (3,800 per
-step: autocast casting LoRA weights and norm inputs/outputs) 103 ms, element-wise mul/add 150 ms, group/layer
-norms 60 ms, GELU/SiLU 40 ms, AdamW 7 ms. About 72 % is oneDNN's convolution, matmul and attention kernels,
+bf16 autocast, channels-last, kohya's targets, AdamW + clipping; torch 2.13, 2 threads, 2026-12-07; ~1.9 s of
+op time per step): convolution backward (input gradients only: the base is frozen) 512 ms, convolution forward
+293 ms, matmuls 249 + 81 ms (addmm), SDPA flash attention backward 244 + forward 50 ms, dtype casts (3,800 per
+step: autocast casting LoRA weights and norm inputs/outputs) 103 ms, element-wise mul/add 145 ms, group/layer
+norms 40 ms, GELU/SiLU 35 ms, AdamW 7 ms. About 74 % is oneDNN's convolution, matmul and attention kernels,
 which every trainer calls alike at the same precision; that is why kohya given --mixed_precision bf16 comes
 within 1.15x of ours. What fusion (torch.compile) could still take is in the remaining ~20 %.
 
