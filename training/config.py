@@ -161,7 +161,7 @@ class TrainConfig:
                          "goes on uncompiled)", default=False)
     mixed_precision: str = _opt("str", "bf16: the frozen model in bf16 and bf16 autocast, LoRA weights in fp32 (fp16 "
                                 "with loss scaling on GPUs without bf16). On a CPU bf16 runs where the CPU computes "
-                                "it natively (AMX or AVX512-BF16; 2-3x faster steps), else fp32. no: fp32 everywhere",
+                                "it natively (AMX or AVX512-BF16; about 2x faster steps), else fp32. no: fp32 everywhere",
                                 choices=MIXED_PRECISION, default="bf16")
     max_grad_norm: float = _opt("float", "gradient clipping norm (0 = no clipping)", min=0.0, max=1e6, default=1.0,
                                 **PLUMBING)
