@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from support.processes import app_in_thread, studio_process
+from support.studio_http import RunningStudio
 
 CHROMIUM = Path("/usr/bin/chromium")
 OBJECT_INFO = Path(__file__).resolve().parent.parent / "fixtures" / "comfyui" / "object_info.json"
@@ -18,19 +19,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 @dataclass
-class StudioServer:
-    base_url: str  # http://127.0.0.1:<port>
-    data_dir: Path
+class StudioServer(RunningStudio):
     output_dir: Path  # the --comfyui-output folder (gallery)
     comfyui_url: str  # the stand-in ComfyUI generations go to
-
-    @property
-    def api(self) -> str:
-        return self.base_url + "/lora-studio/v1"
-
-    @property
-    def database(self) -> Path:
-        return self.data_dir / "lora_studio.sqlite3"
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from support.processes import app_in_thread, clean_env, studio_process
-from support.studio_http import call, open_panel
+from support.studio_http import RunningStudio, call, open_panel
 from support.studio_http import upload as upload_files
 
 pytestmark = pytest.mark.browser
@@ -24,18 +22,7 @@ REVIEW = {"character_match": 10, "solo": True, "clarity": 10, "completeness": 10
 CLASSIFY = {"primary": None, "others": [], "confidence": 0.0, "description": "x"}
 
 
-@dataclass
-class Server:
-    base_url: str
-    data_dir: Path
-
-    @property
-    def api(self) -> str:
-        return self.base_url + "/lora-studio/v1"
-
-    @property
-    def database(self) -> Path:
-        return self.data_dir / "lora_studio.sqlite3"
+Server = RunningStudio
 
 
 def _answer(call):

@@ -10,12 +10,13 @@ import os
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from support.gallery_files import write_png, write_webm
 from support.processes import studio_process
-from support.studio_http import call, db_rows
+from support.studio_http import RunningStudio, call, db_rows
 
 pytestmark = pytest.mark.browser
 
@@ -29,17 +30,9 @@ NEWEST = 1_800_000_000  # mtime of output 0; each next one a minute older
 GALLERY_ROUTE = re.compile(r".*/lora-studio/v1/gallery(\?.*)?$")
 
 
-class Server:
-    def __init__(self, base_url, data_dir, output_dir):
-        self.base_url, self.data_dir, self.output_dir = base_url, data_dir, output_dir
-
-    @property
-    def api(self):
-        return self.base_url + "/lora-studio/v1"
-
-    @property
-    def database(self):
-        return self.data_dir / "lora_studio.sqlite3"
+@dataclass
+class Server(RunningStudio):
+    output_dir: Path
 
 
 def output_name(i: int) -> str:

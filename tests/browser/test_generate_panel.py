@@ -9,12 +9,14 @@ import json
 import random
 import re
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.images import noise_png
 from support.processes import app_in_thread, studio_process
-from support.studio_http import call, open_panel, upload
+from support.studio_http import RunningStudio, call, open_panel, upload
 
 pytestmark = [pytest.mark.browser]
 
@@ -24,17 +26,9 @@ EDITOR_WORKFLOW = ROOT / "example_workflows" / "character_txt2img_with_lora.json
 SIDEBAR_PX = 360  # ComfyUI's default sidebar is about 360-400 px wide
 
 
-class Server:
-    def __init__(self, base_url, data_dir, fake):
-        self.base_url, self.data_dir, self.fake = base_url, data_dir, fake
-
-    @property
-    def api(self):
-        return self.base_url + "/lora-studio/v1"
-
-    @property
-    def database(self):
-        return self.data_dir / "lora_studio.sqlite3"
+@dataclass
+class Server(RunningStudio):
+    fake: Any  # the stand-in ComfyUI's aiohttp app
 
     @property
     def comfy(self):

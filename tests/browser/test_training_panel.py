@@ -12,24 +12,11 @@ import uuid
 import pytest
 from support.images import noise_png
 from support.processes import clean_env, studio_process
-from support.studio_http import call, db_rows, open_panel, upload
+from support.studio_http import RunningStudio, call, db_rows, open_panel, upload
 
 pytestmark = [pytest.mark.browser, pytest.mark.training]
 
-
-
-
-class Server:
-    def __init__(self, base_url, data_dir):
-        self.base_url, self.data_dir = base_url, data_dir
-
-    @property
-    def api(self):
-        return self.base_url + "/lora-studio/v1"
-
-    @property
-    def database(self):
-        return self.data_dir / "lora_studio.sqlite3"
+Server = RunningStudio
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Helpers for tests that drive a studio server in another process (the browser tests): plain
 urllib calls, a multipart upload, the panel opened on a character, and reads of its SQLite file.
-`server` has `.api` (the API base URL), `.base_url` and `.database` (the SQLite path)."""
+`server` has `.api` (the API base URL), `.base_url` and `.database` (the SQLite path): a `RunningStudio`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,24 @@ import sqlite3
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class RunningStudio:
+    """A studio server the tests started: its base URL and data folder (subclasses add what their fixture has)."""
+
+    base_url: str  # http://127.0.0.1:<port>
+    data_dir: Path
+
+    @property
+    def api(self) -> str:
+        return self.base_url + "/lora-studio/v1"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "lora_studio.sqlite3"
 
 
 def call(server, method: str, path: str, body: dict | None = None):
